@@ -1,0 +1,89 @@
+"""The interface every family implements, and the registry that finds them by name.
+
+A family owns its forward (noising) process, its training loss, its validation NELBO and
+its reverse-step sampler. Nothing outside a family module looks at a family's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
+
+import torch
+
+from toolkit.errors import UserError
+from toolkit.sampling import SampleRequest, Step
+
+REGISTRY: dict[str, type["Family"]] = {}
+
+
+def register(cls: type["Family"]) -> type["Family"]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_family(name: str) -> type["Family"]:
+    import toolkit.families  # noqa: F401  (imports every family module, filling the registry)
+    if name not in REGISTRY:
+        raise UserError(f"unknown family '{name}' (known: {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[name]
+
+
+@dataclass
+class NoOptions:
+    def validate(self) -> None:
+        pass
+
+
+class Family:
+    """Base class. Subclasses set `name`, `Options`, `time_conditioned` and implement the methods."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+    time_conditioned: ClassVar[bool] = False   # does the backbone see sigma_t?
+    # sampling-time options a user may change: name -> (default, help); the GUI and CLI read this
+    sampling_options: ClassVar[dict[str, tuple[object, str]]] = {}
+
+    def __init__(self, options, vocab_size: int, mask_id: int, bos_id: int):
+        self.options = options
+        self.vocab_size = vocab_size
+        self.mask_id = mask_id
+        self.bos_id = bos_id
+
+    # -- training and evaluation -------------------------------------------------------
+    def loss(self, net, x0: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
+        """Scalar training loss for clean tokens x0 [B, L] at times t [B]."""
+        raise NotImplementedError
+
+    def nelbo(self, net, x0: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
+        """Per-sequence NELBO in nats [B] (a one-sample estimate at times t; exact for AR)."""
+        raise NotImplementedError
+
+    #: True when `nelbo` is exact (no Monte Carlo over t).
+    exact_likelihood: ClassVar[bool] = False
+
+    # -- sampling ----------------------------------------------------------------------
+    def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
+        """Yield one Step per reverse step; the last holds the final tokens."""
+        raise NotImplementedError
+
+    def sampling_defaults(self) -> dict:
+        return {k: v for k, (v, _) in self.sampling_options.items()}
+
+    def check_sampling_options(self, options: dict) -> dict:
+        merged = self.sampling_defaults()
+        for k, v in options.items():
+            if k not in merged:
+                raise UserError(f"family {self.name} has no sampling option '{k}'"
+                                f" (known: {', '.join(merged) or 'none'})")
+            merged[k] = type(merged[k])(v) if merged[k] is not None else v
+        return merged
+
+
+def masked_tokens_init(request: SampleRequest, fill_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L] ids all `fill_id` except fixed positions (prompt/infill); and the fixed mask."""
+    b, n = request.num_samples, request.length
+    z = torch.full((b, n), fill_id, dtype=torch.long, device=device)
+    fixed = torch.zeros(b, n, dtype=torch.bool, device=device)
+    for pos, tok in request.fixed_positions().items():
+        z[:, pos], fixed[:, pos] = tok, True
+    return z, fixed

@@ -1,0 +1,100 @@
+"""Duo: uniform-state diffusion. No [MASK] state: noise replaces tokens by uniform random ids.
+
+The model predicts x_theta (a distribution over all N ids, time-conditioned); training uses
+the closed-form continuous-time NELBO; sampling draws z_s from q(z_s | z_t, x_theta).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from toolkit.families.base import Family, masked_tokens_init, register
+from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, time_grid
+from toolkit.schedule import EPS, LogLinear, stratified_times  # noqa: F401  (re-exported for callers)
+
+
+def duo_nelbo_terms(probs, x0, z_t, alpha_t, alpha_prime=-1.0):
+    """Per-position continuous-time NELBO integrand [B, L] (UDLM/Duo closed form, METHODS.md).
+
+    probs: x_theta [B, L, N]; x0, z_t: ids [B, L]; alpha_t: [B]. Non-negative; 0 iff x_theta = x0.
+    """
+    n = probs.shape[-1]
+    a = alpha_t.float()[:, None]                               # [B, 1]
+    xbar_theta = n * a[..., None] * probs.float() + (1 - a[..., None])   # [B, L, N]
+    log_xbt = xbar_theta.log()
+    hit = (z_t == x0).float()                                  # is z_t's id the clean one?
+    xbar_i = n * a * hit + (1 - a)                             # xbar at z_t's id
+    xbt_i = xbar_theta.gather(-1, z_t[..., None]).squeeze(-1)
+    log_xbt_i = log_xbt.gather(-1, z_t[..., None]).squeeze(-1)
+    log_xbt_y = log_xbt.gather(-1, x0[..., None]).squeeze(-1)
+    top = n * a + 1 - a
+    xlogx = (n - 1) * (1 - a) * torch.log1p(-a) + top * top.log()   # sum_j xbar_j log xbar_j
+    xlog_theta = (1 - a) * log_xbt.sum(-1) + n * a * log_xbt_y      # sum_j xbar_j log xbar_theta_j
+    # sum over j != i of (xbar_j / xbar_i) log(xbar_theta_i xbar_j / (xbar_theta_j xbar_i))
+    cross = (n * (log_xbt_i - xbar_i.log()) + xlogx - xlog_theta) / xbar_i
+    bracket = n / xbar_i - n / xbt_i - cross
+    return alpha_prime / (n * a) * bracket
+
+
+def duo_posterior(probs, z_t, alpha_t, alpha_s):
+    """q(z_s | z_t, x) for one-hot z_t and clean distribution `probs` [B, L, N] (METHODS.md)."""
+    n = probs.shape[-1]
+    x_z = probs.gather(-1, z_t[..., None])                      # <z_t, x>
+    ratio = alpha_t / alpha_s
+    q = (alpha_s - alpha_t) * probs + (1 - ratio) * (1 - alpha_s) / n
+    q = q.scatter_add(-1, z_t[..., None], n * alpha_t * x_z + (ratio - alpha_t))
+    return q / (n * alpha_t * x_z + 1 - alpha_t)
+
+
+@register
+class Duo(Family):
+    name = "duo"
+    time_conditioned = True
+    sampling_options = {"greedy_tail": (True, "take the arg-max of x_theta at the last step")}
+
+    def __init__(self, options, vocab_size, mask_id, bos_id):
+        super().__init__(options, vocab_size, mask_id, bos_id)
+        self.schedule = LogLinear(1.0)
+
+    def corrupt(self, x0, t, generator=None):
+        """With probability 1 - alpha_t a token is replaced by a uniform random id."""
+        u = torch.rand(x0.shape, generator=generator, device=x0.device)
+        noise = torch.randint(0, self.vocab_size, x0.shape, generator=generator, device=x0.device)
+        return torch.where(u < (1 - self.schedule.alpha(t))[:, None], noise, x0)
+
+    def x_theta(self, net, z_t, t):
+        return net(z_t, self.schedule.sigma(t)).float().softmax(-1)
+
+    def nelbo(self, net, x0, t, generator=None):
+        t = t.clamp(max=1 - EPS)  # alpha_t -> 0 divides by zero; the integrand vanishes there
+        z_t = self.corrupt(x0, t, generator)
+        return duo_nelbo_terms(self.x_theta(net, z_t, t), x0, z_t, self.schedule.alpha(t)).sum(1)
+
+    def loss(self, net, x0, t, generator=None):
+        return self.nelbo(net, x0, t, generator).sum() / x0.numel()
+
+    def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
+        opts = self.check_sampling_options(request.options)
+        gen = torch.Generator(device="cpu").manual_seed(request.seed)
+        z, fixed = masked_tokens_init(request, 0, device)
+        noise = torch.randint(0, self.vocab_size, z.shape, generator=gen).to(device)
+        z = torch.where(fixed, z, noise)
+        grid, clock = time_grid(request.steps), Clock()
+        for k in range(request.steps):
+            t, s = grid[k], grid[k + 1]
+            u = torch.rand(z.shape, generator=gen).to(device)
+            logits = net(z, self.schedule.sigma(t.expand(z.shape[0])).to(device))
+            probs = filter_probs(logits, request.temperature, request.top_p)
+            last = k == request.steps - 1
+            if last and opts["greedy_tail"]:
+                new = probs.argmax(-1)
+            else:
+                a_t, a_s = self.schedule.alpha(t).item(), self.schedule.alpha(s).item()
+                new = draw(duo_posterior(probs, z, a_t, a_s), u)
+            new = torch.where(fixed, z, new)
+            changed = new != z
+            z = new
+            confidence = torch.where(fixed, 1.0, probs.gather(-1, z[..., None]).squeeze(-1))
+            yield Step(step=k + 1, t=float(t), s=float(s), tokens=z.clone(), changed=changed,
+                       confidence=confidence, nfe=k + 1, elapsed=clock())

@@ -1,0 +1,109 @@
+"""A ready-to-use model: one family + one backbone + its tokenizer.
+
+This is what `toolkit.load` returns and what the CLIs, the GUI and the notebooks use.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from toolkit.config import RunConfig
+from toolkit.data.tokenizer import EOS, MASK
+from toolkit.errors import UserError
+from toolkit.families import get_family
+from toolkit.model.attention import resolve_backend
+from toolkit.model.backbone import Backbone
+from toolkit.sampling import SampleRequest, Step
+
+
+def build_family(cfg: RunConfig, tokenizer):
+    fam_cls = get_family(cfg.family)
+    return fam_cls(cfg.options, cfg.model.vocab_size, tokenizer.token_to_id(MASK), tokenizer.token_to_id(EOS))
+
+
+class LanguageModel:
+    def __init__(self, cfg: RunConfig, tokenizer, net: Backbone | None = None, device="cpu"):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        cfg.model.vocab_size = cfg.model.vocab_size or tokenizer.get_vocab_size()
+        self.family = build_family(cfg, tokenizer)
+        self.net = net if net is not None else Backbone(cfg.model)
+        self.device = torch.device(device)
+        self.net.to(self.device).eval()
+        self.net.backend = resolve_backend(cfg.model.attention, self.device)
+        self.path: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.family
+
+    @property
+    def max_length(self) -> int:
+        return self.cfg.data.seq_len
+
+    def to(self, device) -> "LanguageModel":
+        self.device = torch.device(device)
+        self.net.to(self.device)
+        self.net.backend = resolve_backend(self.cfg.model.attention, self.device)
+        return self
+
+    # -- text helpers --------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).ids
+
+    def decode(self, ids, show_mask: bool = False) -> str:
+        mask = self.tokenizer.token_to_id(MASK)
+        ids = [int(i) for i in ids]
+        if show_mask:
+            return "".join("▒" if i == mask else self.tokenizer.decode([i]) for i in ids)
+        return self.tokenizer.decode([i for i in ids if i != mask])
+
+    def token_strings(self, ids) -> list[str]:
+        """Each id decoded on its own (for per-token display)."""
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    # -- sampling --------------------------------------------------------------------------
+    def check_request(self, req: SampleRequest) -> None:
+        if req.steps <= 0:
+            raise UserError(f"steps must be > 0 (got {req.steps})")
+        if req.length <= 0 or req.length > self.max_length:
+            raise UserError(f"length must be in 1..{self.max_length} for this model (got {req.length})")
+        if req.num_samples <= 0:
+            raise UserError(f"num_samples must be > 0 (got {req.num_samples})")
+        if len(req.prompt) >= req.length:
+            raise UserError(f"the prompt is {len(req.prompt)} tokens: it must be shorter than length={req.length}")
+        if not 0 < req.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1] (got {req.top_p})")
+        if req.temperature < 0:
+            raise UserError(f"temperature must be >= 0 (got {req.temperature})")
+        bad = [p for p in req.fixed if not 0 <= p < req.length]
+        if bad:
+            raise UserError(f"fixed positions outside 0..{req.length - 1}: {bad}")
+        self.family.check_sampling_options(req.options)
+
+    @torch.no_grad()
+    def sample(self, request: SampleRequest) -> Iterator[Step]:
+        """Iterate over the reverse steps (the trace); the last Step holds the final tokens."""
+        self.check_request(request)
+        self.net.eval()
+        yield from self.family.sample(self.net, request, self.device)
+
+    def generate(self, request: SampleRequest) -> tuple[list[str], Step]:
+        last = None
+        for last in self.sample(request):
+            pass
+        return [self.decode(row) for row in last.tokens], last
+
+    # -- likelihood ------------------------------------------------------------------------
+    @torch.no_grad()
+    def nelbo(self, x0: torch.Tensor, t: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """Per-sequence NELBO in nats [B] (one Monte Carlo draw of t unless given)."""
+        from toolkit.schedule import antithetic_times
+        self.net.eval()
+        x0 = x0.to(self.device)
+        if t is None:
+            t = antithetic_times(x0.shape[0], generator).to(self.device)
+        return self.family.nelbo(self.net, x0, t, generator)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        return self.net.num_params(non_embedding)

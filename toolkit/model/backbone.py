@@ -1,0 +1,187 @@
+"""The transformer backbone shared by every family ("DiT" in the reference code).
+
+Pre-LayerNorm blocks with rotary positions, adaLN time conditioning and an untied output
+head. Parameter names follow the reference state dict so released checkpoints load as-is.
+One forward serves every attention pattern: bidirectional, causal, or an explicit mask,
+with optional explicit positions (Eso-LM feeds tokens in a permuted order) and a KV cache.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from toolkit.config import ModelConfig
+from toolkit.model.attention import attention
+
+TIME_FEATURES = 256  # sinusoidal features of sigma
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm in fp32 with a weight and no bias."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.dim = dim
+
+    def forward(self, x):
+        return F.layer_norm(x.float(), [self.dim]).to(x.dtype) * self.weight.to(x.dtype)
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class TimeEmbedding(nn.Module):
+    """sigma -> sinusoidal features -> MLP -> SiLU; gives the adaLN conditioning vector."""
+
+    def __init__(self, cond_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(TIME_FEATURES, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+        half = TIME_FEATURES // 2
+        self.register_buffer("freqs", torch.exp(-math.log(10000.0) * torch.arange(half) / half), persistent=False)
+
+    def forward(self, sigma):  # sigma: [B]
+        angles = sigma.float()[:, None] * self.freqs[None]
+        return F.silu(self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)))
+
+
+class Rotary(nn.Module):
+    """Non-interleaved rotary embedding on q and k, looked up at explicit positions."""
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = base ** (-torch.arange(0, head_dim, 2).float() / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.max_len = 0
+        self._build(max_len)
+
+    def _build(self, n: int):
+        angles = torch.outer(torch.arange(n, device=self.inv_freq.device).float(), self.inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.max_len = n
+
+    def tables(self, positions):  # positions: [B, L] long -> cos, sin [B, 1, L, hd]
+        if int(positions.max()) >= self.max_len:
+            self._build(int(positions.max()) + 1)
+        return self.cos[positions][:, None], self.sin[positions][:, None]
+
+    @staticmethod
+    def apply(x, cos, sin):
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
+
+
+@dataclass
+class KVCache:
+    """Keys and values per layer for tokens already processed (AR, Eso-LM sampling)."""
+    keys: list = field(default_factory=list)
+    values: list = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, self.n_heads = cfg.d_model, cfg.n_heads
+        self.norm1, self.norm2 = LayerNorm(d), LayerNorm(d)
+        self.attn_qkv = nn.Linear(d, 3 * d, bias=False)
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(approximate="tanh"),
+                                 nn.Linear(cfg.mlp_ratio * d, d))
+        self.adaLN_modulation = nn.Linear(cfg.cond_dim, 6 * d)
+
+    def forward(self, x, c, cos, sin, backend, causal, mask, cache: KVCache | None, layer: int, keep: int):
+        b, n, d = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)
+        qkv = self.attn_qkv(modulate(self.norm1(x), shift1, scale1))
+        q, k, v = qkv.view(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k = Rotary.apply(q, cos, sin), Rotary.apply(k, cos, sin)
+        if cache is not None:
+            if layer < len(cache.keys):
+                k_all = torch.cat([cache.keys[layer], k], dim=2)
+                v_all = torch.cat([cache.values[layer], v], dim=2)
+                cache.keys[layer] = k_all[:, :, : cache.keys[layer].shape[2] + keep]
+                cache.values[layer] = v_all[:, :, : cache.values[layer].shape[2] + keep]
+                k, v = k_all, v_all
+            else:
+                cache.keys.append(k[:, :, :keep])
+                cache.values.append(v[:, :, :keep])
+        y = attention(q, k, v, backend=backend, causal=causal, mask=mask)
+        x = x + gate1 * self.attn_out(y.transpose(1, 2).reshape(b, n, d))
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class VocabEmbedding(nn.Module):
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.empty(vocab_size, dim))
+        nn.init.normal_(self.embedding, std=0.02)
+
+    def forward(self, tokens=None, soft=None):
+        """Ids [B, L], or token distributions [B, L, V] (relaxed inputs, Duo's curriculum)."""
+        return F.embedding(tokens, self.embedding) if soft is None else soft.to(self.embedding.dtype) @ self.embedding
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm_final = LayerNorm(cfg.d_model)
+        self.linear = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.adaLN_modulation = nn.Linear(cfg.cond_dim, 2 * cfg.d_model)
+
+    def forward(self, x, c):
+        shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=-1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_embed = VocabEmbedding(cfg.vocab_size, cfg.d_model)
+        self.sigma_map = TimeEmbedding(cfg.cond_dim)
+        self.rotary_emb = Rotary(cfg.d_model // cfg.n_heads, cfg.max_seq_len)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.output_layer = FinalLayer(cfg)
+        self.backend = "sdpa"
+        for m in [*(b.adaLN_modulation for b in self.blocks), self.output_layer.adaLN_modulation,
+                  self.output_layer.linear]:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, tokens=None, sigma=None, *, soft=None, positions=None, causal: bool = False,
+                mask=None, cache: KVCache | None = None, keep: int | None = None):
+        """Logits [B, L, V].
+
+        tokens: ids [B, L] (or `soft` distributions [B, L, V]); sigma: [B] noise level (None = 0);
+        positions: rotary positions [B, L] (default 0..L-1, offset by the cache length);
+        causal / mask: the attention pattern (mask: bool [B or 1, 1, L, L_keys], True = visible);
+        cache: a KVCache to attend to and extend with the first `keep` tokens (default all).
+        """
+        x = self.vocab_embed(tokens, soft)
+        b, n = x.shape[:2]
+        if positions is None:
+            start = cache.length if cache is not None else 0
+            positions = torch.arange(start, start + n, device=x.device).expand(b, n)
+        if sigma is None:
+            sigma = torch.zeros(b, device=x.device)
+        c = self.sigma_map(sigma)
+        cos, sin = self.rotary_emb.tables(positions)
+        keep = n if keep is None else keep
+        for i, block in enumerate(self.blocks):
+            x = block(x, c, cos, sin, self.backend, causal, mask, cache, i, keep)
+        return self.output_layer(x, c)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.vocab_embed.embedding.numel() if non_embedding else n

@@ -1,0 +1,1 @@
+"""Scaling-law machinery: FLOPs accounting, model grids, iso-FLOP planning and fits."""

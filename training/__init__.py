@@ -1,0 +1,1 @@
+"""Scripted training entry points: `python -m training.train`, sweeps, launch templates."""
