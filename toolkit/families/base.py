@@ -75,6 +75,9 @@ class Family:
             if k not in merged:
                 raise UserError(f"family {self.name} has no sampling option '{k}'"
                                 f" (known: {', '.join(merged) or 'none'})")
+            if isinstance(v, str) and merged[k] is not None:   # from a CLI/GUI: 'false' must mean False
+                from toolkit.config import parse_value
+                v = parse_value(v, type(merged[k]), k)
             merged[k] = type(merged[k])(v) if merged[k] is not None else v
         return merged
 

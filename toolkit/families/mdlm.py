@@ -98,11 +98,12 @@ class MDLM(Family):
             masked &= ~fixed
             reveal = masked & (u_reveal < self.schedule.reveal_probability(t, s).to(device))
             if reveal.any():
-                probs = filter_probs(logits, request.temperature, request.top_p)
-                new = draw(probs, u_token)
-                z = torch.where(reveal, new, z)
-                conf = probs.gather(-1, new[..., None]).squeeze(-1)
-                confidence = torch.where(reveal, conf, confidence)
+                # only the revealed rows need the (costly, top-p sorting) filter and a draw
+                probs = filter_probs(logits[reveal], request.temperature, request.top_p)
+                new = draw(probs, u_token[reveal])
+                z = z.masked_scatter(reveal, new)
+                conf = probs.gather(-1, new[:, None]).squeeze(-1)
+                confidence = confidence.masked_scatter(reveal, conf)
                 logits = None  # the input changed: the next step needs a fresh evaluation
             yield Step(step=k + 1, t=float(t), s=float(s), tokens=z.clone(), changed=reveal,
                        confidence=confidence.clone(), nfe=nfe, elapsed=clock())

@@ -1,0 +1,129 @@
+"""Sample-quality and speed metrics: generative perplexity, unigram entropy, throughput.
+
+Generative perplexity scores decoded samples with a separate evaluator language model: any
+toolkit checkpoint (default: the embedded AR model) or a local Hugging Face causal LM. The
+text is re-tokenised with the evaluator's own tokenizer, so any pair of models can be used.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from toolkit.errors import UserError
+from toolkit.evaluation.likelihood import text_nll
+from toolkit.sampling import SampleRequest
+
+
+class ToolkitEvaluator:
+    """A toolkit checkpoint as evaluator: exact NLL for AR, the MC NELBO bound otherwise."""
+
+    def __init__(self, model, mc_samples: int = 16):
+        self.model, self.mc_samples = model, mc_samples
+        self.name = model.path or model.name
+
+    def nll(self, text: str) -> tuple[float, int]:
+        ids = self.model.encode(text)
+        if not ids:
+            return 0.0, 0
+        total, _, n = text_nll(self.model, ids, self.mc_samples)
+        return total, n
+
+
+class HFEvaluator:
+    """A Hugging Face causal LM from the local cache only (never downloads)."""
+
+    def __init__(self, name: str, device="cpu"):
+        import transformers
+        try:
+            self.tok = transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
+            self.net = transformers.AutoModelForCausalLM.from_pretrained(name, local_files_only=True).to(device).eval()
+        except Exception as e:  # missing files, unknown architecture, ...
+            first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+            raise UserError(f"evaluator not found: {name} (Hugging Face, local files only: {first})") from None
+        self.name, self.device = name, device
+        self.context = int(getattr(self.net.config, "max_position_embeddings", 1024) or 1024)
+
+    @torch.no_grad()
+    def nll(self, text: str) -> tuple[float, int]:
+        ids = self.tok(text)["input_ids"]
+        bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+        total = 0.0
+        for i in range(0, len(ids), self.context - 1):   # each window predicts its tokens after a BOS
+            window = torch.tensor([[bos] + ids[i: i + self.context - 1]], device=self.device)
+            logits = self.net(window).logits[0, :-1].float()
+            total += float(torch.nn.functional.cross_entropy(logits, window[0, 1:], reduction="sum"))
+        return total, len(ids)
+
+
+def load_evaluator(name: str, device="cpu", mc_samples: int = 16):
+    """A toolkit checkpoint path or embedded name first; then a locally cached Hugging Face model."""
+    import toolkit
+    try:
+        return ToolkitEvaluator(toolkit.load(name, device), mc_samples)
+    except UserError as toolkit_error:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            raise UserError(f"evaluator not found: {toolkit_error}; and `transformers` is not installed"
+                            " for Hugging Face evaluators (pip install 'dlm-toolkit[eval]')") from None
+        looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1
+        if looks_like_path and not Path(name).is_dir():   # a missing local path, not a hub name
+            raise UserError(f"evaluator not found: {toolkit_error}") from None
+        return HFEvaluator(name, device)
+
+
+def gen_ppl(evaluator, texts: list[str]) -> dict:
+    """exp(total NLL / total tokens) of the texts under the evaluator (tokens counted by it)."""
+    total, n = 0.0, 0
+    for text in texts:
+        nll, k = evaluator.nll(text)
+        total, n = total + nll, n + k
+    if n == 0:
+        raise UserError("gen_ppl: the samples are empty after decoding")
+    return {"gen_ppl": math.exp(total / n), "evaluator": evaluator.name, "evaluator_tokens": n}
+
+
+def unigram_entropy(ids) -> float:
+    """Entropy (nats) of the empirical token distribution of one sample; low = repetitive."""
+    counts = torch.tensor(list(Counter(int(i) for i in ids).values()), dtype=torch.float64)
+    p = counts / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+def mean_entropy(rows) -> float:
+    return sum(unigram_entropy(r) for r in rows) / len(rows)
+
+
+@dataclass
+class Throughput:
+    tokens_per_s: float
+    seconds: float          # mean wall time of one timed run
+    tokens: int             # generated tokens per run (batch x new positions)
+    nfe: int                # network evaluations per run
+    repeats: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def throughput(model, request: SampleRequest, repeats: int = 1, warmup: int = 1) -> Throughput:
+    """Generated tokens per second of `model.generate(request)`, after `warmup` untimed runs."""
+    if repeats <= 0 or warmup < 0:
+        raise UserError(f"repeats must be > 0 and warmup >= 0 (got {repeats}, {warmup})")
+    for _ in range(warmup):
+        model.generate(request)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    start = time.perf_counter()
+    for r in range(repeats):
+        _, last = model.generate(replace(request, seed=request.seed + r))
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    seconds = (time.perf_counter() - start) / repeats
+    new = request.num_samples * (request.length - len(request.fixed_positions()))
+    return Throughput(tokens_per_s=new / seconds, seconds=seconds, tokens=new, nfe=last.nfe, repeats=repeats)
