@@ -1,0 +1,123 @@
+"""The speed-quality explorer: Gen PPL vs tokens/s over step counts, with the Pareto frontier.
+
+For each selected model and step count it samples, times the sampler, scores the samples'
+generative perplexity under an AR evaluator and their unigram entropy (a guard against the
+low-PPL, repetitive failure mode). This is the paper's central comparison, run locally.
+"""
+from __future__ import annotations
+
+import math
+
+from toolkit.errors import UserError
+
+from gui.live import MAX_STEPS, Run, Settings, check_settings
+
+MAX_POINTS = 24      # (model, step count) pairs per sweep
+MAX_SAMPLES = 16
+
+COLUMNS = ["model", "family", "steps", "nfe", "seconds", "tokens_per_s", "gen_ppl", "entropy", "pareto"]
+
+
+def parse_steps(text: str) -> list[int]:
+    """'8, 16 32' -> [8, 16, 32], each within 1..MAX_STEPS, duplicates dropped."""
+    out = []
+    for part in str(text).replace(",", " ").split():
+        try:
+            v = int(part)
+        except ValueError:
+            raise UserError(f"step counts must be whole numbers (got '{part}')") from None
+        if not 1 <= v <= MAX_STEPS:
+            raise UserError(f"each step count must be between 1 and {MAX_STEPS} (got {v})")
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise UserError("enter at least one step count, e.g. 8, 16, 32")
+    return out
+
+
+def pareto_front(rows: list[dict]) -> list[int]:
+    """Indices of rows no other row beats on both axes (higher tokens/s, lower Gen PPL)."""
+    front = []
+    for i, a in enumerate(rows):
+        dominated = any(b["tokens_per_s"] >= a["tokens_per_s"] and b["gen_ppl"] <= a["gen_ppl"]
+                        and (b["tokens_per_s"] > a["tokens_per_s"] or b["gen_ppl"] < a["gen_ppl"])
+                        for j, b in enumerate(rows) if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def score(run: Run, evaluator) -> tuple[float, float]:
+    """(Gen PPL under the evaluator, mean unigram entropy) of a finished run's samples."""
+    from toolkit.evaluation.generation import ToolkitEvaluator, gen_ppl, unigram_entropy
+    rows = run.last.tokens[:, len(run.prompt_ids):].tolist()
+    texts = run.texts()
+    ppl = gen_ppl(ToolkitEvaluator(evaluator), texts)["gen_ppl"]
+    return ppl, sum(unigram_entropy(r) for r in rows) / len(rows)
+
+
+def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings, num_samples: int):
+    """Yield the growing list of result rows, one (model, step count) at a time."""
+    if not 1 <= num_samples <= MAX_SAMPLES:
+        raise UserError(f"samples per point must be between 1 and {MAX_SAMPLES} (got {num_samples})")
+    if len(keys) * len(step_counts) > MAX_POINTS:
+        raise UserError(f"at most {MAX_POINTS} (model, step count) points per sweep "
+                        f"(asked for {len(keys)} x {len(step_counts)})")
+    models = {k: registry.get(k) for k in keys}
+    check_settings(settings, models)
+    evaluator = registry.evaluator()
+    rows: list[dict] = []
+    for key in keys:
+        seen_steps = set()
+        for steps in step_counts:
+            s = Settings(**{**settings.__dict__, "steps": steps})
+            run = Run(key, models[key], s, num_samples)
+            while not run.done:
+                run.advance()
+            if run.error:
+                raise UserError(f"{key}: {run.error}")
+            taken = len(run.trace)
+            if taken in seen_steps:      # the sampler ignores the step count (e.g. one step per token)
+                continue
+            seen_steps.add(taken)
+            ppl, ent = score(run, evaluator)
+            rows.append({"model": key, "family": run.model.family.name, "steps": taken, "nfe": run.last.nfe,
+                         "seconds": round(run.seconds, 4), "tokens_per_s": round(run.generated_tokens / run.seconds, 1),
+                         "gen_ppl": round(ppl, 2), "entropy": round(ent, 3), "pareto": False})
+            front = set(pareto_front(rows))
+            for i, r in enumerate(rows):
+                r["pareto"] = i in front
+            yield rows
+
+
+def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
+    """Gen PPL (log) vs tokens/s (log), one colour per model, step counts annotated, frontier drawn."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    if not rows:
+        ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    colours = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#6e7781", "#bf3989", "#0550ae"]
+    for n, key in enumerate(dict.fromkeys(r["model"] for r in rows)):
+        pts = [r for r in rows if r["model"] == key]
+        ax.plot([r["tokens_per_s"] for r in pts], [r["gen_ppl"] for r in pts], "o-", ms=5, lw=1,
+                color=colours[n % len(colours)], label=key, alpha=0.85)
+        for r in pts:
+            ax.annotate(str(r["steps"]), (r["tokens_per_s"], r["gen_ppl"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["tokens_per_s"])
+    ax.plot([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], "--", color="black", lw=1.2,
+            label="Pareto frontier", zorder=0)
+    ax.scatter([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], s=90, facecolors="none",
+               edgecolors="black", lw=1.2)
+    if all(r["tokens_per_s"] > 0 for r in rows):
+        ax.set_xscale("log")
+    if all(r["gen_ppl"] > 0 and math.isfinite(r["gen_ppl"]) for r in rows):
+        ax.set_yscale("log")
+    ax.set_xlabel("tokens / s (this machine)")
+    ax.set_ylabel(f"Gen PPL under {evaluator_name} (lower is better)")
+    ax.set_title("speed vs quality (labels: sampling steps)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return fig
