@@ -1,0 +1,136 @@
+"""Iso-FLOP planning: (family variant, size, budget) -> one ordinary training run.
+
+A family variant is written `family[:key=value[:key=value...]]`, e.g. `mdlm:loss=low_var` or
+`esolm:alpha_0=0.5`; its options are family options passed to `training.train` as overrides, and
+they are checked against the family's own option dataclass here, before anything runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from toolkit.errors import UserError
+from toolkit.scaling.flops import require_steps
+from toolkit.scaling.grid import param_counts, size
+
+
+@dataclass(frozen=True)
+class Variant:
+    family: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """Filesystem-safe name: `mdlm`, `mdlm_loss-low_var`."""
+        return "_".join([self.family] + [f"{k}-{v}" for k, v in self.options])
+
+    @property
+    def options_text(self) -> str:
+        return ";".join(f"{k}={v}" for k, v in self.options)
+
+    def overrides(self) -> list[str]:
+        return [f"family={self.family}"] + [f"{k}={v}" for k, v in self.options]
+
+
+def parse_variant(spec: str) -> Variant:
+    """`mdlm:loss=low_var` -> Variant('mdlm', (('loss', 'low_var'),)); unknown names are UserErrors."""
+    from toolkit.families import get_family
+    parts = [p.strip() for p in spec.split(":")]
+    family = parts[0]
+    if not family:
+        raise UserError(f"empty family in '{spec}'")
+    fam = get_family(family)
+    known = {f.name for f in fields(fam.Options)}
+    opts = []
+    for p in parts[1:]:
+        if "=" not in p:
+            raise UserError(f"family option '{p}' in '{spec}' must be key=value")
+        k, v = (s.strip() for s in p.split("=", 1))
+        if k not in known:
+            raise UserError(f"family {family} has no option '{k}' (known: {', '.join(sorted(known)) or 'none'})")
+        opts.append((k, v))
+    variant = Variant(family, tuple(sorted(opts)))
+    from toolkit.config import parse_value
+    options = fam.Options()
+    for k, v in variant.options:
+        setattr(options, k, parse_value(v, type(getattr(options, k)), k))
+    options.validate()
+    return variant
+
+
+def parse_budget(text: str) -> float:
+    try:
+        c = float(text)
+    except ValueError:
+        raise UserError(f"budget '{text}' is not a number (write e.g. 1e13)") from None
+    if not math.isfinite(c) or c <= 0:
+        raise UserError(f"budget must be a positive number of FLOPs (got '{text}')")
+    return c
+
+
+def budget_label(c: float) -> str:
+    """1e13 -> '1e13', 3.5e13 -> '3.5e13' (run names and tables)."""
+    return f"{c:.3g}".replace("e+0", "e").replace("e+", "e")
+
+
+@dataclass
+class Point:
+    variant: Variant
+    size: str
+    budget: float
+    max_steps: int
+    batch_size: int
+    seq_len: int
+    params: int                 # non-embedding parameters (reference convention)
+    block_params: int
+    tokens: int
+    epochs: float
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant.label}/{self.size}_C{budget_label(self.budget)}"
+
+    def overrides(self, out: str) -> list[str]:
+        return (self.variant.overrides() + [f"model={self.size}", f"max_steps={self.max_steps}",
+                                           f"batch_size={self.batch_size}", f"seq_len={self.seq_len}"]
+                + self.extra + [f"out={out}"])
+
+
+@dataclass
+class Plan:
+    points: list[Point]
+    skipped: list[str]          # human-readable reasons
+
+
+def make_plan(variants: list[Variant], budgets: list[float], sizes: list[str], *, batch_size: int,
+              seq_len: int, vocab_size: int, train_tokens: int, extra: list[str] | None = None,
+              min_steps: int = 1, max_epochs: float = math.inf) -> Plan:
+    """Every (variant, budget, size) point; errors on sizes a budget cannot buy one step of.
+
+    Points with fewer than `min_steps` steps or more than `max_epochs` passes over the training
+    tokens are left out (listed in `skipped`), so one size list can serve budgets 10x apart.
+    """
+    if not variants or not budgets or not sizes:
+        raise UserError("a sweep needs at least one family, one budget and one size")
+    archs = [size(s) for s in sizes]
+    points, skipped = [], []
+    for c in budgets:
+        for a in archs:
+            steps = require_steps(c, a.name, a.n_layers, a.d_model, vocab_size, seq_len, batch_size)
+            tokens = steps * batch_size * seq_len
+            epochs = tokens / max(train_tokens, 1)
+            if steps < min_steps:
+                skipped.append(f"{a.name} at {budget_label(c)}: {steps} steps < min_steps={min_steps}")
+                continue
+            if epochs > max_epochs:
+                skipped.append(f"{a.name} at {budget_label(c)}: {epochs:.1f} epochs > max_epochs={max_epochs:g}")
+                continue
+            counts = param_counts(a.n_layers, a.d_model, vocab_size)
+            for v in variants:
+                points.append(Point(v, a.name, c, steps, batch_size, seq_len, counts["non_embedding"],
+                                    counts["blocks"], tokens, epochs, list(extra or [])))
+    if not points:
+        raise UserError("every point of the sweep was left out by min_steps/max_epochs: "
+                        + "; ".join(skipped[:3]))
+    return Plan(points, skipped)
