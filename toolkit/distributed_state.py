@@ -1,15 +1,48 @@
 """Full (unsharded) model/optimizer state for checkpoints, under DDP, FSDP2 or one process.
 
-Checkpoints always hold full tensors, so a run can resume on a different number of ranks.
+Checkpoints always hold full tensors, and the optimizer state is keyed by parameter name
+(not by position), the layout PyTorch's distributed-checkpoint API uses. So a run can resume
+on a different number of ranks, and switch between one process, DDP and FSDP2.
 """
 from __future__ import annotations
 
 import torch
 
 
+def _param_names(net, opt) -> list[str]:
+    """Names of the optimizer's parameters, in the order `opt.state_dict()` numbers them."""
+    name_of = {id(p): n for n, p in net.named_parameters()}
+    return [name_of[id(p)] for group in opt.param_groups for p in group["params"]]
+
+
+def named_optimizer_state(opt_state: dict, names: list[str]) -> dict:
+    """Re-key a positional optimizer state dict (ints) by parameter name; no-op if already named."""
+    params = [p for g in opt_state["param_groups"] for p in g["params"]]
+    if all(isinstance(p, str) for p in params):
+        return opt_state
+    if len(params) != len(names):
+        raise ValueError(f"optimizer state has {len(params)} parameters, the model {len(names)}")
+    to_name = {idx: names[i] for i, idx in enumerate(params)}
+    return {"state": {to_name[k]: v for k, v in opt_state["state"].items()},
+            "param_groups": [{**g, "params": [to_name[p] for p in g["params"]]} for g in opt_state["param_groups"]]}
+
+
+def positional_optimizer_state(opt_state: dict, names: list[str]) -> dict:
+    """The inverse: name-keyed state -> the integer keys `Optimizer.load_state_dict` expects."""
+    opt_state = named_optimizer_state(opt_state, names)
+    index = {n: i for i, n in enumerate(names)}
+    saved = [p for g in opt_state["param_groups"] for p in g["params"]]
+    if sorted(saved) != sorted(names):
+        missing = sorted(set(names) - set(saved))[:3]
+        raise ValueError(f"optimizer state does not match the model (e.g. missing {missing})")
+    return {"state": {index[k]: v for k, v in opt_state["state"].items()},
+            "param_groups": [{**g, "params": [index[p] for p in g["params"]]} for g in opt_state["param_groups"]]}
+
+
 def full_state_dict(net, opt, sharded: bool) -> dict:
+    """{"model": full tensors on CPU, "optimizer": name-keyed}; collective under FSDP2."""
     if not sharded:
-        return {"model": net.state_dict(), "optimizer": opt.state_dict()}
+        return {"model": net.state_dict(), "optimizer": named_optimizer_state(opt.state_dict(), _param_names(net, opt))}
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict)
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -18,15 +51,17 @@ def full_state_dict(net, opt, sharded: bool) -> dict:
 
 
 def load_full_state_dict(net, opt, model_state: dict, opt_state: dict, sharded: bool) -> None:
+    """Load a full checkpoint into a plain/DDP module or an FSDP2-sharded one (every rank reads)."""
+    names = _param_names(net, opt)
     if not sharded:
         net.load_state_dict(model_state)
-        opt.load_state_dict(opt_state)
+        opt.load_state_dict(positional_optimizer_state(opt_state, names))
         return
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                          set_optimizer_state_dict)
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False)
     set_model_state_dict(net, model_state, options=opts)
-    set_optimizer_state_dict(net, opt, opt_state, options=opts)
+    set_optimizer_state_dict(net, opt, named_optimizer_state(opt_state, names), options=opts)
 
 
 def unwrap(model) -> torch.nn.Module:

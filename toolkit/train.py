@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -41,6 +43,21 @@ def lr_at(step: int, cfg: RunConfig) -> float:
     return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def local_chunk(rank: int, grad_accum: int, micro: int) -> int:
+    """Which chunk of the global batch rank `rank` processes in micro-step `micro`.
+
+    The global batch is cut into world * grad_accum equal chunks; rank r takes chunks
+    r*grad_accum .. r*grad_accum + grad_accum - 1, so ranks never share a sample and
+    (world=1, grad_accum=2) processes exactly the chunks that (world=2, grad_accum=1) does.
+    """
+    return rank * grad_accum + micro
+
+
+def chunk_rows(rows: torch.Tensor, chunk: int, chunk_size: int) -> torch.Tensor:
+    """Rows (data indices) of one chunk of the global batch."""
+    return rows[chunk * chunk_size: (chunk + 1) * chunk_size]
+
+
 def step_generator(seed: int, step: int, chunk: int, device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(((seed * 1_000_003 + step) * 1_009 + chunk) % (2 ** 63))
@@ -62,8 +79,13 @@ class Distributed:
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
+        self.owns_group = False
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo")
+            if cuda:  # binding the device up front lets NCCL set up its communicators eagerly
+                dist.init_process_group("nccl", device_id=self.device)
+            else:
+                dist.init_process_group("gloo")
+            self.owns_group = True
 
     @property
     def main(self) -> bool:
@@ -81,7 +103,16 @@ class Distributed:
 
     def barrier(self):
         if self.world > 1:
-            dist.barrier()
+            if self.device.type == "cuda":
+                dist.barrier(device_ids=[self.device.index])
+            else:
+                dist.barrier()
+
+    def close(self):
+        """Tear down the process group this helper created (not one the caller set up)."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
 
 
 class Trainer:
@@ -102,7 +133,7 @@ class Trainer:
         self.net = Backbone(cfg.model).to(self.dist.device)
         self.net.backend = resolve_backend(cfg.model.attention, self.dist.device)
         self.model = self._wrap(self.net)
-        self.opt = self._optimizer()
+        self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
         self.precision = t.precision if t.precision != "auto" else ("bf16" if self.dist.device.type == "cuda" else "fp32")
         self.out = Path(t.out)
         self.step = 0
@@ -112,18 +143,33 @@ class Trainer:
         self.flops_per_seq = train_flops_per_sequence(m.n_layers, m.d_model, m.vocab_size, cfg.data.seq_len)
 
     def _wrap(self, net):
-        model = net
-        if self.cfg.train.compile:
-            model = torch.compile(model)
+        """DDP or FSDP2 (under torchrun), then torch.compile if asked.
+
+        The state-dict names of `net` never change (no `module.`/`_orig_mod.` prefixes):
+        checkpoints are written from `self.net`, whatever the wrapping.
+        """
+        model, compile_ = net, self.cfg.train.compile
+        if self.sharded:
+            from torch.distributed.fsdp import fully_shard
+            # the root FSDP module is not resharded after forward, so the in-place SUBS edit
+            # of its output logits is harmless; its warning about views would only be noise
+            warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
+            for block in net.blocks:
+                if compile_:
+                    block.compile()   # in place: per-block graphs, FSDP hooks stay outside them
+                fully_shard(block)
+            fully_shard(net)
+            return model
         if self.dist.world > 1:
-            if self.cfg.train.fsdp:
-                from torch.distributed.fsdp import fully_shard
-                for block in net.blocks:
-                    fully_shard(block)
-                fully_shard(net)
-            else:
-                from torch.nn.parallel import DistributedDataParallel
-                model = DistributedDataParallel(model, device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None)
+            from torch.nn.parallel import DistributedDataParallel
+            # no buffer broadcast: the only buffers are rotary/time tables every rank builds alike.
+            # Eso-LM (alpha_0 < 1) calls the network twice per loss; DDP copes because each
+            # parameter's gradient is summed by autograd before its (single) reduction hook runs.
+            model = DistributedDataParallel(
+                net, device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None,
+                broadcast_buffers=False)
+        if compile_:
+            model = torch.compile(model)   # after DDP, so DDP's graph splitting applies
         return model
 
     def _optimizer(self):
@@ -203,13 +249,21 @@ class Trainer:
         self.net.eval()
         t, val = self.cfg.train, self.data.val
         total = 0.0
-        for i in range(self.dist.rank, t.eval_batches, self.dist.world):
-            rows = torch.arange(i * self.chunk_size, (i + 1) * self.chunk_size) % len(val)
+        rounds = -(-t.eval_batches // self.dist.world)
+        for r in range(rounds):
+            i = r * self.dist.world + self.dist.rank
+            if i >= t.eval_batches and not self.sharded:
+                break
+            # under FSDP every rank must run the same number of forwards (they all-gather
+            # parameters): a rank without a batch left repeats one and discards the result
+            b = i % t.eval_batches
+            rows = torch.arange(b * self.chunk_size, (b + 1) * self.chunk_size) % len(val)
             x0 = val[rows].to(self.dist.device)
-            g = step_generator(t.seed + 17, 0, i, self.dist.device)
+            g = step_generator(t.seed + 17, 0, b, self.dist.device)
             with self.autocast():
                 nelbo = self.family.nelbo(self.net, x0, antithetic_times(len(rows), g, self.dist.device), g)
-            total += float(nelbo.sum()) / x0.shape[1]
+            if i < t.eval_batches:
+                total += float(nelbo.sum()) / x0.shape[1]
         self.net.train()
         return self.dist.all_sum(total) / (t.eval_batches * self.chunk_size)
 
@@ -222,13 +276,18 @@ class Trainer:
         times = stratified_times(t.batch_size, step_generator(t.seed, self.step, -1, "cpu"))
         total = 0.0
         for micro in range(t.grad_accum):
-            chunk = self.dist.rank * t.grad_accum + micro
-            sl = slice(chunk * self.chunk_size, (chunk + 1) * self.chunk_size)
-            x0 = self.data.train[rows[sl]].to(self.dist.device, non_blocking=True)
+            chunk = local_chunk(self.dist.rank, t.grad_accum, micro)
+            x0 = self.data.train[chunk_rows(rows, chunk, self.chunk_size)].to(self.dist.device, non_blocking=True)
+            t_chunk = chunk_rows(times, chunk, self.chunk_size).to(self.dist.device)
             g = step_generator(t.seed, self.step, chunk, self.dist.device)
-            sync = nullcontext() if (micro == t.grad_accum - 1 or self.dist.world == 1 or t.fsdp) else self.model.no_sync()
+            last_micro = micro == t.grad_accum - 1
+            sync = nullcontext()
+            if self.sharded:   # FSDP2: reduce-scatter gradients only on the last micro-step
+                self.net.set_requires_gradient_sync(last_micro)
+            elif self.dist.world > 1 and not last_micro:
+                sync = self.model.no_sync()
             with sync, self.autocast():
-                loss = self.family.loss(self.model, x0, times[sl].to(self.dist.device), g) / t.grad_accum
+                loss = self.family.loss(self.model, x0, t_chunk, g) / t.grad_accum
             loss.backward()
             total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.optim.grad_clip)
@@ -236,16 +295,28 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         return self.dist.all_mean(total)
 
+    def describe(self) -> dict:
+        """How this run executes (device, ranks, attention backend...): printed and saved."""
+        return {"world_size": self.dist.world, "device": str(self.dist.device),
+                "parallel": "fsdp2" if self.sharded else ("ddp" if self.dist.world > 1 else "none"),
+                "attention": self.net.backend, "precision": self.precision,
+                "compile": bool(self.cfg.train.compile), "torch": torch.__version__}
+
     def fit(self) -> dict:
         t = self.cfg.train
+        # every rank checks (same filesystem), so a refusal stops them all, not only rank 0
+        if self.out.exists() and (self.out / "metrics.jsonl").exists() and not t.resume:
+            raise UserError(f"{self.out} already holds a run: pass resume=true to continue it, or another out=")
         if self.dist.main:
-            if self.out.exists() and (self.out / "metrics.jsonl").exists() and not t.resume:
-                raise UserError(f"{self.out} already holds a run: pass resume=true to continue it, or another out=")
             self.out.mkdir(parents=True, exist_ok=True)
         self.dist.barrier()
         resumed = t.resume and self.try_resume()
         if self.dist.main:
             self.cfg.save(self.out / "config.json")
+            info = self.describe()
+            (self.out / "runtime.json").write_text(json.dumps(info, indent=2) + "\n")
+            if t.progress:
+                print("run: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
         if not resumed:
             self.log({"step": 0, "tokens": 0, "flops": 0.0, "val_nelbo": round(self.validate(), 6)})
         self.net.train()
@@ -285,6 +356,7 @@ class Trainer:
                 tic = time.perf_counter()
         if progress is not None:
             progress.close()
+        self.dist.close()
         return {"step": self.step, "out": str(self.out)}
 
 
