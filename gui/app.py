@@ -6,11 +6,14 @@ controls, the Step trace for the view); nothing here looks at a family's name.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
-import gradio as gr
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # offline: no telemetry calls
+
+import gradio as gr  # noqa: E402
 
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
@@ -58,6 +61,10 @@ def save_trace(runs, settings) -> str:
 
 def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
     labels = {k: registry.describe(k) for k in registry.keys}
+
+    def choices():
+        return [(render.short_name(k), k) for k in registry.keys]
+
     context = max([registry.get(k).max_length for k in registry.keys] or [128])
     length_max = min(MAX_LENGTH, context)
 
@@ -67,7 +74,7 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
         with gr.Tab("Denoise"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
-                    models = gr.CheckboxGroup(registry.keys, value=registry.keys[:4], label="Models",
+                    models = gr.CheckboxGroup(choices(), value=registry.keys[:4], label="Models",
                                               elem_id="models")
                     with gr.Row():
                         path = gr.Textbox(label="Add a checkpoint directory", placeholder="runs/my-run",
@@ -90,7 +97,7 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                     panels = gr.HTML(render.LEGEND, elem_id="panels")
                     scrub = gr.Slider(1, 2, value=1, step=1, label="Scrub through the trace (after a run)",
                                       interactive=False, elem_id="scrub")
-                    plot = gr.Plot(label="Per step: tokens changed (bars), mean confidence (line)")
+                    plot = gr.Plot(label="Per step: tokens changed (bars) and mean confidence (line)", show_label=False)
                     download = gr.DownloadButton("Download trace (JSON)", visible=False, elem_id="download")
             runs_state = gr.State(None)
 
@@ -128,25 +135,13 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
 
         scrub.input(scrub_to, [runs_state, scrub], panels, trigger_mode="always_last", api_visibility="private")
 
-        def add_path(p, selected):
-            try:
-                key = registry.add(p)
-            except UserError as e:
-                gr.Warning(str(e))
-                return gr.update(), f"⚠️ {e}"
-            labels[key] = registry.describe(key)
-            return gr.update(choices=registry.keys, value=list(dict.fromkeys([*(selected or []), key]))), \
-                f"Loaded {key} ({labels[key]})"
-
-        add.click(add_path, [path, models], [models, status], api_visibility="private")
-
         with gr.Tab("Speed-quality explorer"):
             gr.Markdown("For each model and step count: sample, time it, score **Gen PPL** under the AR "
                         f"evaluator (`{registry.evaluator_key}`) and unigram **entropy** (low = repetitive). "
                         "Points on the dashed line are Pareto-optimal: nothing else is both faster and better.")
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
-                    x_models = gr.CheckboxGroup(registry.keys, value=registry.keys[:4], label="Models")
+                    x_models = gr.CheckboxGroup(choices(), value=registry.keys[:4], label="Models")
                     x_steps = gr.Textbox("4, 8, 16, 32, 64", label="Step counts")
                     x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)")
                     x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
@@ -163,7 +158,7 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                 settings = Settings(length=int(length_v), seed=int(seed_v or 0))
                 rows = []
                 total = len(keys or []) * len(counts)
-                for n, rows in enumerate(explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v)), 1):
+                for rows in explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v)):
                     yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
                            f"Running… {len(rows)} point(s) of up to {total}")
                 yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
@@ -174,6 +169,18 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
 
         x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed], [x_plot, x_table, x_status],
                    api_name="explore")
+
+        def add_path(p, selected, x_selected):
+            try:
+                key = registry.add(p)
+            except UserError as e:
+                gr.Warning(str(e))
+                return gr.update(), gr.update(), f"⚠️ {e}"
+            labels[key] = registry.describe(key)
+            return (gr.update(choices=choices(), value=list(dict.fromkeys([*(selected or []), key]))),
+                    gr.update(choices=choices(), value=list(x_selected or [])), f"Loaded {key} ({labels[key]})")
+
+        add.click(add_path, [path, models, x_models], [models, x_models, status], api_visibility="private")
 
         def denoise(prompt: str, families: list[str], length: int = 64, steps: int = 32, seed: int = 0) -> dict:
             """Sample with each model; return the final texts and per-model step counts."""
@@ -204,3 +211,17 @@ def _table(rows):
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kwargs):
     return demo.launch(server_name=host, server_port=port, share=share, css=render.CSS, **kwargs)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def serve_in_background(registry: ModelRegistry, concurrency: int = 2, port: int | None = None):
+    """Start the app in this process on a free localhost port (tests, benchmarks): (demo, url)."""
+    demo = build_app(registry, concurrency)
+    _, url, _ = launch(demo, port=port or free_port(), prevent_thread_lock=True, quiet=True)
+    return demo, url

@@ -63,6 +63,9 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
     if len(keys) * len(step_counts) > MAX_POINTS:
         raise UserError(f"at most {MAX_POINTS} (model, step count) points per sweep "
                         f"(asked for {len(keys)} x {len(step_counts)})")
+    unknown = [k for k in keys if k not in registry.keys]
+    if unknown:
+        raise UserError(f"unknown model {unknown[0]!r} (available: {', '.join(registry.keys)})")
     models = {k: registry.get(k) for k in keys}
     check_settings(settings, models)
     evaluator = registry.evaluator()

@@ -146,6 +146,9 @@ class Run:
 
 
 def start(registry, keys: list[str], settings: Settings, num_samples: int = 1) -> list[Run]:
+    unknown = [k for k in keys if k not in registry.keys]
+    if unknown:
+        raise UserError(f"unknown model {unknown[0]!r} (available: {', '.join(registry.keys)}; add a checkpoint first)")
     models = {k: registry.get(k) for k in keys}
     check_settings(settings, models)
     return [Run(k, m, settings, num_samples) for k, m in models.items()]

@@ -11,7 +11,7 @@ import math
 
 CSS = """
 .dlm-legend span.tok { margin-right: 10px; }
-.dlm-grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 10px; }
+.dlm-grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(210px, 1fr)); gap: 10px; }
 .dlm-panel { border: 1px solid #d0d4dc; border-radius: 8px; padding: 8px 10px; background: #fff; color: #1f2328; }
 .dlm-panel.dlm-error { border-color: #d1242f; }
 .dlm-head { font-weight: 600; font-size: 15px; }
@@ -20,7 +20,7 @@ CSS = """
 .dlm-text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9;
             white-space: pre-wrap; word-break: break-word; }
 .tok { border-radius: 3px; padding: 1px 0; }
-.tok.masked { background: #d8dbe0; color: #8c959f; }
+.tok.masked { background: #d8dbe0; color: #8c959f; border-right: 1px solid #fff; }
 .tok.revealed { background: #a6e3a1; }
 .tok.changed { background: #ffb86b; }
 .tok.stable { background: transparent; }
@@ -62,20 +62,26 @@ def token_states(run, index: int) -> list[tuple[str, float, int]]:
     return out
 
 
-def _stats_line(st: dict) -> str:
+def _stats_line(st: dict, replay: bool = False) -> str:
     total = st["total_steps"]
     counter = f'step <b class="dlm-step" data-step="{st["step"]}">{st["step"]}</b>' + (f" / {total}" if total else "")
     parts = [counter, f"NFE {st['nfe']}", f"{st['seconds']:.2f} s"]
     if st["tokens_per_s"] is not None:
         parts.append(f"{st['tokens_per_s']:,.0f} tok/s")
-    parts.append("✓ done" if st["done"] else "sampling…")
+    parts.append("✓ done" if st["done"] else "replay" if replay else "sampling…")
     return " · ".join(parts)
+
+
+def short_name(key: str) -> str:
+    """An embedded name as is; a path by its last two parts (full path in the panel's subtitle)."""
+    parts = key.rstrip("/").split("/")
+    return key if len(parts) <= 2 else "…/" + "/".join(parts[-2:])
 
 
 def render_panel(run, upto: int | None = None, label: str = "") -> str:
     """One model's panel at step `upto` (1-based; None = latest)."""
     key = _esc(run.key)
-    head = f'<div class="dlm-head">{key} <span class="dlm-desc">{_esc(label)}</span></div>'
+    head = f'<div class="dlm-head">{_esc(short_name(run.key))} <span class="dlm-desc">{_esc(label)}</span></div>'
     if run.error:
         return (f'<div class="dlm-panel dlm-error" data-key="{key}" data-done="error">{head}'
                 f'<div class="dlm-msg">{_esc(run.error)}</div></div>')
@@ -92,7 +98,7 @@ def render_panel(run, upto: int | None = None, label: str = "") -> str:
     if st["done"]:
         final = f'<div class="dlm-final" data-final="1">{html.escape(run.texts()[0])}</div>'
     return (f'<div class="dlm-panel" data-key="{key}" data-done="{str(st["done"]).lower()}">{head}'
-            f'<div class="dlm-stats">{_stats_line(st)}</div><div class="dlm-text">{"".join(spans)}</div>{final}</div>')
+            f'<div class="dlm-stats">{_stats_line(st, run.done)}</div><div class="dlm-text">{"".join(spans)}</div>{final}</div>')
 
 
 def render_runs(runs, upto: int | None = None, labels: dict | None = None) -> str:
@@ -123,12 +129,12 @@ def run_plot(runs):
     shown = [r for r in runs if r.trace]
     if not shown:
         return None
-    fig = Figure(figsize=(3.2 * len(shown), 2.4), layout="constrained")
+    fig = Figure(figsize=(3.2 * len(shown), 2.6), layout="constrained")
     axes = fig.subplots(1, len(shown), squeeze=False)[0]
     for ax, run in zip(axes, shown):
         steps, changed, conf = step_curves(run)
         ax.bar(steps, changed, color="#f0883e", width=1.0, label="tokens changed")
-        ax.set_title(run.key, fontsize=9)
+        ax.set_title(short_name(run.key), fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel("tokens changed", fontsize=8, color="#bc4c00")
         ax.tick_params(labelsize=7)

@@ -1,0 +1,95 @@
+"""Drive the app in headless Chromium (Debian's `chromium`; Playwright never downloads a browser).
+
+Selects all four families, generates, waits for the live run to finish, and checks every panel:
+its final text is what the model generates for the same request, and its step counter reached
+the requested steps. Saves a screenshot (to $GUI_ARTEFACTS or the test's tmp dir).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+FAMILIES = ("ar", "mdlm", "duo", "esolm")
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="needs Debian's chromium at /usr/bin/chromium")]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint):
+    from gui.app import serve_in_background
+    from gui.models import ModelRegistry
+    torch.set_num_threads(1)
+    keys = [tiny_checkpoint(f) for f in FAMILIES]
+    registry = ModelRegistry(keys, evaluator=keys[0])
+    demo, url = serve_in_background(registry)
+    yield registry, url
+    demo.close()
+
+
+def set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_browser_generates_with_all_families(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from gui.render import short_name
+    from toolkit.sampling import SampleRequest
+    registry, url = server
+    prompt, length, seed = "It is a truth", 24, 7
+    n_prompt = len(registry.get(registry.keys[0]).encode(prompt))
+    steps = length - n_prompt          # AR takes one step per token: every counter should read `steps`
+    expected = {}
+    for key in registry.keys:
+        m = registry.get(key)
+        req = SampleRequest(length=length, steps=steps, seed=seed, prompt=m.encode(prompt))
+        expected[key] = m.generate(req)[0][0]
+
+    shots = Path(os.environ.get("GUI_ARTEFACTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_selector("#generate", timeout=60_000)
+            for key in registry.keys:                       # select all four (whatever the default)
+                box = page.locator("#models").get_by_label(short_name(key), exact=True)
+                if not box.is_checked():
+                    box.check()
+            page.locator("#prompt textarea").fill(prompt)
+            set_number(page, "length", length)
+            set_number(page, "steps", steps)
+            set_number(page, "seed", seed)
+            page.locator("#generate").click()
+            page.wait_for_function(
+                "n => document.querySelectorAll('#panels .dlm-panel[data-done=\"true\"]').length === n",
+                arg=len(registry.keys), timeout=120_000)
+            page.wait_for_selector("#download", state="visible", timeout=30_000)
+            page.screenshot(path=str(shots / "gui-denoise.png"), full_page=True)
+            for key in registry.keys:
+                panel = page.locator(f'#panels .dlm-panel[data-key="{key}"]')
+                assert panel.count() == 1
+                counter = int(panel.locator(".dlm-step").get_attribute("data-step"))
+                assert counter == steps, (key, counter)
+                final = panel.locator(".dlm-final").inner_text()
+                assert final.strip() == expected[key].strip(), key
+            assert "Done" in page.locator("#status").inner_text()
+            # scrub back to the first step: every counter follows
+            set_number(page, "scrub", 1)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#panels .dlm-step')].every(e => e.dataset.step === '1')",
+                timeout=30_000)
+            page.screenshot(path=str(shots / "gui-scrubbed.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (shots / "gui-denoise.png").stat().st_size > 10_000
