@@ -83,7 +83,7 @@ def load(name_or_path: str, device: str = "cpu"):
 
     ckpt = resolve_path(name_or_path)
     cfg, meta = read_config(ckpt)
-    tokenizer = load_tokenizer(ckpt / meta.get("tokenizer", "tokenizer.json"))
+    tokenizer = load_tokenizer(ckpt / meta.get("tokenizer", "tokenizer.json"), (cfg.data.eos_token, cfg.data.mask_token))
     if cfg.model.vocab_size != tokenizer.get_vocab_size():
         raise UserError(f"{ckpt}: model vocabulary {cfg.model.vocab_size} != tokenizer's {tokenizer.get_vocab_size()}")
     try:

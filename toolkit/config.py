@@ -45,6 +45,8 @@ class DataConfig:
     val_fraction: float = 0.02
     text_field: str = "text"      # hub datasets: which column holds the text
     max_documents: int = 0        # hub datasets: 0 = all
+    eos_token: str = "[EOS]"      # the tokenizer's document separator (imported vocabularies: '</s>')
+    mask_token: str = "[MASK]"    # the absorbing [MASK] state (imported vocabularies: '<mask>')
 
 
 @dataclass

@@ -9,7 +9,6 @@ from typing import Iterator
 import torch
 
 from toolkit.config import RunConfig
-from toolkit.data.tokenizer import EOS, MASK
 from toolkit.errors import UserError
 from toolkit.families import get_family
 from toolkit.model.attention import resolve_backend
@@ -19,7 +18,8 @@ from toolkit.sampling import SampleRequest, Step
 
 def build_family(cfg: RunConfig, tokenizer):
     fam_cls = get_family(cfg.family)
-    return fam_cls(cfg.options, cfg.model.vocab_size, tokenizer.token_to_id(MASK), tokenizer.token_to_id(EOS))
+    d = cfg.data   # special tokens are named in the config: '[MASK]'/'[EOS]', or an imported vocabulary's
+    return fam_cls(cfg.options, cfg.model.vocab_size, tokenizer.token_to_id(d.mask_token), tokenizer.token_to_id(d.eos_token))
 
 
 class LanguageModel:
@@ -52,7 +52,7 @@ class LanguageModel:
         return self.tokenizer.encode(text).ids
 
     def decode(self, ids, show_mask: bool = False) -> str:
-        mask = self.tokenizer.token_to_id(MASK)
+        mask = self.tokenizer.token_to_id(self.cfg.data.mask_token)
         ids = [int(i) for i in ids]
         if show_mask:
             return "".join("▒" if i == mask else self.tokenizer.decode([i]) for i in ids)

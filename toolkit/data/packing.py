@@ -16,7 +16,7 @@ import torch
 
 from toolkit.config import DataConfig
 from toolkit.data.corpus import documents
-from toolkit.data.tokenizer import EOS, load_tokenizer
+from toolkit.data.tokenizer import load_tokenizer
 from toolkit.errors import UserError
 
 SPLIT_PERIOD = 50
@@ -35,7 +35,7 @@ class PackedData:
 
 
 def token_stream(cfg: DataConfig, tokenizer) -> np.ndarray:
-    eos = tokenizer.token_to_id(EOS)
+    eos = tokenizer.token_to_id(cfg.eos_token)
     max_docs = cfg.max_documents or None
     docs = documents(cfg.data, text_field=cfg.text_field, max_documents=max_docs)
     ids: list[int] = []
@@ -64,13 +64,15 @@ def _cache_key(cfg: DataConfig, tokenizer) -> str | None:
         return None  # hub datasets: the datasets library caches its own downloads
     h = hashlib.sha256()
     h.update(tokenizer.to_str().encode())
+    if cfg.eos_token != "[EOS]":   # another separator id gives another stream
+        h.update(cfg.eos_token.encode())
     st = src.stat()
     h.update(f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 
 def load_data(cfg: DataConfig) -> PackedData:
-    tokenizer = load_tokenizer(cfg.tokenizer or None)
+    tokenizer = load_tokenizer(cfg.tokenizer or None, (cfg.eos_token, cfg.mask_token))
     key = _cache_key(cfg, tokenizer)
     cached = CACHE_DIR / f"{key}.npy" if key else None
     if cached is not None and cached.is_file():

@@ -27,7 +27,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 4096 + len(SPECIALS)) -> T
     return tok
 
 
-def load_tokenizer(path: str | Path | None = None) -> Tokenizer:
+def load_tokenizer(path: str | Path | None = None, specials=SPECIALS) -> Tokenizer:
+    """A tokenizer file that must define `specials` (imported vocabularies name them differently)."""
     path = Path(path) if path else EMBEDDED_TOKENIZER
     if not path.is_file():
         raise UserError(f"tokenizer file not found: {path}")
@@ -35,7 +36,7 @@ def load_tokenizer(path: str | Path | None = None) -> Tokenizer:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:
         raise UserError(f"cannot read tokenizer {path}: {e}") from None
-    for s in SPECIALS:
+    for s in specials:
         if tok.token_to_id(s) is None:
             raise UserError(f"tokenizer {path} lacks the special token {s}")
     return tok
