@@ -142,15 +142,16 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
                     x_models = gr.CheckboxGroup(choices(), value=registry.keys[:4], label="Models")
-                    x_steps = gr.Textbox("4, 8, 16, 32, 64", label="Step counts")
-                    x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)")
+                    x_steps = gr.Textbox("4, 8, 16, 32, 64", label="Step counts", elem_id="x-steps")
+                    x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
+                                         elem_id="x-length")
                     x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
                     x_seed = gr.Number(0, label="Seed", precision=0)
-                    x_go = gr.Button("Run sweep", variant="primary")
-                    x_status = gr.Markdown("")
+                    x_go = gr.Button("Run sweep", variant="primary", elem_id="x-go")
+                    x_status = gr.Markdown("", elem_id="x-status")
                 with gr.Column(scale=2):
-                    x_plot = gr.Plot(label="Gen PPL vs tokens/s")
-                    x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False)
+                    x_plot = gr.Plot(label="Gen PPL vs tokens/s", show_label=False, elem_id="x-plot")
+                    x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False, elem_id="x-table")
 
         def run_sweep(keys, step_text, length_v, samples_v, seed_v):
             try:

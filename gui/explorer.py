@@ -11,6 +11,7 @@ import math
 from toolkit.errors import UserError
 
 from gui.live import MAX_STEPS, Run, Settings, check_settings
+from gui.render import short_name
 
 MAX_POINTS = 24      # (model, step count) pairs per sweep
 MAX_SAMPLES = 16
@@ -105,7 +106,7 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     for n, key in enumerate(dict.fromkeys(r["model"] for r in rows)):
         pts = [r for r in rows if r["model"] == key]
         ax.plot([r["tokens_per_s"] for r in pts], [r["gen_ppl"] for r in pts], "o-", ms=5, lw=1,
-                color=colours[n % len(colours)], label=key, alpha=0.85)
+                color=colours[n % len(colours)], label=short_name(key), alpha=0.85)
         for r in pts:
             ax.annotate(str(r["steps"]), (r["tokens_per_s"], r["gen_ppl"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
@@ -119,7 +120,7 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     if all(r["gen_ppl"] > 0 and math.isfinite(r["gen_ppl"]) for r in rows):
         ax.set_yscale("log")
     ax.set_xlabel("tokens / s (this machine)")
-    ax.set_ylabel(f"Gen PPL under {evaluator_name} (lower is better)")
+    ax.set_ylabel(f"Gen PPL under {short_name(evaluator_name)} (lower is better)")
     ax.set_title("speed vs quality (labels: sampling steps)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")

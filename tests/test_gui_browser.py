@@ -93,3 +93,31 @@ def test_browser_generates_with_all_families(server, tmp_path):
         finally:
             browser.close()
     assert (shots / "gui-denoise.png").stat().st_size > 10_000
+
+
+def test_browser_speed_quality_explorer(server, tmp_path):
+    """The explorer tab runs a small sweep and shows the table and the Gen PPL vs tokens/s plot."""
+    from playwright.sync_api import sync_playwright
+    registry, url = server
+    shots = Path(os.environ.get("GUI_ARTEFACTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_role("tab", name="Speed-quality explorer").click()
+            page.locator("#x-steps textarea, #x-steps input").first.fill("2, 4")
+            set_number(page, "x-length", 16)
+            page.locator("#x-go").click()
+            page.wait_for_function("() => (document.querySelector('#x-status')?.innerText || '').includes('Done')",
+                                   timeout=120_000)
+            page.wait_for_selector("#x-plot img, #x-plot svg, #x-plot canvas", timeout=30_000)
+            page.screenshot(path=str(shots / "gui-explorer.png"), full_page=True)
+            status = page.locator("#x-status").inner_text()
+            # AR ignores the step count: one point for it, two for each diffusion model
+            assert f"Done: {1 + 2 * (len(registry.keys) - 1)} point(s)" in status, status
+            table = page.locator("#x-table").inner_text()
+            assert all(short in table for short in ("mdlm", "duo", "esolm")), table
+        finally:
+            browser.close()
