@@ -70,9 +70,13 @@ def main() -> None:
             rows.append(row)
             print(f"{model.name:8} {steps:>5} {row['cached_tok_s']:>13.1f} {row['plain_tok_s']:>12.1f}"
                   f" {row['speedup']:>8.2f}x {cached.nfe:>4}/{plain.nfe:<4}", flush=True)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+    if a.json:   # merge with earlier runs (one row per family, steps, length and batch)
+        out = Path(a.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        key = lambda r: (r["family"], r["steps"], r["length"], r["batch"])  # noqa: E731
+        old = json.loads(out.read_text()) if out.is_file() else []
+        new = {key(r) for r in rows}
+        out.write_text(json.dumps([r for r in old if key(r) not in new] + rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

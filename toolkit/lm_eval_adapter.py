@@ -1,6 +1,6 @@
 """lm-evaluation-harness adapter: every toolkit family as an `lm_eval` model named `dlm-toolkit`.
 
-    python -m toolkit.lm_eval_adapter --model dlm-toolkit \
+    python -m toolkit.lm_eval_adapter run --model dlm-toolkit \
         --model_args pretrained=runs/x,mc_samples=128 --tasks piqa,arc_easy
 
 Log-likelihoods follow the paper's protocol (toolkit.evaluation.choice): AR exact, the
@@ -34,7 +34,12 @@ class ToolkitLM(_Base):
         if _Base is not object:
             super().__init__()
         import toolkit
-        self.model = toolkit.load(str(pretrained), str(device))
+        import torch
+        device = str(device or "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():   # the harness defaults to cuda
+            print(f"warning: {device} is not available, using cpu", file=sys.stderr)
+            device = "cpu"
+        self.model = toolkit.load(str(pretrained), device)
         self.mc_samples, self.seed, self.steps = int(mc_samples), int(seed), int(steps)
         self.check_greedy = str(check_greedy).lower() not in ("false", "0", "no")
 
