@@ -24,6 +24,7 @@ from gui.models import ModelRegistry
 
 DEFAULT_PROMPT = "It is a truth universally acknowledged"
 FRAME_SECONDS = 0.08        # at most ~12 screen updates a second while sampling
+DEFAULT_DELAY_MS, MAX_DELAY_MS = 25, 500
 TRACE_DIR = Path(tempfile.gettempdir()) / "dlm-gui-traces"
 
 
@@ -52,7 +53,15 @@ def settings_from(prompt, length, steps, temperature, top_p, seed, option_keys, 
 
 
 def save_trace(runs, settings) -> str:
+    """Write the trace for download; files older than an hour are swept so the folder stays small."""
     TRACE_DIR.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - 3600
+    for old in TRACE_DIR.glob("trace-*.json"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:
+            pass
     f = tempfile.NamedTemporaryFile("w", dir=TRACE_DIR, prefix="trace-", suffix=".json", delete=False)
     with f:
         json.dump(trace_json(runs, settings), f)
@@ -88,7 +97,11 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                     with gr.Row():
                         temperature = gr.Slider(0, MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature")
                         top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p")
-                    seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
+                    with gr.Row():
+                        seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
+                        slow = gr.Slider(0, MAX_DELAY_MS, value=DEFAULT_DELAY_MS, step=5, label="Slow motion (ms per step)",
+                                         info="a pause between steps so small models can be watched; "
+                                              "not counted in wall time or tokens/s", elem_id="slow")
                     with gr.Accordion("Family options", open=False):
                         controls = option_controls()
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -99,11 +112,11 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                                       interactive=False, elem_id="scrub")
                     plot = gr.Plot(label="Per step: tokens changed (bars) and mean confidence (line)", show_label=False)
                     download = gr.DownloadButton("Download trace (JSON)", visible=False, elem_id="download")
-            runs_state = gr.State(None)
+            runs_state = gr.State(None, time_to_live=3600)   # traces are dropped an hour after a run
 
         option_keys = [(fam, opt) for fam, opt, _ in controls]
 
-        def generate(prompt_v, keys, length_v, steps_v, temp_v, top_p_v, seed_v, *opt_values):
+        def generate(prompt_v, keys, length_v, steps_v, temp_v, top_p_v, seed_v, slow_v, *opt_values):
             settings = settings_from(prompt_v, length_v, steps_v, temp_v, top_p_v, seed_v, option_keys, opt_values)
             try:
                 runs = start(registry, list(keys or []), settings)
@@ -112,7 +125,10 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                 yield (render.message_html(str(e)), f"⚠️ {e}", None, gr.update(), None, gr.update(visible=False))
                 return
             tic, shown = time.perf_counter(), 0.0
+            delay = min(max(float(slow_v or 0), 0.0), MAX_DELAY_MS) / 1000
             for _ in interleave(runs):
+                if delay:
+                    time.sleep(delay)
                 now = time.perf_counter()
                 if now - shown >= FRAME_SECONDS:
                     shown = now
@@ -120,12 +136,13 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                            gr.update(), gr.update())
             total = max([len(r.trace) for r in runs] or [1])
             failed = [f"{r.key}: {r.error}" for r in runs if r.error]
-            msg = f"Done in {time.perf_counter() - tic:.2f} s." + (" Errors: " + "; ".join(failed) if failed else "")
+            paused = " (with slow-motion pauses)" if delay else ""
+            msg = f"Done in {time.perf_counter() - tic:.2f} s{paused}." + (" Errors: " + "; ".join(failed) if failed else "")
             yield (render.render_runs(runs, labels=labels), msg, render.run_plot(runs),
                    gr.update(minimum=1, maximum=max(total, 2), value=total, interactive=total > 1),
                    runs, gr.update(value=save_trace(runs, settings), visible=True))
 
-        go.click(generate, [prompt, models, length, steps, temperature, top_p, seed, *[c for *_, c in controls]],
+        go.click(generate, [prompt, models, length, steps, temperature, top_p, seed, slow, *[c for *_, c in controls]],
                  [panels, status, plot, scrub, runs_state, download], api_name="generate")
 
         def scrub_to(runs, upto):
