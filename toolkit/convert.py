@@ -204,7 +204,8 @@ def pick_special(tok, given: str | None, candidates, what: str) -> str:
 # -- the conversion --------------------------------------------------------------------------
 def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_heads: int | None = None,
             seq_len: int | None = None, mask_token: str | None = None, eos_token: str | None = None,
-            options: list[str] = (), pad_vocab: bool = False, force: bool = False) -> Path:
+            options: list[str] = (), pad_vocab: bool = False, force: bool = False, name: str | None = None) -> Path:
+    """Write a toolkit checkpoint directory for SOURCE; `name` (e.g. a hub id) also tells the family."""
     from toolkit.checkpoint import save_checkpoint
     from toolkit.imported_tokenizers import load_any_tokenizer
     from toolkit.model.backbone import Backbone
@@ -214,7 +215,7 @@ def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_
     if out_path.exists() and any(out_path.iterdir()) and not force:
         raise UserError(f"{out} exists and is not empty: pass --force to replace it")
     state, meta, snapshot = read_source(source)
-    declared = declared_family(meta, source)
+    declared = declared_family(meta, name or source)
     if declared is not None and declared != family:
         raise UserError(f"{source} is a {declared} checkpoint, not {family}")
     inner, ignored = backbone_state(state)
@@ -273,14 +274,14 @@ class _Dtype:
         return {k: v.to(self.weights[k].dtype) for k, v in self.net.state_dict().items()}
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message):   # one line and exit 2, like every toolkit CLI
         raise UserError(message)
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> Path:
-    ap = _Parser(prog="python -m toolkit.convert", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m toolkit.convert", description=__doc__.split("\n\n")[0])
     ap.add_argument("source", help="Lightning .ckpt, .pt/.bin/.safetensors state dict, or a local HF snapshot directory")
     ap.add_argument("--family", required=True, help="ar, mdlm, duo or esolm")
     ap.add_argument("--out", required=True, help="checkpoint directory to write")
