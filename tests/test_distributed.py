@@ -128,3 +128,49 @@ def test_resume_on_two_fsdp_ranks_from_a_one_process_checkpoint(tmp_path):
     import toolkit
     model = toolkit.load(str(tmp_path / "run"))
     assert model.num_params() > 0
+
+
+# -- SLURM templates (with stand-ins for srun/scontrol/torchrun) --------------------------------
+def fake_slurm_bin(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scripts = {
+        "scontrol": 'echo node-a; echo node-b',
+        "srun": 'while [ "${1#--}" != "$1" ]; do shift; done; exec "$@"',
+        "torchrun": 'echo "$@" > "$ARGS_OUT"',
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def run_template(tmp_path, script, args, extra_env):
+    env = {**os.environ, "PATH": f"{fake_slurm_bin(tmp_path)}:{os.environ['PATH']}", "TOOLKIT_ENV": "",
+           "ARGS_OUT": str(tmp_path / "args"), "SLURM_SUBMIT_DIR": str(ROOT), **extra_env}
+    proc = subprocess.run(["bash", str(ROOT / "training" / "launch" / script), *args], env=env,
+                          capture_output=True, text=True, timeout=30)
+    return proc, (tmp_path / "args").read_text().split() if (tmp_path / "args").exists() else None
+
+
+def test_multinode_template_launches_torchrun_with_rendezvous(tmp_path):
+    proc, args = run_template(tmp_path, "slurm_multinode.sbatch", ["family=duo", "model=170M"],
+                              {"SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_JOB_NUM_NODES": "2",
+                               "SLURM_JOB_ID": "77", "SLURM_GPUS_ON_NODE": "4"})
+    assert proc.returncode == 0, proc.stderr
+    assert args[:5] == ["--nnodes=2", "--nproc_per_node=4", "--rdzv_id=77", "--rdzv_backend=c10d",
+                        "--rdzv_endpoint=node-a:29500"]
+    assert args[5:] == ["-m", "training.train", "resume=true", "family=duo", "model=170M"]
+
+
+def test_sweep_array_template_runs_its_line(tmp_path):
+    sweep = tmp_path / "sweep.txt"
+    sweep.write_text("# a comment\nfamily=mdlm out=runs/a\n\nfamily=duo model=6M out=runs/b\n")
+    proc, args = run_template(tmp_path, "slurm_sweep_array.sbatch", [str(sweep), "seq_len=2048"],
+                              {"SLURM_ARRAY_TASK_ID": "1", "SLURM_GPUS_ON_NODE": "8"})
+    assert proc.returncode == 0, proc.stderr
+    assert args == ["--standalone", "--nproc_per_node=8", "-m", "training.train", "resume=true",
+                    "seq_len=2048", "family=duo", "model=6M", "out=runs/b"]
+    (tmp_path / "args").unlink()
+    proc, args = run_template(tmp_path, "slurm_sweep_array.sbatch", [str(sweep)], {"SLURM_ARRAY_TASK_ID": "2"})
+    assert proc.returncode == 2 and args is None and "no run number 2" in proc.stderr
