@@ -292,3 +292,26 @@ def test_cli_refuses_a_foreign_pickle_without_running_it(bad_files, tmp_path):
     assert not marker.exists()
     proc = cli("--family", "mdlm")   # argparse's own errors are one line too
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sentencepiece_vocabulary_gets_the_appended_mask(tmp_path):
+    """The scaling runs' vocabulary: SentencePiece BPE + [MASK] appended (32,000 + 1 at full size)."""
+    spm = pytest.importorskip("sentencepiece")
+    from toolkit.data.corpus import austen_documents
+    (tmp_path / "corpus.txt").write_text("\n".join(austen_documents()[0].splitlines()[:2000]))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, split_digits=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    sd = reference_weights(10, vocab=401)
+    torch.save({"state_dict": {"backbone." + k: v for k, v in sd.items()}}, tmp_path / "m.ckpt")
+    out = run_convert(tmp_path / "m.ckpt", "--family", "mdlm", "--out", tmp_path / "conv", "--n-heads", H,
+                      "--tokenizer", tmp_path / "sp.model")
+    model = toolkit.load(str(out))
+    assert model.cfg.data.mask_token == "[MASK]" and model.family.mask_id == 400
+    assert model.cfg.data.eos_token == "</s>" and model.family.bos_id == 2
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    for text in ["It is a truth universally acknowledged", "  two  spaces, 1234 digits", "café — “quoted” 日本\nnext"]:
+        assert model.encode(text) == sp.encode(text)
+        assert model.decode(model.encode(text)) == sp.decode(sp.encode(text))
+    check(model, sd, torch.randint(0, 400, (2, 10), generator=torch.Generator().manual_seed(0)), None, causal=False)

@@ -230,6 +230,9 @@ def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_
     validate(cfg)
     tok = load_any_tokenizer(find_tokenizer(tokenizer, snapshot))
     n_tok, n_emb = tok.get_vocab_size(), cfg.model.vocab_size
+    if n_emb == n_tok + 1 and mask_token is None and all(tok.token_to_id(m) is None for m in MASK_NAMES):
+        tok.add_special_tokens(["[MASK]"])   # the reference appends [MASK] to a vocabulary without one
+        n_tok += 1
     if n_tok != n_emb:
         if not (pad_vocab and n_tok < n_emb):
             raise UserError(f"the checkpoint has {n_emb} embedding rows but the tokenizer has {n_tok} ids: "
