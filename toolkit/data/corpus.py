@@ -71,9 +71,11 @@ def hub_documents(name: str, split: str = "train", text_field: str = "text",
 
 
 def documents(source: str, **hub_kwargs) -> Iterator[str] | list[str]:
-    """Resolve `data=`: 'austen', a local path, or a hub dataset name."""
+    """Resolve `data=`: 'austen', a local text file, a local dataset folder, or a hub dataset name."""
     if source == "austen":
         return austen_documents()
+    if Path(source).is_dir():  # a local dataset folder (json/jsonl/csv/parquet/txt), as on the hub
+        return hub_documents(source, **hub_kwargs)
     if os.path.sep in source or source.startswith(".") or Path(source).exists():
         return file_documents(source)
     if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source) and not Path(source).suffix in {".txt", ".gz"}:
