@@ -184,3 +184,19 @@ def test_esolm_sequential_tail_goes_left_to_right(tiny_checkpoint):
         revealed = [int(s.changed[row].nonzero()) for s in tail]    # one position per tail step
         assert revealed == sorted(revealed)
     assert (tail[-1].tokens != mask).all()
+
+
+def test_sample_cli_infill_and_options_in_process(tiny_checkpoint, capsys):
+    from toolkit.sample import main
+    path = tiny_checkpoint("duo")
+    model = toolkit.load(path)
+    fixed_ids = model.encode(" Darcy")
+    assert main([path, "--steps", "3", "--length", "12", "--num-samples", "2", "--json", "--infill", "5= Darcy",
+                 "--option", "greedy_tail=false", "--threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for row in out["tokens"]:
+        assert row[5: 5 + len(fixed_ids)] == fixed_ids
+    with pytest.raises(SystemExit) as e:
+        main([path, "--option", "no_such=1"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("error: family duo has no sampling option")
