@@ -25,9 +25,10 @@ class TableNet(torch.nn.Module):
         g = torch.Generator().manual_seed(seed)
         self.table = torch.randn(length, vocab, vocab, generator=g)
 
-    def forward(self, tokens, sigma=None, **_):
+    def forward(self, tokens, sigma=None, select=None, **_):
         pos = torch.arange(tokens.shape[1]).expand_as(tokens)
-        return self.table[pos, tokens]
+        logits = self.table[pos, tokens]
+        return logits if select is None else logits[select]
 
 
 # ---- MDLM ---------------------------------------------------------------------------------

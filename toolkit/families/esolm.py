@@ -78,15 +78,20 @@ class EsoLM(MDLM):
     def diffusion_terms(self, net, x0, t, generator=None):
         z_t, masked = self.corrupt(x0, t, generator)
         order = permuted_order(masked, generator)
-        logits = self.subs_logits(net(z_t.gather(1, order), positions=order, causal=True))
-        return self.masked_ce(logits, x0.gather(1, order), masked.gather(1, order)), masked
+        ce = self.selected_ce(net, z_t.gather(1, order), x0.gather(1, order), masked.gather(1, order),
+                              positions=order, causal=True)
+        return ce, masked
 
-    def sequential_logits(self, net, z0, x0, rank):
-        """Logits at the z_0 half of [z_0 ; x_0] under the sequential-phase mask."""
+    def sequential_inputs(self, z0, x0, rank) -> dict:
+        """Network inputs for [z_0 ; x_0] under the sequential-phase mask (positions repeat)."""
         n = z0.shape[1]
         pos = torch.arange(n, device=z0.device).repeat(2).expand(z0.shape[0], 2 * n)
         mask = sequential_mask(z0 != self.mask_id, rank)[:, None]
-        return self.subs_logits(net(torch.cat([z0, x0], 1), positions=pos, mask=mask)[:, :n])
+        return {"tokens": torch.cat([z0, x0], 1), "positions": pos, "mask": mask}
+
+    def sequential_logits(self, net, z0, x0, rank):
+        """Logits at the z_0 half of [z_0 ; x_0] under the sequential-phase mask."""
+        return self.subs_logits(net(**self.sequential_inputs(z0, x0, rank))[:, :z0.shape[1]])
 
     def sequential_nll(self, net, x0, generator=None):
         """-log p(x at positions masked in z_0 | clean z_0), left to right: [B]."""
@@ -94,7 +99,10 @@ class EsoLM(MDLM):
             return torch.zeros(x0.shape[0], device=x0.device)
         z0, masked = self.corrupt(x0, torch.zeros(x0.shape[0], device=x0.device), generator)
         rank = permuted_order(masked, generator).argsort(1)
-        return self.masked_ce(self.sequential_logits(net, z0, x0, rank), x0, masked).sum(1)
+        inputs = self.sequential_inputs(z0, x0, rank)
+        select = torch.cat([masked, torch.zeros_like(masked)], 1)   # score the z_0 half's masks
+        ce = self.selected_ce(net, inputs.pop("tokens"), torch.cat([x0, x0], 1), select, **inputs)
+        return ce.sum(1)
 
     def nelbo(self, net, x0, t, generator=None):
         return super().nelbo(net, x0, t, generator) + self.sequential_nll(net, x0, generator)

@@ -64,9 +64,16 @@ class MDLM(Family):
         """-alpha'_t / (1 - alpha_t): the continuous-time ELBO weight (1/t for alpha_0 = 1)."""
         return -self.schedule.alpha_prime(t) / (1 - self.schedule.alpha(t))
 
+    def selected_ce(self, net, tokens, targets, select, **net_kwargs):
+        """[B, L] cross-entropy where `select` is True (0 elsewhere); the head runs only there."""
+        logits = self.subs_logits(net(tokens, select=select, **net_kwargs))
+        ce = torch.zeros(select.shape, dtype=logits.dtype, device=logits.device)
+        ce[select] = F.cross_entropy(logits, targets[select], reduction="none")
+        return ce
+
     def diffusion_terms(self, net, x0, t, generator=None):
         z_t, masked = self.corrupt(x0, t, generator)
-        return self.masked_ce(self.denoise(net, z_t, t), x0, masked), masked
+        return self.selected_ce(net, z_t, x0, masked), masked
 
     # -- objectives --------------------------------------------------------------------
     def nelbo(self, net, x0, t, generator=None):

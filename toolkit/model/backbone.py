@@ -67,9 +67,11 @@ class Rotary(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
         self.max_len = n
 
-    def tables(self, positions):  # positions: [B, L] long -> cos, sin [B, 1, L, hd]
-        if int(positions.max()) >= self.max_len:
-            self._build(int(positions.max()) + 1)
+    def tables(self, positions, max_pos: int | None = None):  # positions: [B, L] long -> cos, sin [B, 1, L, hd]
+        """max_pos: the largest position when the caller knows it (no device sync, no compile graph break)."""
+        top = int(positions.max()) if max_pos is None else max_pos
+        if top >= self.max_len:
+            self._build(top + 1)
         return self.cos[positions][:, None], self.sin[positions][:, None]
 
     @staticmethod
@@ -140,7 +142,9 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Linear(cfg.cond_dim, 2 * cfg.d_model)
 
     def forward(self, x, c):
-        shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=-1)
+        """x: [B, L, d] with c: [B, cond], or selected positions x: [M, d] with c: [M, cond]."""
+        mod = self.adaLN_modulation(c)
+        shift, scale = (mod[:, None] if x.dim() == 3 else mod).chunk(2, dim=-1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
@@ -160,26 +164,33 @@ class Backbone(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, tokens=None, sigma=None, *, soft=None, positions=None, causal: bool = False,
-                mask=None, cache: KVCache | None = None, keep: int | None = None):
-        """Logits [B, L, V].
+                mask=None, cache: KVCache | None = None, keep: int | None = None, select=None):
+        """Logits [B, L, V] (or [M, V] at the M positions where the bool [B, L] `select` is True).
 
         tokens: ids [B, L] (or `soft` distributions [B, L, V]); sigma: [B] noise level (None = 0);
         positions: rotary positions [B, L] (default 0..L-1, offset by the cache length);
         causal / mask: the attention pattern (mask: bool [B or 1, 1, L, L_keys], True = visible);
-        cache: a KVCache to attend to and extend with the first `keep` tokens (default all).
+        cache: a KVCache to attend to and extend with the first `keep` tokens (default all);
+        select: compute the output head only where needed (masked diffusion scores masked
+        positions only: the head is the widest matrix, so this saves a large share of FLOPs).
         """
         x = self.vocab_embed(tokens, soft)
         b, n = x.shape[:2]
+        max_pos = None
         if positions is None:
             start = cache.length if cache is not None else 0
             positions = torch.arange(start, start + n, device=x.device).expand(b, n)
+            max_pos = start + n - 1
         if sigma is None:
             sigma = torch.zeros(b, device=x.device)
         c = self.sigma_map(sigma)
-        cos, sin = self.rotary_emb.tables(positions)
+        cos, sin = self.rotary_emb.tables(positions, max_pos)
         keep = n if keep is None else keep
         for i, block in enumerate(self.blocks):
             x = block(x, c, cos, sin, self.backend, causal, mask, cache, i, keep)
+        if select is not None:
+            rows = torch.arange(b, device=x.device)[:, None].expand(b, n)[select]
+            return self.output_layer(x[select], c[rows])
         return self.output_layer(x, c)
 
     def num_params(self, non_embedding: bool = True) -> int:
