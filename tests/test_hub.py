@@ -103,10 +103,13 @@ def test_unknown_hub_id_is_one_user_error(fake_hub):
     assert "no local checkpoint 'nobody/nothing-here'" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_local_paths_never_go_to_the_hub(tmp_path, fake_hub):
+def test_local_paths_never_go_to_the_hub(tmp_path, fake_hub, monkeypatch):
     _, calls = fake_hub
     ckpt, _ = converted(tmp_path)
     toolkit.load(str(ckpt))
     with pytest.raises(UserError):
         toolkit.load(str(tmp_path / "missing"))   # an absolute path is not a hub id
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="not found"):
+        toolkit.load(f"{ckpt.name}/typo")          # under an existing local folder: a local miss
     assert calls["download"] == []

@@ -32,7 +32,7 @@ MASK_NAMES = ("[MASK]", "<mask>", "<|mask|>")
 EOS_NAMES = ("[EOS]", "</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>")
 HEAD_KEYS = ("n_heads", "num_attention_heads", "num_heads", "n_head")
 LENGTH_KEYS = ("model_length", "max_position_embeddings", "seq_len", "length", "max_seq_len")
-FAMILY_KEYS = ("family", "algo", "parameterization", "model_type", "architectures", "backbone_type")
+FAMILY_KEYS = ("family", "algo", "model_type", "architectures", "parameterization")   # by priority
 FAMILY_WORDS = [("esolm", r"eso[-_]?lm"), ("duo", r"\bduo\b|\budlm\b"), ("mdlm", r"\bmdlm\b|\bsubs\b"),
                 ("ar", r"\bar\b|autoregressive")]
 DEFAULT_SEQ_LEN = 1024
@@ -142,10 +142,11 @@ def family_of(text: str) -> str | None:
 
 def declared_family(meta: dict, source: str) -> str | None:
     """The family the source says it is (its config, or an SDLLM-<Family> repository name)."""
-    for v in find_values(meta, FAMILY_KEYS):
-        name = family_of(" ".join(map(str, v)) if isinstance(v, list) else str(v))
-        if name:
-            return name
+    for key in FAMILY_KEYS:
+        for v in find_values(meta, (key,)):
+            name = family_of(" ".join(map(str, v)) if isinstance(v, list) else str(v))
+            if name:
+                return name
     repo = re.search(r"SDLLM-(\w+?)-[\d.]+B", str(Path(source).resolve()), re.I)
     return family_of(repo.group(1)) if repo else None
 
@@ -163,9 +164,8 @@ def infer_model(inner: dict, meta: dict, n_heads: int | None, seq_len: int | Non
     n_layers = 1 + max(int(m.group(1)) for k in inner if (m := re.match(r"blocks\.(\d+)\.", k)))
     cond_dim = inner["sigma_map.mlp.0.weight"].shape[0]
     mlp_ratio = inner["blocks.0.mlp.0.weight"].shape[0] // d if "blocks.0.mlp.0.weight" in inner else 4
-    from_config = _one_int(find_values(meta, HEAD_KEYS), "head counts", "--n-heads")
     from_rotary = d // (2 * inner[ROTARY_KEY].numel()) if ROTARY_KEY in inner else None
-    heads = n_heads or from_config or from_rotary
+    heads = n_heads or _one_int(find_values(meta, HEAD_KEYS), "head counts", "--n-heads") or from_rotary
     if heads is None:
         raise UserError("the head count is not in the weights: pass --n-heads (or convert a directory with config.json)")
     if from_rotary is not None and from_rotary != heads:

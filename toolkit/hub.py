@@ -24,10 +24,12 @@ CACHE = Path.home() / ".cache" / "dlm-toolkit" / "hub"
 
 
 def looks_like_hub_id(name: str) -> bool:
-    """'owner/name' that is not a local path and not an embedded model."""
+    """'owner/name' that is not a local path (nor under an existing local folder: 'runs/typo' stays
+    a local miss) and not an embedded model."""
     from toolkit.checkpoint import EMBEDDED_DIR
     name = str(name)
-    return bool(HUB_ID.fullmatch(name)) and not Path(name).exists() and not (EMBEDDED_DIR / name).exists()
+    return (bool(HUB_ID.fullmatch(name)) and not Path(name.split("/")[0]).exists()
+            and not (EMBEDDED_DIR / name).exists())
 
 
 def _hub():
