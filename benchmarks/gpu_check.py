@@ -171,6 +171,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _xformers_version() -> str | None:
+    try:
+        import xformers
+        return xformers.__version__
+    except Exception:
+        return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=8)
@@ -186,7 +194,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device)
     backends = ["sdpa"] + (["xformers"] if attn.xformers_available() else [])
     report = {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda,
-              "xformers": getattr(attn.xops, "__version__", None) if attn.xops else None,
+              "xformers": _xformers_version(),
               "peak_bf16_tflops": peak_bf16_tflops(name), "parity": [], "speed": []}
     if attn.xops is None:
         print("warning: xformers is not installed: parity is checked against plain math only", file=sys.stderr)

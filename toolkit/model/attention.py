@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 try:  # xformers has no CPU path; only used when installed and the tensors are on a GPU
     import xformers.ops as xops
+    from xformers.ops.fmha.attn_bias import LowerTriangularFromBottomRightMask  # not re-exported by xformers.ops
 except Exception:  # ImportError, or a broken CUDA build
     xops = None
 
@@ -62,7 +63,7 @@ def xformers_attention(q, k, v, causal: bool = False, mask: torch.Tensor | None 
     qx, kx, vx = (t.transpose(1, 2) for t in (q, k, v))
     bias = None
     if causal:
-        bias = xops.LowerTriangularFromBottomRightMask() if q.shape[-2] != k.shape[-2] \
+        bias = LowerTriangularFromBottomRightMask() if q.shape[-2] != k.shape[-2] \
             else xops.LowerTriangularMask()
     elif mask is not None:
         b, h, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
