@@ -315,3 +315,13 @@ def test_sentencepiece_vocabulary_gets_the_appended_mask(tmp_path):
         assert model.encode(text) == sp.encode(text)
         assert model.decode(model.encode(text)) == sp.decode(sp.encode(text))
     check(model, sd, torch.randint(0, 400, (2, 10), generator=torch.Generator().manual_seed(0)), None, causal=False)
+
+
+def test_declared_family_priorities():
+    from toolkit.convert import declared_family
+    duo_snapshot = "/x/models--nvidia--SDLLM-Duo-1.7B-Base/snapshots/a"
+    assert declared_family({"model_type": "mdlm"}, duo_snapshot) == "duo"     # class names are shared
+    assert declared_family({"algo": {"name": "esolm"}, "parameterization": "subs"}, "/x/y") == "esolm"
+    assert declared_family({"architectures": ["MDLM"]}, "/x/y") == "mdlm"
+    assert declared_family({"model_type": "ar"}, "/x/SDLLM-AR-1.7B-Base") == "ar"
+    assert declared_family({"name": "duo run"}, "/x/test_ar0/run") is None     # neither key nor repo name

@@ -32,7 +32,8 @@ MASK_NAMES = ("[MASK]", "<mask>", "<|mask|>")
 EOS_NAMES = ("[EOS]", "</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>")
 HEAD_KEYS = ("n_heads", "num_attention_heads", "num_heads", "n_head")
 LENGTH_KEYS = ("model_length", "max_position_embeddings", "seq_len", "length", "max_seq_len")
-FAMILY_KEYS = ("family", "algo", "model_type", "architectures", "parameterization")   # by priority
+EXPLICIT_FAMILY_KEYS = ("family", "algo")
+CLASS_FAMILY_KEYS = ("model_type", "architectures", "parameterization")
 FAMILY_WORDS = [("esolm", r"eso[-_]?lm"), ("duo", r"\bduo\b|\budlm\b"), ("mdlm", r"\bmdlm\b|\bsubs\b"),
                 ("ar", r"\bar\b|autoregressive")]
 DEFAULT_SEQ_LEN = 1024
@@ -141,14 +142,19 @@ def family_of(text: str) -> str | None:
 
 
 def declared_family(meta: dict, source: str) -> str | None:
-    """The family the source says it is (its config, or an SDLLM-<Family> repository name)."""
-    for key in FAMILY_KEYS:
-        for v in find_values(meta, (key,)):
-            name = family_of(" ".join(map(str, v)) if isinstance(v, list) else str(v))
-            if name:
-                return name
+    """The family the source says it is: an explicit family/algo entry of its config, else an
+    SDLLM-<Family> repository name, else a model class name (these are reused across families)."""
+    def from_keys(keys):
+        for key in keys:
+            for v in find_values(meta, (key,)):
+                name = family_of(" ".join(map(str, v)) if isinstance(v, list) else str(v))
+                if name:
+                    return name
+        return None
+
     repo = re.search(r"SDLLM-(\w+?)-[\d.]+B", str(Path(source).resolve()), re.I)
-    return family_of(repo.group(1)) if repo else None
+    return from_keys(EXPLICIT_FAMILY_KEYS) or (family_of(repo.group(1)) if repo else None) \
+        or from_keys(CLASS_FAMILY_KEYS)
 
 
 def _one_int(values, what: str, flag: str):
