@@ -174,3 +174,11 @@ def test_sweep_array_template_runs_its_line(tmp_path):
     (tmp_path / "args").unlink()
     proc, args = run_template(tmp_path, "slurm_sweep_array.sbatch", [str(sweep)], {"SLURM_ARRAY_TASK_ID": "2"})
     assert proc.returncode == 2 and args is None and "no run number 2" in proc.stderr
+
+
+def test_one_gpu_for_every_rank_is_refused(monkeypatch):
+    from toolkit.errors import UserError
+    from toolkit.train import Distributed
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="use device=cuda"):
+        Distributed("cuda:1")

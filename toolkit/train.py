@@ -72,6 +72,8 @@ class Distributed:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda") or device_pref.startswith("cuda")
+        if self.world > 1 and device_pref.startswith("cuda:"):
+            raise UserError(f"device={device_pref} pins every rank to one GPU: use device=cuda (rank r gets cuda:LOCAL_RANK)")
         if device_pref.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"device={device_pref} but no CUDA device is available")
         if cuda:
