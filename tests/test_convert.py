@@ -325,3 +325,43 @@ def test_declared_family_priorities():
     assert declared_family({"architectures": ["MDLM"]}, "/x/y") == "mdlm"
     assert declared_family({"model_type": "ar"}, "/x/SDLLM-AR-1.7B-Base") == "ar"
     assert declared_family({"name": "duo run"}, "/x/test_ar0/run") is None     # neither key nor repo name
+
+
+class FakeNode:
+    """Pickles like an omegaconf node: its data in `_content` / `_val` (the class is unknown on load)."""
+
+    def __init__(self, content, leaf=False):
+        self.__dict__.update({"_val": content} if leaf else {"_content": content, "_metadata": None})
+
+
+def test_stub_objects_reads_a_lightning_checkpoint_with_a_config_object(tmp_path):
+    sd = reference_weights(11)
+    config = FakeNode({"model": FakeNode({"n_heads": FakeNode(H, leaf=True), "length": FakeNode(24, leaf=True)}),
+                       "algo": FakeNode({"name": FakeNode("mdlm", leaf=True)})})
+    torch.save({"state_dict": {"backbone." + k: v for k, v in sd.items() if k != "rotary_emb.inv_freq"},
+                "hyper_parameters": config}, tmp_path / "lightning.ckpt")
+    args = [tmp_path / "lightning.ckpt", "--family", "mdlm", "--tokenizer", EMBEDDED_TOKENIZER]
+    with pytest.raises(SystemExit):                       # refused by default ...
+        run_convert(*args, "--out", tmp_path / "a")
+    out = run_convert(*args, "--out", tmp_path / "b", "--stub-objects")   # ... read with placeholders on request
+    model = toolkit.load(str(out))
+    assert model.cfg.model.n_heads == H and model.max_length == 24      # found inside the config object
+    check(model, sd, tokens_for(3), None, causal=False)
+    with pytest.raises(SystemExit):                       # the config still tells the family
+        run_convert(*args[:2], "duo", *args[3:], "--out", tmp_path / "c", "--stub-objects")
+
+
+def test_stub_objects_never_runs_code_from_the_pickle(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Boom:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    sd = reference_weights(12)
+    torch.save({"state_dict": {"backbone." + k: v for k, v in sd.items()}, "x": Boom()}, tmp_path / "evil.ckpt")
+    with pytest.raises(SystemExit) as e:   # placeholders are not functions: the unpickler stops there
+        run_convert(tmp_path / "evil.ckpt", "--family", "mdlm", "--out", tmp_path / "o", "--stub-objects",
+                    "--tokenizer", EMBEDDED_TOKENIZER)
+    assert e.value.code == 2
+    assert not marker.exists()

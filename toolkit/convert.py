@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
 import sys
 import tempfile
@@ -45,13 +46,52 @@ def _one_line(e: Exception) -> str:
     unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if unsupported:
         return (f"it holds a non-tensor object ({unsupported.group(1)}); refusing to unpickle it "
-                "(re-save just the state_dict, or use .safetensors)")
+                "(--stub-objects reads it with inert placeholders, or re-save just the state_dict)")
     first = re.split(r"(?<=[.!])\s", text.splitlines()[0])[0] if text else "unreadable"
+    if isinstance(e, pickle.UnpicklingError):
+        return f"not loadable weights-only, refusing to unpickle it ({first})"
     return f"truncated or corrupt ({e.__class__.__name__}: {first})"
 
 
-def read_weights_file(path: Path) -> tuple[dict, dict]:
-    """(flat tensor dict, metadata dict) of one weights file; never unpickles foreign objects."""
+class Inert:
+    """Stands in for a class a checkpoint names (e.g. an omegaconf config): keeps its data, runs nothing."""
+    args: tuple = ()
+    state = None
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _inert_globals(path: Path) -> list:
+    """(stand-in, name) for every non-weights global the pickle refers to."""
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    return [(type(n.rsplit(".", 1)[-1], (Inert,), {"__module__": "inert"}), n) for n in names]
+
+
+def _plain(obj, depth: int = 0):
+    """Plain dicts/lists out of stand-ins (an omegaconf node keeps its data in `_content`/`_val`)."""
+    if depth > 50:
+        return None
+    if isinstance(obj, Inert):
+        obj = obj.state if obj.state is not None else obj.args
+        if isinstance(obj, dict):
+            obj = obj.get("_content", obj.get("_val", obj))
+    if isinstance(obj, dict):
+        return {k: _plain(v, depth + 1) for k, v in obj.items() if isinstance(k, str)}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v, depth + 1) for v in obj]
+    return obj
+
+
+def read_weights_file(path: Path, stub_objects: bool = False) -> tuple[dict, dict]:
+    """(flat tensor dict, metadata dict) of one weights file; never runs code from the pickle.
+
+    A pickle naming other classes is refused, or with `stub_objects` read with inert stand-ins
+    in their place (a reference Lightning checkpoint stores its omegaconf config that way).
+    """
     if not path.is_file():
         raise UserError(f"not found: {path}")
     if path.suffix == ".safetensors":
@@ -63,14 +103,19 @@ def read_weights_file(path: Path) -> tuple[dict, dict]:
     if path.suffix not in PICKLE_SUFFIXES:
         raise UserError(f"{path}: unknown weights format (expected .ckpt, .pt, .pth, .bin or .safetensors)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if stub_objects:
+            with torch.serialization.safe_globals(_inert_globals(path)):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:   # UnpicklingError (foreign object), RuntimeError/EOFError (truncated)
         raise UserError(f"cannot read {path} weights-only: {_one_line(e)}") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a state dict or a Lightning checkpoint, got {type(obj).__name__}")
     meta = {}
     if isinstance(obj.get("state_dict"), dict):   # Lightning
-        meta = obj.get("hyper_parameters") if isinstance(obj.get("hyper_parameters"), dict) else {}
+        meta = _plain(obj.get("hyper_parameters"))
+        meta = meta if isinstance(meta, dict) else {}
         obj = obj["state_dict"]
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
@@ -78,7 +123,7 @@ def read_weights_file(path: Path) -> tuple[dict, dict]:
     return tensors, meta
 
 
-def read_source(source: str) -> tuple[dict, dict, Path | None]:
+def read_source(source: str, stub_objects: bool = False) -> tuple[dict, dict, Path | None]:
     """Weights, metadata and (for a directory) the directory where tokenizer files may sit."""
     p = Path(source)
     if p.is_dir():
@@ -93,13 +138,13 @@ def read_source(source: str) -> tuple[dict, dict, Path | None]:
             raise UserError(f"{p}: no weights (*.safetensors, *.bin, *.pt, *.ckpt) in this directory")
         state: dict = {}
         for f in files:   # sharded snapshots: model-0000k-of-0000n.safetensors
-            tensors, extra = read_weights_file(f)
+            tensors, extra = read_weights_file(f, stub_objects)
             state.update(tensors)
             meta = {**extra, **meta}
         return state, meta, p
     if not p.exists():
         raise UserError(f"not found: {source}")
-    state, meta = read_weights_file(p)
+    state, meta = read_weights_file(p, stub_objects)
     return state, meta, None
 
 
@@ -210,7 +255,8 @@ def pick_special(tok, given: str | None, candidates, what: str) -> str:
 # -- the conversion --------------------------------------------------------------------------
 def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_heads: int | None = None,
             seq_len: int | None = None, mask_token: str | None = None, eos_token: str | None = None,
-            options: list[str] = (), pad_vocab: bool = False, force: bool = False, name: str | None = None) -> Path:
+            options: list[str] = (), pad_vocab: bool = False, force: bool = False, name: str | None = None,
+            stub_objects: bool = False) -> Path:
     """Write a toolkit checkpoint directory for SOURCE; `name` (e.g. a hub id) also tells the family."""
     from toolkit.checkpoint import save_checkpoint
     from toolkit.imported_tokenizers import load_any_tokenizer
@@ -220,7 +266,7 @@ def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_
     out_path = Path(out)
     if out_path.exists() and any(out_path.iterdir()) and not force:
         raise UserError(f"{out} exists and is not empty: pass --force to replace it")
-    state, meta, snapshot = read_source(source)
+    state, meta, snapshot = read_source(source, stub_objects)
     declared = declared_family(meta, name or source)
     if declared is not None and declared != family:
         raise UserError(f"{source} is a {declared} checkpoint, not {family}")
@@ -303,9 +349,12 @@ def main(argv: list[str] | None = None) -> Path:
                     help="a family option, e.g. alpha_0=0.25 (esolm) or loss=low_var")
     ap.add_argument("--pad-vocab", action="store_true", help="add unused tokens when the embedding has more rows")
     ap.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    ap.add_argument("--stub-objects", action="store_true",
+                    help="read a pickle that names other classes (e.g. omegaconf) with inert placeholders")
     args = ap.parse_args(argv)
     out = convert(args.source, args.family, args.out, args.tokenizer, args.n_heads, args.seq_len,
-                  args.mask_token, args.eos_token, args.option, args.pad_vocab, args.force)
+                  args.mask_token, args.eos_token, args.option, args.pad_vocab, args.force,
+                  stub_objects=args.stub_objects)
     print(f"wrote {out}", file=sys.stderr)
     return out
 
