@@ -355,7 +355,11 @@ def main(argv: list[str] | None = None) -> Path:
     out = convert(args.source, args.family, args.out, args.tokenizer, args.n_heads, args.seq_len,
                   args.mask_token, args.eos_token, args.option, args.pad_vocab, args.force,
                   stub_objects=args.stub_objects)
-    print(f"wrote {out}", file=sys.stderr)
+    meta = json.loads((out / "config.json").read_text())
+    m, d = meta["model"], meta["data"]
+    print(f"wrote {out}: {meta['family']}, {m['n_layers']} layers x {m['d_model']} wide, {m['n_heads']} heads, "
+          f"vocabulary {m['vocab_size']} (mask {d['mask_token']}, eos {d['eos_token']}), context {d['seq_len']}",
+          file=sys.stderr)
     return out
 
 
