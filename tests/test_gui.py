@@ -193,3 +193,31 @@ def test_embedded_demo_models():
     for r in runs:
         assert r.error is None and r.model.family.name == r.key
         assert r.texts()[0].startswith("Elizabeth") and len(r.texts()[0]) > len("Elizabeth") + 10
+
+
+def test_generate_endpoint_streams_and_guards(registry, server):
+    """The UI's streaming handler: several updates per run, and a visible message for a bad request."""
+    from gradio_client import Client
+    client = Client(server, verbose=False)
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
+    defaults = [p["parameter_default"] for p in params]
+    names = [p["parameter_name"] for p in params]
+
+    def call(**over):
+        args = list(defaults)
+        for k, v in over.items():
+            args[names.index(k)] = v
+        return list(client.submit(*args, api_name="/generate"))
+
+    n = len(names)
+    assert n >= 8   # prompt, models, length, steps, temperature, top_p, seed, slow motion, family options...
+    updates = call(**{names[0]: "It", names[1]: registry.keys, names[2]: 16, names[3]: 12, names[7]: 20})
+    assert len(updates) >= 2 and "Done" in updates[-1][1]
+    assert updates[-1][0].count('data-done="true"') == len(registry.keys)
+    bad = call(**{names[1]: []})
+    assert "select at least one model" in bad[-1][1]
+    args = list(defaults)
+    args[1], args[2] = registry.keys, 10_000
+    with pytest.raises(Exception, match="greater than maximum"):   # the slider's own bound, reported
+        client.predict(*args, api_name="/generate")
+    assert "Done" in call(**{names[0]: "", names[1]: registry.keys[:1], names[2]: 8, names[7]: 0})[-1][1]   # serving
