@@ -168,6 +168,9 @@ def markdown(report: dict) -> str:
     lines += [f"| {r['family']} | {r['backend']} | {r['batch']} | {r['tokens_per_s']:,.0f} | {r['model_tflops']} | "
               f"{r.get('mfu', 'n/a')} | {r.get('mfu_with_attention', 'n/a')} | {r['max_memory_gib']} |"
               for r in report["speed"]]
+    lines += ["", "MFU uses the paper's accounting (3 x 2 T (12 L d^2 + d V) per sequence, attention scores "
+              "excluded; the second column adds them). MDLM evaluates its output head only at masked "
+              "positions, so its figure credits FLOPs it does not spend."]
     return "\n".join(lines) + "\n"
 
 
