@@ -256,7 +256,7 @@ def pick_special(tok, given: str | None, candidates, what: str) -> str:
 def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_heads: int | None = None,
             seq_len: int | None = None, mask_token: str | None = None, eos_token: str | None = None,
             options: list[str] = (), pad_vocab: bool = False, force: bool = False, name: str | None = None,
-            stub_objects: bool = False) -> Path:
+            stub_objects: bool = False, pattern: str | None = None) -> Path:
     """Write a toolkit checkpoint directory for SOURCE; `name` (e.g. a hub id) also tells the family."""
     from toolkit.checkpoint import save_checkpoint
     from toolkit.imported_tokenizers import load_any_tokenizer
@@ -280,7 +280,7 @@ def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_
         k, _, v = opt.partition("=")
         set_key(cfg, f"options.{k}", v)
     validate(cfg)
-    tok = load_any_tokenizer(find_tokenizer(tokenizer, snapshot))
+    tok = load_any_tokenizer(find_tokenizer(tokenizer, snapshot), pattern)
     n_tok, n_emb = tok.get_vocab_size(), cfg.model.vocab_size
     if n_emb == n_tok + 1 and mask_token is None and all(tok.token_to_id(m) is None for m in MASK_NAMES):
         tok.add_special_tokens(["[MASK]"])   # the reference appends [MASK] to a vocabulary without one
@@ -349,12 +349,14 @@ def main(argv: list[str] | None = None) -> Path:
                     help="a family option, e.g. alpha_0=0.25 (esolm) or loss=low_var")
     ap.add_argument("--pad-vocab", action="store_true", help="add unused tokens when the embedding has more rows")
     ap.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    ap.add_argument("--tiktoken-pattern", help="the pre-tokenizer regex of a tiktoken vocabulary "
+                    "(default: the cl100k/Llama-3 pattern)")
     ap.add_argument("--stub-objects", action="store_true",
                     help="read a pickle that names other classes (e.g. omegaconf) with inert placeholders")
     args = ap.parse_args(argv)
     out = convert(args.source, args.family, args.out, args.tokenizer, args.n_heads, args.seq_len,
                   args.mask_token, args.eos_token, args.option, args.pad_vocab, args.force,
-                  stub_objects=args.stub_objects)
+                  stub_objects=args.stub_objects, pattern=args.tiktoken_pattern)
     meta = json.loads((out / "config.json").read_text())
     m, d = meta["model"], meta["data"]
     print(f"wrote {out}: {meta['family']}, {m['n_layers']} layers x {m['d_model']} wide, {m['n_heads']} heads, "

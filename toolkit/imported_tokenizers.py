@@ -133,8 +133,8 @@ def _utf8(b: bytes) -> bool:
         return False
 
 
-def load_any_tokenizer(path: str | Path) -> Tokenizer:
-    """tokenizer.json as is; a tiktoken rank file or a SentencePiece .model converted."""
+def load_any_tokenizer(path: str | Path, pattern: str | None = None) -> Tokenizer:
+    """tokenizer.json as is; a tiktoken rank file (split by `pattern`) or a SentencePiece .model converted."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"tokenizer file not found: {path}")
@@ -150,5 +150,5 @@ def load_any_tokenizer(path: str | Path) -> Tokenizer:
     except UnicodeDecodeError:
         is_text = False
     if is_text and path.suffix != ".model":
-        return tiktoken_to_tokenizer(path)
+        return tiktoken_to_tokenizer(path, pattern=pattern or DEFAULT_PATTERN)
     return sentencepiece_to_tokenizer(path)
