@@ -12,8 +12,9 @@ Sweep keys (everything else is passed to every run, e.g. lr=2e-3 threads=1 data=
   sizes=S,S,...     presets (cpu-xxs .. cpu-xxl, 6M .. 2121M)
   out=DIR           the sweep folder
   parallel=N        local processes at once (default 1); with N > 1 runs get threads=1 unless given
-  launcher=local|slurm|print   run here; write and sbatch the array script; or only write scripts
-                    and collect what has finished (default local)
+  launcher=local|inline|slurm|print   run here as processes; run here inside this Python process
+                    (notebooks, tests); write and sbatch the array script; or only write scripts and
+                    collect what has finished (default local)
   min_steps=K       leave out points with fewer steps (default 1); max_epochs=E likewise for epochs
   max_runs=K        start at most K runs in this invocation (the rest wait for the next one)
   torchrun=N        launch each run with torchrun --standalone --nproc_per_node=N
@@ -61,8 +62,8 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     for k in ("family", "budgets", "sizes", "out"):
         if not keys.get(k):
             raise UserError(f"missing {k}=... (see python -m training.sweep --help)")
-    if keys["launcher"] not in ("local", "slurm", "print"):
-        raise UserError(f"launcher must be local, slurm or print (got '{keys['launcher']}')")
+    if keys["launcher"] not in ("local", "inline", "slurm", "print"):
+        raise UserError(f"launcher must be local, inline, slurm or print (got '{keys['launcher']}')")
     for k in ("parallel", "min_steps", "max_runs", "torchrun"):
         keys[k] = parse_value(keys[k], int, k)
     keys["max_epochs"] = parse_value(keys["max_epochs"], float, "max_epochs")
@@ -123,7 +124,7 @@ def run_args(point: Point, run: Path) -> list[str]:
 
 
 def _identity(args: list[str]) -> list[str]:
-    return [a for a in args if a.split("=", 1)[0] not in IGNORED_IN_IDENTITY | {"out"}]
+    return sorted(a for a in args if a.split("=", 1)[0] not in IGNORED_IN_IDENTITY | {"out"})
 
 
 def claim(run: Path, args: list[str]) -> None:
@@ -169,8 +170,9 @@ def write_scripts(out: Path, plan: Plan, keys: dict, runs: dict[str, Path]) -> N
 
 def write_plan(out: Path, plan: Plan, runs: dict[str, Path]) -> None:
     import pandas as pd
-    rows = [{"run": p.name, "variant": p.variant.label, "size": p.size, "budget": p.budget, "max_steps": p.max_steps,
-             "tokens": p.tokens, "epochs": round(p.epochs, 4), "params": p.params,
+    rows = [{"run": p.name, "variant": p.variant.label, "size": p.size, "budget": p.budget,
+             "max_steps": p.max_steps, "batch_size": p.batch_size, "seq_len": p.seq_len, "tokens": p.tokens,
+             "epochs": round(p.epochs, 4), "params": p.params,
              "status": run_status(runs[p.name], p.max_steps)} for p in plan.points]
     pd.DataFrame(rows).to_csv(out / "plan.csv", index=False)
 
@@ -194,6 +196,8 @@ def run_local(plan: Plan, keys: dict, runs: dict[str, Path]) -> list[str]:
     if keys["max_runs"] > 0:
         todo = todo[: keys["max_runs"]]
     print(f"{len(plan.points)} runs planned, {len(todo)} to run now", flush=True)
+    if keys["launcher"] == "inline":
+        return _run_inline(todo)
     running: list[tuple] = []
     failed: list[str] = []
     try:
@@ -223,6 +227,17 @@ def run_local(plan: Plan, keys: dict, runs: dict[str, Path]) -> list[str]:
         for proc, *_ in running:
             proc.wait()
     return failed
+
+
+def _run_inline(todo: list[tuple]) -> list[str]:
+    """The same runs, one after another in this process (no start-up cost per run)."""
+    from toolkit.train import Trainer
+    for p, run, args, status in todo:
+        t0 = time.perf_counter()
+        print(f"start  {p.name} ({'resume' if status == 'partial' else 'new'}, {p.max_steps} steps)", flush=True)
+        Trainer(resolve(args + ["progress=false"])).fit()
+        print(f"done   {p.name} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return []
 
 
 def _child_env() -> dict:
@@ -278,7 +293,7 @@ def main(argv: list[str] | None = None):
     write_plan(out, plan, runs)
     write_scripts(out, plan, keys, runs)
     failed: list[str] = []
-    if keys["launcher"] == "local":
+    if keys["launcher"] in ("local", "inline"):
         failed = run_local(plan, keys, runs)
     elif keys["launcher"] == "slurm":
         submit_slurm(out)

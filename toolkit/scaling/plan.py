@@ -92,9 +92,10 @@ class Point:
         return f"{self.variant.label}/{self.size}_C{budget_label(self.budget)}"
 
     def overrides(self, out: str) -> list[str]:
-        return (self.variant.overrides() + [f"model={self.size}", f"max_steps={self.max_steps}",
-                                           f"batch_size={self.batch_size}", f"seq_len={self.seq_len}"]
-                + self.extra + [f"out={out}"])
+        """training.train arguments; the planned keys come last so a recipe in `extra` cannot change them."""
+        return (self.variant.overrides() + self.extra
+                + [f"model={self.size}", f"max_steps={self.max_steps}", f"batch_size={self.batch_size}",
+                   f"seq_len={self.seq_len}", f"out={out}"])
 
 
 @dataclass
