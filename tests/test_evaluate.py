@@ -193,6 +193,29 @@ def test_evaluator_not_found_is_a_user_error():
         load_evaluator("no-such-model-name-xyz")
 
 
+def test_hugging_face_evaluator_from_a_local_directory(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from toolkit.data.tokenizer import load_tokenizer
+    from toolkit.evaluation.generation import HFEvaluator
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=load_tokenizer(), bos_token="[EOS]",
+                                               eos_token="[EOS]")
+    cfg = transformers.GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=32, n_layer=1, n_head=2,
+                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    judge = load_evaluator(str(tmp_path))
+    assert isinstance(judge, HFEvaluator)
+    text = "It is a truth universally acknowledged."
+    ids = tok(text)["input_ids"]
+    window = torch.tensor([[tok.bos_token_id, *ids]])
+    with torch.no_grad():   # the library's own shifted-label loss, a mean over len(ids) tokens
+        ref = float(judge.net(window, labels=window).loss) * len(ids)
+    assert gen_ppl(judge, [text])["gen_ppl"] == pytest.approx(math.exp(ref / len(ids)), rel=1e-4)
+    long_text = text * 12     # longer than the 32-token context: scored in windows, every token once
+    assert gen_ppl(judge, [long_text])["evaluator_tokens"] == len(tok(long_text)["input_ids"]) > 32
+
+
 def test_unigram_entropy_definition():
     assert unigram_entropy([5, 5, 5, 5]) == 0
     assert unigram_entropy(list(range(8))) == pytest.approx(math.log(8))
