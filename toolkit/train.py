@@ -7,6 +7,7 @@ global batch split into the same chunks gives the same loss on 1 process or on N
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -167,9 +168,10 @@ class Trainer:
             # no buffer broadcast: the only buffers are rotary/time tables every rank builds alike.
             # Eso-LM (alpha_0 < 1) calls the network twice per loss; DDP copes because each
             # parameter's gradient is summed by autograd before its (single) reduction hook runs.
+            params = inspect.signature(DistributedDataParallel.__init__).parameters   # renamed in torch 2.13
+            no_sync_buffers = {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": False}
             model = DistributedDataParallel(
-                net, device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                net, device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None, **no_sync_buffers)
         if compile_:
             model = torch.compile(model)   # after DDP, so DDP's graph splitting applies
         return model
