@@ -78,7 +78,8 @@ def format_text(res: dict) -> str:
     if "nelbo" in res:
         n = res["nelbo"]
         err = "exact" if n["exact"] else f"± {n['se']:.4f}"
-        lines.append(f"nelbo/token {n['nelbo']:.4f} ({err})  ppl <= {n['ppl_bound']:.2f}"
+        rel = "=" if n["exact"] else "<="
+        lines.append(f"nelbo/token {n['nelbo']:.4f} ({err})  ppl {rel} {n['ppl_bound']:.2f}"
                      f"  [{n['sequences']} sequences, {n['tokens']} tokens]")
     if "choice" in res:
         c = res["choice"]
