@@ -267,16 +267,33 @@ def test_evaluate_cli_json(tiny_checkpoint):
     ("toolkit.sample", "{mdlm}", "--steps", "0"),
     ("toolkit.sample", "{mdlm}", "--length", "999"),
     ("toolkit.sample", "{mdlm}", "--length", "4", "--prompt", "It is a truth universally acknowledged"),
-    ("toolkit.sample", "/no/such/checkpoint"),
     ("toolkit.evaluate", "{mdlm}", "--metrics", "nelbo,bogus"),
     ("toolkit.evaluate", "{mdlm}", "--metrics", "gen_ppl", "--evaluator", "/no/such/evaluator"),
-    ("toolkit.evaluate", "{mdlm}", "--metrics", "throughput", "--steps", "0"),
-], ids=["steps0", "too-long", "prompt-too-long", "no-checkpoint", "unknown-metric", "no-evaluator", "eval-steps0"])
+], ids=["steps0", "too-long", "prompt-too-long", "unknown-metric", "no-evaluator"])
 def test_bad_input_is_one_line_error(tiny_checkpoint, args):
     p = cli(*[a.format(mdlm=tiny_checkpoint("mdlm")) for a in args])
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("sample", "/no/such/checkpoint"),
+    ("sample", "{mdlm}", "--option", "greedy_tail"),
+    ("sample", "{mdlm}", "--infill", "x=Emma"),
+    ("evaluate", "{mdlm}", "--metrics", "throughput", "--steps", "0"),
+    ("evaluate", "{mdlm}", "--metrics", "choice"),
+    ("evaluate", "{mdlm}", "--metrics", "nelbo", "--mc-samples", "1"),
+    ("evaluate", "{mdlm}", "--steps", "a,b"),
+])
+def test_more_bad_input_in_process(tiny_checkpoint, capsys, args):
+    import importlib
+    main = importlib.import_module(f"toolkit.{args[0]}").main
+    with pytest.raises(SystemExit) as e:
+        main([a.format(mdlm=tiny_checkpoint("mdlm")) for a in args[1:]] + ["--threads", "1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
 
 
 # -- lm-evaluation-harness ----------------------------------------------------------------
