@@ -129,7 +129,13 @@ class Trainer:
         if t.batch_size % chunks:
             raise UserError(f"batch_size ({t.batch_size}) must divide into world size x grad_accum ({chunks})")
         self.chunk_size = t.batch_size // chunks
+        # one process per node tokenizes (and caches) first; the others then read its cache
+        leader = self.dist.local_rank == 0
+        if not leader:
+            self.dist.barrier()
         self.data = load_data(cfg.data)
+        if leader:
+            self.dist.barrier()
         cfg.model.vocab_size = self.data.tokenizer.get_vocab_size()
         self.family = build_family(cfg, self.data.tokenizer)
         torch.manual_seed(t.seed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def load_data(cfg: DataConfig) -> PackedData:
         if cached is not None:
             try:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(".tmp.npy")
+                tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")   # one per process: ranks may race here
                 np.save(tmp, stream)
                 tmp.replace(cached)
             except OSError:
