@@ -100,9 +100,9 @@ def parity(backends: tuple[str, str], device, cfg: ModelConfig, seq_len: int, ba
                 grads.append(net.blocks[0].attn_qkv.weight.grad.detach().clone())
             rel = float((outs[0] - outs[1]).abs().max() / outs[1].abs().max())
             grel = float((grads[0] - grads[1]).abs().max() / grads[1].abs().max().clamp(min=1e-30))
+            tol, gtol = (2e-2, 5e-2) if dtype == torch.bfloat16 else (1e-4, 1e-3)
             rows.append({"a": backends[0], "b": backends[1], "pattern": name, "dtype": str(dtype).split(".")[-1],
-                         "max_rel_diff_logits": rel, "max_rel_diff_grad": grel,
-                         "ok": rel < (2e-2 if dtype == torch.bfloat16 else 1e-4) and grel < (5e-2 if dtype == torch.bfloat16 else 1e-3)})
+                         "max_rel_diff_logits": rel, "max_rel_diff_grad": grel, "ok": rel < tol and grel < gtol})
     net.backend = "sdpa"
     return rows
 
