@@ -143,7 +143,8 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                    runs, gr.update(value=save_trace(runs, settings), visible=True))
 
         go.click(generate, [prompt, models, length, steps, temperature, top_p, seed, slow, *[c for *_, c in controls]],
-                 [panels, status, plot, scrub, runs_state, download], api_name="generate")
+                 [panels, status, plot, scrub, runs_state, download], api_name="generate",
+                 show_progress="hidden")     # the default overlay would dim the live panels
 
         def scrub_to(runs, upto):
             if not runs:
@@ -186,7 +187,7 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                 yield gr.update(), gr.update(), f"⚠️ {e}"
 
         x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed], [x_plot, x_table, x_status],
-                   api_name="explore")
+                   api_name="explore", show_progress="minimal")
 
         def add_path(p, selected, x_selected):
             try:

@@ -33,7 +33,7 @@ CSS = """
 LEGEND = ('<div class="dlm-legend dlm-text">'
           '<span class="tok prompt">prompt</span><span class="tok masked">▒ masked</span>'
           '<span class="tok revealed">just revealed</span><span class="tok changed">changed this step</span>'
-          '<span class="tok stable">stable</span> · opacity = model confidence</div>')
+          '<span class="tok stable">stable</span> · opacity = model confidence (log scale: faint = p &lt; 0.001)</div>')
 
 
 def _esc(s: str) -> str:
@@ -60,6 +60,12 @@ def token_states(run, index: int) -> list[tuple[str, float, int]]:
             state = "stable"
         out.append((state, conf, tok))
     return out
+
+
+def confidence_opacity(p: float) -> float:
+    """Log-scale opacity: p = 1 -> 1, 0.1 -> 0.78, 0.01 -> 0.57, <= 0.001 -> 0.35 (small models are unsure)."""
+    level = 1 + math.log10(max(p, 1e-9)) / 3
+    return 0.35 + 0.65 * max(0.0, min(1.0, level))
 
 
 def _stats_line(st: dict, replay: bool = False) -> str:
@@ -92,7 +98,7 @@ def render_panel(run, upto: int | None = None, label: str = "") -> str:
     spans = []
     for state, conf, tok in token_states(run, index):
         text = "▒" if state == "masked" else _esc(run.token_string(tok))
-        opacity = 1.0 if state in ("masked", "prompt") else 0.3 + 0.7 * max(0.0, min(1.0, conf))
+        opacity = 1.0 if state in ("masked", "prompt") else confidence_opacity(conf)
         spans.append(f'<span class="tok {state}" style="opacity:{opacity:.2f}" title="p={conf:.3f}">{text}</span>')
     final = ""
     if st["done"]:
