@@ -20,6 +20,7 @@ import numpy as np
 from toolkit.errors import UserError
 
 LEVEL = 0.95
+MAX_EXTRAPOLATION = 5.0    # a vertex more than e^5 (~150x) beyond the trained sizes counts as no minimum
 
 
 # -- approach 2 ------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ LEVEL = 0.95
 class Valley:
     budget: float
     coef: tuple[float, float, float]     # loss = c2 x^2 + c1 x + c0 with x = ln N
-    n_star: float                        # nan when the parabola opens downward
+    n_star: float                        # nan: parabola opens downward or vertex far outside the sizes
     loss_star: float
     d_star: float
     in_range: bool                       # the vertex lies within the sizes that were trained
@@ -41,9 +42,9 @@ def fit_valley(params, losses, budget: float) -> Valley:
     if len(np.unique(x)) < 3:
         raise UserError(f"budget {budget:.3g} has {len(np.unique(x))} distinct sizes; a parabola needs 3")
     c2, c1, c0 = np.polyfit(x, y, 2)
-    if c2 <= 0:
+    xs = -c1 / (2 * c2) if c2 > 0 else math.nan
+    if not (x.min() - MAX_EXTRAPOLATION <= xs <= x.max() + MAX_EXTRAPOLATION):   # also catches nan
         return Valley(budget, (c2, c1, c0), math.nan, math.nan, math.nan, False, len(x))
-    xs = -c1 / (2 * c2)
     n_star = math.exp(xs)
     return Valley(budget, (c2, c1, c0), n_star, c0 - c1 * c1 / (4 * c2), budget / (6 * n_star),
                   bool(x.min() <= xs <= x.max()), len(x))
@@ -53,7 +54,7 @@ def power_law(x, y) -> tuple[float, float]:
     """(exponent, prefactor) of y = k x^a by least squares in log-log space."""
     lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
     a, logk = np.polyfit(lx, ly, 1)
-    return float(a), float(math.exp(logk))
+    return float(a), float(math.exp(min(logk, 700.0)))
 
 
 def _exponents(valleys: list[Valley]) -> dict[str, float]:

@@ -134,4 +134,11 @@ def make_plan(variants: list[Variant], budgets: list[float], sizes: list[str], *
     if not points:
         raise UserError("every point of the sweep was left out by min_steps/max_epochs: "
                         + "; ".join(skipped[:3]))
+    labels = {budget_label(c) for c in budgets}
+    if len(labels) != len(budgets):
+        raise UserError("budgets must differ in their first 3 significant digits (they name the runs)")
+    for c in budgets:
+        kept = len({p.size for p in points if p.budget == c})
+        if kept < 3:
+            skipped.append(f"budget {budget_label(c)} keeps {kept} size(s): a parabola fit needs 3")
     return Plan(points, skipped)
