@@ -120,6 +120,38 @@ def test_approach3_recovers_chinchilla_law_within_ci():
     assert fit.intervals["a_N"][1] - fit.intervals["a_N"][0] < 0.1
 
 
+def test_valley_without_a_usable_minimum_is_nan():
+    from toolkit.scaling.fit import fit_valley
+    n = np.array([1e5, 2e5, 4e5, 8e5])
+    concave = fit_valley(n, [5.0, 5.2, 5.3, 5.2], 1e12)
+    assert np.isnan(concave.n_star) and not concave.in_range
+    far = fit_valley(n, 5 + 1e-4 * (np.log(n) - np.log(1e12)) ** 2, 1e12)   # vertex ~1e6 x beyond the sizes
+    assert np.isnan(far.n_star)
+    inside = fit_valley(n, 5 + 0.1 * (np.log(n) - np.log(3e5)) ** 2, 1e12)
+    assert inside.n_star == pytest.approx(3e5, rel=1e-6) and inside.in_range
+    assert inside.d_star == pytest.approx(1e12 / (6 * 3e5))
+
+
+def test_plan_filters_and_notes():
+    from toolkit.scaling.plan import make_plan, parse_variant
+    per_step = train_flops_per_sequence(2, 48, 4098, 32) * 4
+    plan = make_plan([parse_variant("mdlm"), parse_variant("mdlm:loss=low_var")], [100 * per_step],
+                     ["cpu-xxs", "cpu-xs", "cpu-s"], batch_size=4, seq_len=32, vocab_size=4098,
+                     train_tokens=100 * 4 * 32 // 2, max_epochs=1.5)
+    assert {p.size for p in plan.points} == {"cpu-xs", "cpu-s"}          # cpu-xxs would see 2 epochs
+    assert any("2.0 epochs" in note for note in plan.skipped)
+    assert any("a parabola fit needs 3" in note for note in plan.skipped)
+    names = {p.name.split("_C")[0] for p in plan.points}
+    assert names == {"mdlm/cpu-xs", "mdlm/cpu-s", "mdlm_loss-low_var/cpu-xs", "mdlm_loss-low_var/cpu-s"}
+
+
+def test_grid_cli(capsys):
+    from toolkit.scaling.__main__ import main
+    rows = main(["grid", "--json", "--vocab", "4098"])
+    assert len(rows) == len(CPU_GRID) + len(PAPER_GRID)
+    assert json.loads(capsys.readouterr().out)[0]["size"] == "cpu-xxs"
+
+
 def test_fit_cli_and_analysis(tmp_path, capsys):
     from toolkit.scaling import analysis
     from toolkit.scaling.__main__ import main
