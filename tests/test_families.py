@@ -151,7 +151,6 @@ def test_duo_closed_form_matches_discrete_elbo_as_steps_grow():
     w = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
     x_theta_of = lambda z, t: (w[z] * (1 + t)).softmax(0)  # noqa: E731  a smooth 'model'
     # continuous-time NELBO over [t_min, 1] by high-order quadrature of the exact integrand
-    nodes, weights = torch.tensor([0.0]), None
     import numpy as np
     xs, ws = np.polynomial.legendre.leggauss(40)
     ts = t_min + (1 - t_min) * (xs + 1) / 2

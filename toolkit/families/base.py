@@ -12,6 +12,7 @@ import torch
 
 from toolkit.errors import UserError
 from toolkit.sampling import SampleRequest, Step
+from toolkit.schedule import LogLinear
 
 REGISTRY: dict[str, type["Family"]] = {}
 
@@ -48,6 +49,8 @@ class Family:
         self.vocab_size = vocab_size
         self.mask_id = mask_id
         self.bos_id = bos_id
+        # alpha_t = alpha_0 (1 - t); alpha_0 = 1 unless the family has that option (Eso-LM)
+        self.schedule = LogLinear(getattr(options, "alpha_0", 1.0))
 
     # -- training and evaluation -------------------------------------------------------
     def loss(self, net, x0: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:

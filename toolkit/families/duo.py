@@ -11,7 +11,7 @@ import torch
 
 from toolkit.families.base import Family, masked_tokens_init, register
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, time_grid
-from toolkit.schedule import EPS, LogLinear, stratified_times  # noqa: F401  (re-exported for callers)
+from toolkit.schedule import EPS
 
 
 def duo_nelbo_terms(probs, x0, z_t, alpha_t, alpha_prime=-1.0):
@@ -52,10 +52,6 @@ class Duo(Family):
     name = "duo"
     time_conditioned = True
     sampling_options = {"greedy_tail": (True, "take the arg-max of x_theta at the last step")}
-
-    def __init__(self, options, vocab_size, mask_id, bos_id):
-        super().__init__(options, vocab_size, mask_id, bos_id)
-        self.schedule = LogLinear(1.0)
 
     def corrupt(self, x0, t, generator=None):
         """With probability 1 - alpha_t a token is replaced by a uniform random id."""

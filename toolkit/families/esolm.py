@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from toolkit.errors import UserError
 from toolkit.families.base import masked_tokens_init, register
@@ -69,10 +68,6 @@ class EsoLM(MDLM):
     name = "esolm"
     Options = EsoOptions
     sampling_options = {"alpha_0": (None, "diffusion fraction at sampling time (default: the trained alpha_0)")}
-
-    def __init__(self, options, vocab_size, mask_id, bos_id):
-        super().__init__(options, vocab_size, mask_id, bos_id)
-        self.schedule = LogLinear(options.alpha_0)
 
     # -- the two phases' forward passes --------------------------------------------------
     def diffusion_terms(self, net, x0, t, generator=None):

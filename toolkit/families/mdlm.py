@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from toolkit.errors import UserError
 from toolkit.families.base import Family, masked_tokens_init, register
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, time_grid
-from toolkit.schedule import LogLinear
 
 LOSSES = ("elbo", "low_var")
 
@@ -33,10 +32,6 @@ class MaskedOptions:
 class MDLM(Family):
     name = "mdlm"
     Options = MaskedOptions
-
-    def __init__(self, options, vocab_size, mask_id, bos_id):
-        super().__init__(options, vocab_size, mask_id, bos_id)
-        self.schedule = LogLinear(1.0)
 
     # -- forward process ---------------------------------------------------------------
     def corrupt(self, x0, t, generator=None):
