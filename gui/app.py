@@ -110,7 +110,8 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                     panels = gr.HTML(render.LEGEND, elem_id="panels")
                     scrub = gr.Slider(1, 2, value=1, step=1, label="Scrub through the trace (after a run)",
                                       interactive=False, elem_id="scrub")
-                    plot = gr.Plot(label="Per step: tokens changed (bars) and mean confidence (line)", show_label=False)
+                    plot = gr.Plot(label="Per step: tokens changed (bars) and mean confidence (line)", show_label=False,
+                                   elem_id="run-plot")
                     download = gr.DownloadButton("Download trace (JSON)", visible=False, elem_id="download")
             runs_state = gr.State(None, time_to_live=3600)   # traces are dropped an hour after a run
 

@@ -75,6 +75,7 @@ def test_browser_generates_with_all_families(server, tmp_path):
                 "n => document.querySelectorAll('#panels .dlm-panel[data-done=\"true\"]').length === n",
                 arg=len(registry.keys), timeout=120_000)
             page.wait_for_selector("#download", state="visible", timeout=30_000)
+            page.wait_for_selector("#run-plot [data-testid=matplotlib] img", timeout=30_000)
             page.screenshot(path=str(shots / "gui-denoise.png"), full_page=True)
             for key in registry.keys:
                 panel = page.locator(f'#panels .dlm-panel[data-key="{key}"]')
@@ -112,7 +113,7 @@ def test_browser_speed_quality_explorer(server, tmp_path):
             page.locator("#x-go").click()
             page.wait_for_function("() => (document.querySelector('#x-status')?.innerText || '').includes('Done')",
                                    timeout=120_000)
-            page.wait_for_selector("#x-plot img, #x-plot svg, #x-plot canvas", timeout=30_000)
+            page.wait_for_selector("#x-plot [data-testid=matplotlib] img", timeout=30_000)
             page.screenshot(path=str(shots / "gui-explorer.png"), full_page=True)
             status = page.locator("#x-status").inner_text()
             # AR ignores the step count: one point for it, two for each diffusion model
