@@ -157,7 +157,9 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
         with gr.Tab("Speed-quality explorer"):
             gr.Markdown("For each model and step count: sample, time it, score **Gen PPL** under the AR "
                         f"evaluator (`{registry.evaluator_key}`) and unigram **entropy** (low = repetitive). "
-                        "Points on the dashed line are Pareto-optimal: nothing else is both faster and better.")
+                        "Points on the dashed line are Pareto-optimal: nothing else is both faster and better. "
+                        "Samples whose entropy is below half the maximum (log of the length) are marked "
+                        "repetitive (x) and kept off the frontier: low Gen PPL from repetition is not quality.")
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
                     x_models = gr.CheckboxGroup(choices(), value=registry.keys[:4], label="Models")

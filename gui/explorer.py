@@ -16,7 +16,7 @@ from gui.render import short_name
 MAX_POINTS = 24      # (model, step count) pairs per sweep
 MAX_SAMPLES = 16
 
-COLUMNS = ["model", "family", "steps", "nfe", "seconds", "tokens_per_s", "gen_ppl", "entropy", "pareto"]
+COLUMNS = ["model", "family", "steps", "nfe", "seconds", "tokens_per_s", "gen_ppl", "entropy", "repetitive", "pareto"]
 
 
 def parse_steps(text: str) -> list[int]:
@@ -37,15 +37,25 @@ def parse_steps(text: str) -> list[int]:
 
 
 def pareto_front(rows: list[dict]) -> list[int]:
-    """Indices of rows no other row beats on both axes (higher tokens/s, lower Gen PPL)."""
+    """Indices of rows no other row beats on both axes (higher tokens/s, lower Gen PPL).
+
+    Rows flagged `repetitive` are left out: their low Gen PPL is the metric's failure mode.
+    """
+    ok = [i for i, r in enumerate(rows) if not r.get("repetitive")]
     front = []
-    for i, a in enumerate(rows):
-        dominated = any(b["tokens_per_s"] >= a["tokens_per_s"] and b["gen_ppl"] <= a["gen_ppl"]
-                        and (b["tokens_per_s"] > a["tokens_per_s"] or b["gen_ppl"] < a["gen_ppl"])
-                        for j, b in enumerate(rows) if j != i)
+    for i in ok:
+        a = rows[i]
+        dominated = any(rows[j]["tokens_per_s"] >= a["tokens_per_s"] and rows[j]["gen_ppl"] <= a["gen_ppl"]
+                        and (rows[j]["tokens_per_s"] > a["tokens_per_s"] or rows[j]["gen_ppl"] < a["gen_ppl"])
+                        for j in ok if j != i)
         if not dominated:
             front.append(i)
     return front
+
+
+def is_repetitive(entropy: float, tokens: int) -> bool:
+    """Below half the largest possible unigram entropy (log of the token count): a repeating sample."""
+    return tokens > 1 and entropy < 0.5 * math.log(tokens)
 
 
 def score(run: Run, evaluator) -> tuple[float, float]:
@@ -87,7 +97,8 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
             ppl, ent = score(run, evaluator)
             rows.append({"model": key, "family": run.model.family.name, "steps": taken, "nfe": run.last.nfe,
                          "seconds": round(run.seconds, 4), "tokens_per_s": round(run.generated_tokens / run.seconds, 1),
-                         "gen_ppl": round(ppl, 2), "entropy": round(ent, 3), "pareto": False})
+                         "gen_ppl": round(ppl, 2), "entropy": round(ent, 3),
+                         "repetitive": is_repetitive(ent, s.length - len(run.prompt_ids)), "pareto": False})
             front = set(pareto_front(rows))
             for i, r in enumerate(rows):
                 r["pareto"] = i in front
@@ -105,8 +116,12 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     colours = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#6e7781", "#bf3989", "#0550ae"]
     for n, key in enumerate(dict.fromkeys(r["model"] for r in rows)):
         pts = [r for r in rows if r["model"] == key]
-        ax.plot([r["tokens_per_s"] for r in pts], [r["gen_ppl"] for r in pts], "o-", ms=5, lw=1,
-                color=colours[n % len(colours)], label=short_name(key), alpha=0.85)
+        colour = colours[n % len(colours)]
+        ax.plot([r["tokens_per_s"] for r in pts], [r["gen_ppl"] for r in pts], "-", lw=1, color=colour, alpha=0.85,
+                label=short_name(key))
+        for rep, marker in ((False, "o"), (True, "x")):
+            sel = [r for r in pts if bool(r.get("repetitive")) == rep]
+            ax.plot([r["tokens_per_s"] for r in sel], [r["gen_ppl"] for r in sel], marker, ms=6, color=colour)
         for r in pts:
             ax.annotate(str(r["steps"]), (r["tokens_per_s"], r["gen_ppl"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
@@ -116,12 +131,15 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     ax.scatter([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], s=90, facecolors="none",
                edgecolors="black", lw=1.2)
     if all(r["tokens_per_s"] > 0 for r in rows):
+        from matplotlib.ticker import NullFormatter
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if all(r["gen_ppl"] > 0 and math.isfinite(r["gen_ppl"]) for r in rows):
         ax.set_yscale("log")
     ax.set_xlabel("tokens / s (this machine)")
     ax.set_ylabel(f"Gen PPL under {short_name(evaluator_name)} (lower is better)")
-    ax.set_title("speed vs quality (labels: sampling steps)", fontsize=10)
+    ax.set_title("speed vs quality (labels: sampling steps; x = repetitive samples, off the frontier)",
+                 fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     return fig

@@ -123,6 +123,9 @@ def test_pareto_front():
     rows = [{"tokens_per_s": 10, "gen_ppl": 50}, {"tokens_per_s": 20, "gen_ppl": 60},
             {"tokens_per_s": 5, "gen_ppl": 70}, {"tokens_per_s": 20, "gen_ppl": 55}]
     assert explorer.pareto_front(rows) == [0, 3]
+    rows[3]["repetitive"] = True       # off the frontier, which then takes the next best
+    assert explorer.pareto_front(rows) == [0, 1]
+    assert explorer.is_repetitive(0.5, 64) and not explorer.is_repetitive(3.9, 64)
     assert explorer.parse_steps("8, 16 8 32") == [8, 16, 32]
     for bad in ("", "x", "0", str(MAX_STEPS + 1)):
         with pytest.raises(UserError):
@@ -137,8 +140,9 @@ def test_explorer_sweep_scores_and_marks_frontier(registry):
     assert all(math.isfinite(r["gen_ppl"]) and r["gen_ppl"] > 1 and r["entropy"] > 0 and r["tokens_per_s"] > 0
                for r in rows)
     front = [r for r in rows if r["pareto"]]
-    assert front and all(not (o["tokens_per_s"] > f["tokens_per_s"] and o["gen_ppl"] < f["gen_ppl"])
-                         for f in front for o in rows)
+    fair = [r for r in rows if not r["repetitive"]]
+    assert all(not f["repetitive"] for f in front) and (front or not fair)
+    assert all(not (o["tokens_per_s"] > f["tokens_per_s"] and o["gen_ppl"] < f["gen_ppl"]) for f in front for o in fair)
     assert explorer.explorer_plot(rows) is not None
 
 
