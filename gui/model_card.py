@@ -37,7 +37,7 @@ def sample_stats(model, evaluator, steps: int, length: int, samples: int, seed: 
     texts, last = model.generate(req)
     seconds = time.perf_counter() - tic
     rows = last.tokens.tolist()
-    return {"options": dict(options or {}), "steps": last.step, "nfe": last.nfe, "gen_ppl": gen_ppl(ToolkitEvaluator(evaluator), texts)["gen_ppl"],
+    return {"options": dict(options or {}), "requested": steps, "steps": last.step, "nfe": last.nfe, "gen_ppl": gen_ppl(ToolkitEvaluator(evaluator), texts)["gen_ppl"],
             "entropy": sum(unigram_entropy(r) for r in rows) / len(rows), "tokens_per_s": samples * length / seconds}
 
 
@@ -53,7 +53,8 @@ def compute(names=NAMES, evaluator_name: str = "ar", step_counts=(8, 32, 128), s
     from toolkit.evaluation.generation import ToolkitEvaluator, gen_ppl, unigram_entropy
     from toolkit.evaluation.likelihood import dataset_nelbo, validation_blocks
     evaluator = toolkit.load(evaluator_name)
-    card = {"evaluator": evaluator_name, "samples": samples, "models": []}
+    card = {"evaluator": evaluator_name, "samples": samples, "val_sequences": val_sequences,
+            "mc_samples": mc_samples, "models": []}
     for name in names:
         m = toolkit.load(name)
         meta = json.loads((Path(m.path) / "config.json").read_text())
@@ -61,6 +62,7 @@ def compute(names=NAMES, evaluator_name: str = "ar", step_counts=(8, 32, 128), s
         est = dataset_nelbo(m, val, mc_samples, seed)
         counts = param_counts(m)
         entry = {"name": name, "family": m.family.name, "preset": m.cfg.model.preset, "params": counts,
+                 "config": {k: meta.get(k) for k in ("options", "model", "data", "optim", "train")},
                  "tokens": meta.get("tokens"), "steps_trained": meta.get("step"), "seq_len": m.max_length,
                  "val_nelbo": est.nelbo, "val_se": est.se, "val_ppl": est.ppl, "exact": est.exact, "samples": []}
         length = m.max_length
@@ -89,7 +91,10 @@ def markdown(card: dict) -> str:
     lines += ["", f"Samples: {card['samples']} unconditional sequences of the full context, temperature 1, "
               f"Gen PPL under the embedded `{card['evaluator']}` model, entropy = mean unigram entropy "
               "(nats) per sample, tokens/s on one CPU thread of a shared machine (indicative only).", "",
-              "| model | steps | NFE | Gen PPL | entropy | tokens/s |", "|---|---|---|---|---|---|"]
+              "Steps: those asked for, and those taken (AR takes one per token; Eso-LM adds one per token "
+              "left to its sequential phase).", "",
+              "| model | steps asked | steps taken | NFE | Gen PPL | entropy | tokens/s |",
+              "|---|---|---|---|---|---|---|"]
     low = 0.75 * card["data"]["entropy"] if "data" in card else 0.0
     for e in card["models"]:
         for s in e["samples"]:
@@ -97,34 +102,42 @@ def markdown(card: dict) -> str:
             if e["name"] == card["evaluator"]:
                 label += " (self-scored)"
             flag = " ⚠" if s["entropy"] < low else ""
-            lines.append(f"| {label} | {s['steps']} | {s['nfe']} | {s['gen_ppl']:.1f} | {s['entropy']:.2f}{flag} | "
+            lines.append(f"| {label} | {s.get('requested', s['steps'])} | {s['steps']} | {s['nfe']} | {s['gen_ppl']:.1f} | {s['entropy']:.2f}{flag} | "
                          f"{s['tokens_per_s']:,.0f} |")
     if "data" in card:
         d = card["data"]
-        lines.append(f"| validation text | – | – | {d['gen_ppl']:.1f} | {d['entropy']:.2f} | – |")
+        lines.append(f"| validation text | – | – | – | {d['gen_ppl']:.1f} | {d['entropy']:.2f} | – |")
         lines += ["", "⚠ entropy below 3/4 of real text's: the samples are repetitive, and their low Gen PPL "
                   "is the known failure mode of the metric, not better text."]
     return "\n".join(lines) + "\n"
 
 
-HEADER = """# Embedded demo models
+def header(card: dict) -> str:
+    """The card's prose, filled from the checkpoints' own configs (so it cannot go stale)."""
+    models = card["models"]
+    first = models[0]
+    cfg = first["config"]
+    m, t = cfg["model"], cfg["train"]
+    opts = "; ".join(f"`{e['name']}` trained with " + ", ".join(f"{k} = {v}" for k, v in e["config"]["options"].items())
+                     for e in models if e["config"].get("options"))
+    ratio = min((e["tokens"] or 0) / e["params"]["non_embedding"] for e in models)
+    return f"""# Embedded demo models
 
 Four checkpoints ship in `toolkit/assets/models/` so that `python -m gui` works offline:
-`ar`, `mdlm`, `duo`, `esolm` (Eso-LM trained with alpha_0 = 1, so it has no sequential phase).
-All share one recipe (`training/recipes/demo-*.yaml`): the cpu-xxs backbone (2 layers, d = 48,
-2 heads, 64-wide time embedding), 128-token blocks of the embedded Austen corpus, 900 steps of
-16 sequences (1.84M tokens), AdamW lr 1e-3 with warmup and cosine decay. Reproduce them (and
-this card) with `bash training/recipes/train_demo_models.sh`. (The shipped runs were started
-with a 1200-step schedule and resumed at step 200-400 with 900 steps when the shared build
-machine proved too slow, so a fresh run of the recipe matches them closely, not bit for bit.)
+{", ".join(f"`{e['name']}`" for e in models)}. All share one recipe (`training/recipes/demo-*.yaml`): the
+{m["preset"]} backbone ({m["n_layers"]} layers, d = {m["d_model"]}, {m["n_heads"]} heads, {m["cond_dim"]}-wide time
+embedding), {cfg["data"]["seq_len"]}-token blocks of the embedded Austen corpus, {t["max_steps"]} steps of
+{t["batch_size"]} sequences ({(first["tokens"] or 0) / 1e6:.2f}M tokens), AdamW lr {cfg["optim"]["lr"]:g} with warmup and
+cosine decay, one CPU thread. Family options: {opts or "none"}. Reproduce the models (and this card) with
+`bash training/recipes/train_demo_models.sh`.
 
 "Non-emb." counts every parameter except the input embedding table and the output projection
-(the 4,098-id vocabulary is most of a model this small). On that count the models saw ~15
-tokens per parameter, short of the ~20 aimed at: the budget was cut to fit the CPU time
-available. These are tiny models trained for minutes: the text is
-Austen-flavoured word salad, and the figures below are for comparing the families, not for
-quoting against the paper. Val NELBO is measured on 32 validation blocks (Monte Carlo over t
-with 8 antithetic draws for the diffusion families, ± one standard error; exact for AR).
+(the {m["vocab_size"]:,}-id vocabulary is most of a model this small); on that count every model saw
+at least {ratio:.1f} training tokens per parameter. These are tiny models trained for minutes: the
+text is Austen-flavoured word salad, and the figures below compare the families; they are not
+for quoting against the paper. Val NELBO is measured on {card["val_sequences"]} validation blocks (Monte
+Carlo over t with {card["mc_samples"]} antithetic draws for the diffusion families, ± one standard error;
+exact for AR).
 
 """
 
@@ -143,7 +156,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     variants = args.variant if args.variant is not None else ["duo:greedy_tail=false"]
     card = compute(step_counts=tuple(args.steps), samples=args.samples, variants=variants)
-    text = HEADER + markdown(card)
+    text = header(card) + markdown(card)
     if args.json:
         Path(args.json).write_text(json.dumps(card, indent=2) + "\n")
     if args.out:
