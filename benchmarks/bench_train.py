@@ -23,15 +23,22 @@ from toolkit.train import Trainer
 
 
 def matmul_peak(dtype, m: int, k: int, n: int, seconds: float = 1.5) -> float:
-    """Best sustained FLOP/s of an [m,k] @ [k,n] product."""
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    """Best sustained FLOP/s of a linear layer [m,k] x [k,n], run the way training runs it
+    (bf16: fp32 tensors under CPU autocast, which dispatches to oneDNN's bf16 kernels)."""
+    x, w = torch.randn(m, k), torch.randn(n, k)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == torch.bfloat16 else torch.no_grad()
+
+    def run():
+        with ctx, torch.no_grad():
+            torch.nn.functional.linear(x, w)
+
     for _ in range(3):
-        a @ b
+        run()
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
         t = time.perf_counter()
         for _ in range(5):
-            a @ b
+            run()
         best = max(best, 5 * 2 * m * k * n / (time.perf_counter() - t))
     return best
 
