@@ -200,7 +200,7 @@ def main(argv=None) -> int:
               "xformers": _xformers_version(),
               "peak_bf16_tflops": peak_bf16_tflops(name), "parity": [], "speed": []}
     if attn.xops is None:
-        print("warning: xformers is not installed: parity is checked against plain math only", file=sys.stderr)
+        print(f"warning: {attn.XFORMERS_MISSING}: parity is checked against plain math only", file=sys.stderr)
     small = ModelConfig(n_layers=2, d_model=256, n_heads=4, vocab_size=VOCAB, max_seq_len=512)
     pairs = [("xformers", "sdpa")] if "xformers" in backends else []
     pairs += [(b, "math") for b in backends]

@@ -1,6 +1,7 @@
 """The GPU check script's CPU-reachable parts: its parity code (sdpa vs math) and its refusal without CUDA."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,24 @@ def test_without_cuda_it_says_so():
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: no CUDA device: this check needs one NVIDIA GPU (see environment.yml)"]
+
+
+def test_xformers_installed_without_its_kernels_counts_as_absent(tmp_path):
+    """A wheel built for another CUDA/torch imports fine but has no kernels: auto must pick SDPA
+    and an explicit attention=xformers must say why, in one line (seen on a CUDA 13 machine)."""
+    fake = tmp_path / "xformers"
+    (fake / "ops" / "fmha").mkdir(parents=True)
+    (fake / "__init__.py").write_text("__version__ = '9.9.9'\n_has_cpp_library = False\n")
+    (fake / "ops" / "__init__.py").write_text("")
+    (fake / "ops" / "fmha" / "__init__.py").write_text("")
+    (fake / "ops" / "fmha" / "attn_bias.py").write_text("class LowerTriangularFromBottomRightMask: pass\n")
+    code = ("from toolkit.model import attention as a\n"
+            "from toolkit.errors import UserError\n"
+            "print(a.xops is None, a.resolve_backend('auto', 'cuda'))\n"
+            "try:\n    a.resolve_backend('xformers', 'cuda')\nexcept UserError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.strip().splitlines()
+    assert first == "True sdpa"
+    assert "xformers 9.9.9 is installed but its CUDA kernels did not load" in second

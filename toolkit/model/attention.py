@@ -13,10 +13,20 @@ import torch
 import torch.nn.functional as F
 
 try:  # xformers has no CPU path; only used when installed and the tensors are on a GPU
+    import xformers
     import xformers.ops as xops
     from xformers.ops.fmha.attn_bias import LowerTriangularFromBottomRightMask  # not re-exported by xformers.ops
-except Exception:  # ImportError, or a broken CUDA build
+    if not getattr(xformers, "_has_cpp_library", True):
+        # importable, but its CUDA kernels did not load (built for another CUDA/torch): it would
+        # fail at the first call, so treat it as absent
+        XFORMERS_MISSING = (f"xformers {xformers.__version__} is installed but its CUDA kernels did not load "
+                            f"(run `python -m xformers.info`)")
+        xops = None
+    else:
+        XFORMERS_MISSING = ""
+except Exception as exc:  # ImportError, or a broken CUDA build
     xops = None
+    XFORMERS_MISSING = f"xformers is not usable here ({type(exc).__name__}: {exc})"
 
 BACKENDS = ("sdpa", "xformers", "math")
 
@@ -32,7 +42,8 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
         return "xformers" if (xops is not None and dev.type == "cuda") else "sdpa"
     if name == "xformers" and (xops is None or dev.type != "cuda"):
         from toolkit.errors import UserError
-        raise UserError("attention=xformers needs the xformers package and a CUDA device")
+        raise UserError("attention=xformers needs the xformers package and a CUDA device"
+                        + (f": {XFORMERS_MISSING}" if xops is None else ""))
     return name
 
 
