@@ -163,9 +163,10 @@ def markdown(report: dict) -> str:
     lines += [f"| {r['a']} | {r['b']} | {r['pattern']} | {r['dtype']} | {r['max_rel_diff_logits']:.2e} | "
               f"{r['max_rel_diff_grad']:.2e} | {'yes' if r['ok'] else 'NO'} |" for r in report["parity"]]
     lines += ["", "## Training speed, 170M, T=2048, bf16 autocast", "",
-              "| family | backend | batch | tokens/s | model TFLOP/s | MFU | MFU (with attention) | memory GiB |",
-              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['family']} | {r['backend']} | {r['batch']} | {r['tokens_per_s']:,.0f} | {r['model_tflops']} | "
+              "| family | backend | compile | batch | tokens/s | model TFLOP/s | MFU | MFU (with attention) | memory GiB |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['family']} | {r['backend']} | {'yes' if r['compile'] else 'no'} | {r['batch']} | "
+              f"{r['tokens_per_s']:,.0f} | {r['model_tflops']} | "
               f"{r.get('mfu', 'n/a')} | {r.get('mfu_with_attention', 'n/a')} | {r['max_memory_gib']} |"
               for r in report["speed"]]
     lines += ["", "MFU uses the paper's accounting (3 x 2 T (12 L d^2 + d V) per sequence, attention scores "
