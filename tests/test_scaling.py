@@ -3,6 +3,7 @@ laws with known exponents, an interrupted sweep that restarts without redoing wo
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -163,9 +164,7 @@ def test_fit_cli_and_analysis(tmp_path, capsys):
     main(["fit", str(tmp_path / "results.csv"), "--bootstrap", "50", "--plots"])
     assert "a_N" in capsys.readouterr().out
     assert {"minima.csv", "exponents.csv", "isoflop.png", "optima.png"} <= {p.name for p in tmp_path.iterdir()}
-    fits = analysis.fit_variants(analysis.load_results(tmp_path), n_boot=0)
-    assert 0 < analysis.flops_saving(fits["good"], fits["worse"], 1.0) < 1   # lower curve needs less compute
-    assert list(analysis.ranking_at(analysis.load_results(tmp_path), 1e13).index) == ["good", "worse"]
+    assert "good < worse" in (tmp_path / "summary.md").read_text()   # the lower curve ranks first
 
 
 # -- sweeps ------------------------------------------------------------------------------------------
@@ -272,3 +271,40 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
     assert "not found" in _cli_error(capsys, scaling_main, ["fit", str(tmp_path / "missing.csv")])
     assert "unknown size" in _cli_error(capsys, scaling_main, ["flops", "7B"])
     assert "too small" in _cli_error(capsys, scaling_main, ["flops", "170M", "--budget", "1e9"])
+
+
+def test_summary_recovers_a_known_compute_saving(tmp_path):
+    """`good` reaches at C the loss `worse` reaches at C / 0.7: both ways of measuring must say 30%."""
+    from toolkit.scaling import analysis
+    from toolkit.scaling.summary import saving_rows, summary_markdown
+    rows = []
+    for variant, scale in (("worse", 1.0), ("good", 1 / 0.7)):
+        for c in (1e12, 3e12, 1e13, 3e13, 1e14):       # exact valleys around N*(C scale), L*(C scale)
+            n_star, l_star = 0.02 * (c * scale) ** 0.6, 50 * (c * scale) ** -0.08
+            for u in np.linspace(-1.2, 1.2, 6):
+                rows.append({"variant": variant, "size": f"u{u:.2f}", "params": n_star * math.exp(u), "budget": c,
+                             "tokens": 1, "val_nelbo": l_star + 0.08 * u * u, "epochs": 0.5, "wall_s": 60})
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    df = analysis.load_results(tmp_path)
+    fits = analysis.fit_variants(df, n_boot=0)
+    table = saving_rows(df, fits, "good", "worse")
+    assert [r["budget"] for r in table] == [1e12, 3e12, 1e13, 3e13, 1e14]
+    for r in table:
+        assert r["saving_law"] == pytest.approx(0.3, abs=1e-6)     # exact valleys -> exact L*(C) law
+    assert math.isnan(table[0]["saving_interp"])                   # below what `good` reached: no extrapolation
+    for r in table[1:]:
+        assert r["saving_interp"] == pytest.approx(0.3, abs=0.01)  # interpolation between budgets 3x apart
+    report = summary_markdown(df, fits, [("good", "worse")])
+    assert "| 1e+12 |" in report and "good < worse" in report and "+30.0%" in report
+    assert "Summed wall time of the runs: 60.0 min" in report
+
+
+def test_fit_cli_rejects_an_unknown_compare_variant(tmp_path, capsys):
+    from toolkit.scaling.__main__ import main
+    n, c, loss = synthetic_isoflop(1)
+    pd.DataFrame({"variant": "mdlm", "size": [f"s{i % 6}" for i in range(len(n))], "params": n, "budget": c,
+                  "tokens": 1, "val_nelbo": loss}).to_csv(tmp_path / "results.csv", index=False)
+    with pytest.raises(SystemExit) as e:
+        main(["fit", str(tmp_path / "results.csv"), "--compare", "duo:mdlm"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --compare: no runs of variant 'duo' (variants: mdlm)"

@@ -11,4 +11,4 @@ python -m training.sweep \
   parallel=2 out=studies/cpu_scaling/sweep "$@"
 cp studies/cpu_scaling/sweep/results.csv studies/cpu_scaling/results.csv
 python -m toolkit.scaling fit studies/cpu_scaling/results.csv --out studies/cpu_scaling \
-  --bootstrap 1000 --approach3 --plots
+  --bootstrap 1000 --approach3 --plots --compare mdlm_loss-low_var:mdlm

@@ -63,7 +63,9 @@ def _grid(a) -> list:
 
 def _fit(a) -> dict:
     from toolkit.scaling import analysis
+    from toolkit.scaling.summary import parse_compare, summary_markdown
     df = analysis.load_results(a.results)
+    compare = parse_compare(a.compare, df["variant"])
     fits = analysis.fit_variants(df, n_boot=a.bootstrap)
     parametric = analysis.fit_variants_parametric(df, n_boot=min(a.bootstrap, 200)) if a.approach3 else None
     minima = analysis.minima_table(fits)
@@ -72,20 +74,24 @@ def _fit(a) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     minima.to_csv(out_dir / "minima.csv", index=False)
     exps.to_csv(out_dir / "exponents.csv", index=False)
+    report = summary_markdown(df, fits, compare)
+    (out_dir / "summary.md").write_text(report)
     if a.plots:
         import matplotlib
         matplotlib.use("Agg")
         from toolkit.scaling.plots import plot_isoflop, plot_optima
         plot_isoflop(df, fits).savefig(out_dir / "isoflop.png", dpi=120)
         plot_optima(fits).savefig(out_dir / "optima.png", dpi=120)
-    result = {"minima": minima.to_dict("records"), "exponents": exps.to_dict("records"), "out": str(out_dir)}
+    result = {"minima": minima.to_dict("records"), "exponents": exps.to_dict("records"), "summary": report,
+              "out": str(out_dir)}
     if not a.json:
         import pandas as pd
         with pd.option_context("display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
             print(minima.to_string(index=False))
             print()
             print(exps.to_string(index=False))
-        print(f"\nwrote minima.csv, exponents.csv{', isoflop.png, optima.png' if a.plots else ''} in {out_dir}")
+        print("\n" + report)
+        print(f"wrote minima.csv, exponents.csv, summary.md{', isoflop.png, optima.png' if a.plots else ''} in {out_dir}")
     return result
 
 
@@ -109,6 +115,8 @@ def main(argv: list[str] | None = None):
     r.add_argument("--bootstrap", type=int, default=500)
     r.add_argument("--approach3", action="store_true", help="also fit L = E + A/N^a + B/D^b (Huber)")
     r.add_argument("--plots", action="store_true")
+    r.add_argument("--compare", action="append", default=[], metavar="BETTER:BASELINE",
+                   help="FLOPs one variant saves over another at equal loss (repeatable), in summary.md")
     r.add_argument("--json", action="store_true")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     result = {"flops": _flops, "grid": _grid, "fit": _fit}[a.cmd](a)

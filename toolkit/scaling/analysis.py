@@ -84,16 +84,3 @@ def compute_to_reach(fit: IsoFlopFit, loss: float) -> float:
     if "L" not in fit.prefactors or not math.isfinite(fit.exponents["a_L"]) or fit.exponents["a_L"] >= 0:
         return math.nan
     return (loss / fit.prefactors["L"]) ** (1.0 / fit.exponents["a_L"])
-
-
-def flops_saving(better: IsoFlopFit, worse: IsoFlopFit, loss: float) -> float:
-    """Fraction of compute `better` saves to reach `loss` compared with `worse` (0.12 = 12% fewer FLOPs)."""
-    return 1.0 - compute_to_reach(better, loss) / compute_to_reach(worse, loss)
-
-
-def ranking_at(df, budget: float):
-    """Best (lowest) val NELBO each variant reached at one budget, best first."""
-    sub = df[df["budget"] == budget]
-    if sub.empty:
-        raise UserError(f"no runs at budget {budget:.3g}")
-    return sub.groupby("variant")["val_nelbo"].min().sort_values()
