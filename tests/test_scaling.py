@@ -297,6 +297,8 @@ def test_summary_recovers_a_known_compute_saving(tmp_path):
     report = summary_markdown(df, fits, [("good", "worse")])
     assert "| 1e+12 |" in report and "good < worse" in report and "+30.0%" in report
     assert "Summed wall time of the runs: 60.0 min" in report
+    best_sizes = ", ".join(f"{0.02 * c ** 0.6 * math.exp(-0.24):.3g}" for c in (1e12, 3e12, 1e13, 3e13, 1e14))
+    assert f"| worse | {best_sizes} |" in report                     # the best trained size per budget
 
 
 def test_fit_cli_rejects_an_unknown_compare_variant(tmp_path, capsys):

@@ -74,7 +74,7 @@ def _fit(a) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     minima.to_csv(out_dir / "minima.csv", index=False)
     exps.to_csv(out_dir / "exponents.csv", index=False)
-    report = summary_markdown(df, fits, compare)
+    report = summary_markdown(df, fits, compare, parametric)
     (out_dir / "summary.md").write_text(report)
     if a.plots:
         import matplotlib

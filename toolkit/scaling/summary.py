@@ -13,7 +13,7 @@ import numpy as np
 
 from toolkit.errors import UserError
 from toolkit.scaling.analysis import compute_to_reach
-from toolkit.scaling.fit import IsoFlopFit
+from toolkit.scaling.fit import IsoFlopFit, ParametricFit
 
 
 def best_per_budget(df, variant: str):
@@ -61,7 +61,8 @@ def _pct(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:+.1f}%"
 
 
-def summary_markdown(df, fits: dict[str, IsoFlopFit], compare: list[tuple[str, str]] = ()) -> str:
+def summary_markdown(df, fits: dict[str, IsoFlopFit], compare: list[tuple[str, str]] = (),
+                     parametric: dict[str, ParametricFit] | None = None) -> str:
     variants = sorted(df["variant"].unique())
     budgets = sorted(df["budget"].unique())
     out = ["# Scaling study summary", "",
@@ -87,13 +88,27 @@ def summary_markdown(df, fits: dict[str, IsoFlopFit], compare: list[tuple[str, s
         for r in saving_rows(df, fits, better, baseline):
             out.append(f"| {r['budget']:.3g} | {r['target']:.4f} | {_pct(r['saving_interp'])} | {_pct(r['saving_law'])} |")
     out += ["", "## 3. Does N* grow with C?", "",
-            "| variant | N* per budget (* = vertex inside the trained sizes) | a_N | 95% interval | grows |",
-            "|---|---|---|---|---|"]
-    for v, f in fits.items():
-        stars = ", ".join(f"{x.n_star:.3g}{'*' if x.in_range else ''}" if math.isfinite(x.n_star) else "none"
-                          for x in f.valleys)
-        lo, hi = f.intervals.get("a_N", (math.nan, math.nan))
-        out.append(f"| {v} | {stars} | {f.exponents['a_N']:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {_verdict(lo, hi)} |")
+            "Best trained size per budget (non-embedding parameters); approach 2: parabola vertices N* "
+            "(* = inside the trained sizes) and a_N of N* ~ C^a_N; approach 3: a_N = beta / (alpha + beta) "
+            "of L = E + A/N^alpha + B/D^beta fitted to all runs. Intervals: 95% bootstrap.", "",
+            "| variant | best trained size per budget | N* per budget (approach 2) | a_N (approach 2) | grows "
+            "| a_N (approach 3) | grows |", "|---|---|---|---|---|---|---|"]
+    for v in variants:
+        sub = df[df["variant"] == v]
+        best_sizes = ", ".join(f"{sub.loc[g['val_nelbo'].idxmin(), 'params']:.3g}" for _, g in sub.groupby("budget"))
+        cells = ["n/a (no budget with 3 sizes)", "n/a", "n/a"]
+        if v in fits:
+            f = fits[v]
+            lo, hi = f.intervals.get("a_N", (math.nan, math.nan))
+            cells = [", ".join(f"{x.n_star:.3g}{'*' if x.in_range else ''}" if math.isfinite(x.n_star) else "none"
+                               for x in f.valleys),
+                     f"{f.exponents['a_N']:+.3f} [{lo:+.3f}, {hi:+.3f}]", _verdict(lo, hi)]
+        ap3 = ["n/a", "n/a"]
+        if parametric and v in parametric:
+            p = parametric[v]
+            lo, hi = p.intervals.get("a_N", (math.nan, math.nan))
+            ap3 = [f"{p.a_N:+.3f} [{lo:+.3f}, {hi:+.3f}]", _verdict(lo, hi)]
+        out.append(f"| {v} | {best_sizes} | " + " | ".join(cells + ap3) + " |")
     return "\n".join(out) + "\n"
 
 
