@@ -119,6 +119,10 @@ def test_approach3_recovers_chinchilla_law_within_ci():
         assert lo <= true <= hi, (k, true, lo, hi)
     assert fit.intervals["alpha"][1] - fit.intervals["alpha"][0] < 0.15
     assert fit.intervals["a_N"][1] - fit.intervals["a_N"][0] < 0.1
+    assert fit.identified
+    # the same design when the loss does not depend on N: alpha is not identified, so a_N means nothing
+    flat = fit_parametric(n, d, [(E + B / dd ** beta) * np.exp(rng.normal(0, 0.005)) for dd in d], n_boot=60)
+    assert not flat.identified
 
 
 def test_valley_without_a_usable_minimum_is_nan():
@@ -150,7 +154,7 @@ def test_grid_cli(capsys):
     from toolkit.scaling.__main__ import main
     rows = main(["grid", "--json", "--vocab", "4098"])
     assert len(rows) == len(CPU_GRID) + len(PAPER_GRID)
-    assert json.loads(capsys.readouterr().out)[0]["size"] == "cpu-xxs"
+    assert json.loads(capsys.readouterr().out)[0]["size"] == "cpu-4xs"
 
 
 def test_fit_cli_and_analysis(tmp_path, capsys):

@@ -16,8 +16,12 @@ PAPER_GRID: dict[str, tuple[int, int, int]] = {
     "1476M": (22, 2048, 16), "1678M": (25, 2048, 16), "2121M": (28, 2176, 17),
 }
 
-# A CPU grid spanning ~0.05M-3.5M non-embedding (block) parameters, 12 L d^2: a ~70x range.
+# A CPU grid spanning ~0.007M-3.5M block parameters (12 L d^2), a ~500x range; with the output
+# head of a 4k vocabulary, 0.14M-5.6M non-embedding parameters. The two smallest exist so that
+# iso-FLOP valleys at 1e12-3e12 FLOPs have sizes on both sides of their minimum.
 CPU_GRID: dict[str, tuple[int, int, int]] = {
+    "cpu-4xs": (1, 24, 2),    # 0.0069M
+    "cpu-3xs": (2, 32, 2),    # 0.025M
     "cpu-xxs": (2, 48, 2),    # 0.055M
     "cpu-xs": (2, 64, 2),     # 0.098M
     "cpu-s": (3, 96, 3),      # 0.33M

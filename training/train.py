@@ -11,7 +11,7 @@ from toolkit.config import resolve
 from toolkit.errors import cli_main
 
 USAGE = __doc__ + """
-Common keys: family (ar, mdlm, duo, esolm), model (tiny, cpu-xs..cpu-xxl, 6M..2121M), data,
+Common keys: family (ar, mdlm, duo, esolm), model (tiny, cpu-4xs..cpu-xxl, 6M..2121M), data,
 max_steps, batch_size, grad_accum, seq_len, lr, warmup_steps, device, precision (auto|bf16|fp32),
 attention (auto|sdpa|xformers|math), compile, fsdp, seed, out, resume, log_every, eval_every,
 save_every; family options: loss=elbo|low_var (mdlm, esolm), alpha_0 (esolm).

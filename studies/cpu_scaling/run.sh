@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 python -m training.sweep \
   family=ar,mdlm,mdlm:loss=low_var,duo,esolm:loss=low_var \
-  budgets=1e12,3e12,1e13 sizes=cpu-xxs,cpu-xs,cpu-s,cpu-m,cpu-l \
+  budgets=1e12,3e12,1e13 sizes=cpu-4xs,cpu-3xs,cpu-xxs,cpu-xs,cpu-s,cpu-m,cpu-l \
   batch_size=8 seq_len=128 lr=2e-3 min_steps=50 max_epochs=5 \
   eval_every=1000 eval_batches=38 log_every=50 save_every=250 \
   parallel=2 out=studies/cpu_scaling/sweep "$@"

@@ -20,6 +20,7 @@ import numpy as np
 from toolkit.errors import UserError
 
 LEVEL = 0.95
+EXPONENT_MAX = 3.0         # approach 3 searches alpha, beta in [0, EXPONENT_MAX]
 MAX_EXTRAPOLATION = 5.0    # a vertex more than e^5 (~150x) beyond the trained sizes counts as no minimum
 
 
@@ -144,6 +145,20 @@ class ParametricFit:
     def predict(self, n, d):
         return self.E + self.A / np.asarray(n, float) ** self.alpha + self.B / np.asarray(d, float) ** self.beta
 
+    @property
+    def identified(self) -> bool:
+        """Whether the data pin down both exponents: neither bootstrap interval reaches a bound of
+        the search (0 or EXPONENT_MAX) or collapses to a point (the optimiser did not move, i.e.
+        the loss is flat in that exponent). When either fails, a_N = beta / (alpha + beta) means
+        nothing. Needs the bootstrap intervals."""
+        for k in ("alpha", "beta"):
+            if k not in self.intervals:
+                return False
+            lo, hi = self.intervals[k]
+            if lo <= 1e-3 or hi >= EXPONENT_MAX - 1e-3 or hi - lo < 1e-6:
+                return False
+        return True
+
     def as_dict(self) -> dict[str, float]:
         return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta, "a_N": self.a_N}
 
@@ -164,7 +179,7 @@ def _minimize(starts, ln_n, ln_d, ln_l, delta):
     """Robust (Huber, scale delta) least squares in log space from each start; the best result."""
     from scipy.optimize import least_squares
     best = None
-    lower, upper = [-np.inf] * 3 + [0.0, 0.0], [np.inf] * 3 + [3.0, 3.0]
+    lower, upper = [-np.inf] * 3 + [0.0, 0.0], [np.inf] * 3 + [EXPONENT_MAX, EXPONENT_MAX]
     for x0 in starts:
         x0 = np.clip(np.asarray(x0, float), np.array(lower) + 1e-9, np.array(upper) - 1e-9)
         r = least_squares(lambda th: _residuals(th, ln_n, ln_d, ln_l)[0], x0,

@@ -107,7 +107,8 @@ def summary_markdown(df, fits: dict[str, IsoFlopFit], compare: list[tuple[str, s
         if parametric and v in parametric:
             p = parametric[v]
             lo, hi = p.intervals.get("a_N", (math.nan, math.nan))
-            ap3 = [f"{p.a_N:+.3f} [{lo:+.3f}, {hi:+.3f}]", _verdict(lo, hi)]
+            ap3 = [f"{p.a_N:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+                   _verdict(lo, hi) if p.identified else "not identified (an exponent at a bound or unmoved)"]
         out.append(f"| {v} | {best_sizes} | " + " | ".join(cells + ap3) + " |")
     return "\n".join(out) + "\n"
 
