@@ -18,9 +18,11 @@ def plot_isoflop(results, fits: dict[str, IsoFlopFit], variants: list[str] | Non
                  params_col: str = "params", loss_col: str = "val_nelbo"):
     """One panel per variant: loss vs non-embedding params per budget, fitted parabola, vertex marked."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     sns = _style()
     variants = variants or sorted(results["variant"].unique())
-    fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 3.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 3.6), sharex=True, sharey=True,
+                             squeeze=False)
     budgets = sorted(results["budget"].unique())
     palette = dict(zip(budgets, sns.color_palette("viridis", len(budgets))))
     for ax, v in zip(axes[0], variants):
@@ -34,10 +36,12 @@ def plot_isoflop(results, fits: dict[str, IsoFlopFit], variants: list[str] | Non
             pts = sub[sub["budget"] == valley.budget]
             x = np.linspace(np.log(pts[params_col].min()) - 0.2, np.log(pts[params_col].max()) + 0.2, 60)
             ax.plot(np.exp(x), np.polyval(valley.coef, x), "-", color=palette[valley.budget], lw=1.2)
-            if math.isfinite(valley.n_star):
-                ax.plot([valley.n_star], [valley.loss_star], "*", ms=12, color=palette[valley.budget],
-                        mec="black", mew=0.6)
+            near = math.isfinite(valley.n_star) and x[0] <= math.log(valley.n_star) <= x[-1]
+            if near:   # filled: inside the trained sizes; hollow: a short extrapolation beyond them
+                ax.plot([valley.n_star], [valley.loss_star], "*", ms=12, mec="black", mew=0.6,
+                        color=palette[valley.budget], mfc=palette[valley.budget] if valley.in_range else "none")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())   # crowded minor labels on a short log axis
         ax.set_title(v)
         ax.set_xlabel("non-embedding parameters")
     axes[0][0].set_ylabel("validation NELBO (nats/token)")

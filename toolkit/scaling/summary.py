@@ -57,6 +57,12 @@ def _verdict(lo: float, hi: float) -> str:
     return "yes" if lo > 0 else "no" if hi < 0 else "undetermined (interval spans 0)"
 
 
+def _with_interval(x: float, lo: float, hi: float) -> str:
+    if not math.isfinite(x):
+        return "n/a (fewer than 2 vertices)"
+    return f"{x:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) and math.isfinite(hi) else "")
+
+
 def _pct(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:+.1f}%"
 
@@ -102,12 +108,12 @@ def summary_markdown(df, fits: dict[str, IsoFlopFit], compare: list[tuple[str, s
             lo, hi = f.intervals.get("a_N", (math.nan, math.nan))
             cells = [", ".join(f"{x.n_star:.3g}{'*' if x.in_range else ''}" if math.isfinite(x.n_star) else "none"
                                for x in f.valleys),
-                     f"{f.exponents['a_N']:+.3f} [{lo:+.3f}, {hi:+.3f}]", _verdict(lo, hi)]
+                     _with_interval(f.exponents["a_N"], lo, hi), _verdict(lo, hi)]
         ap3 = ["n/a", "n/a"]
         if parametric and v in parametric:
             p = parametric[v]
             lo, hi = p.intervals.get("a_N", (math.nan, math.nan))
-            ap3 = [f"{p.a_N:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+            ap3 = [_with_interval(p.a_N, lo, hi),
                    _verdict(lo, hi) if p.identified else "not identified (an exponent at a bound or unmoved)"]
         out.append(f"| {v} | {best_sizes} | " + " | ".join(cells + ap3) + " |")
     return "\n".join(out) + "\n"
