@@ -148,14 +148,14 @@ class ParametricFit:
     @property
     def identified(self) -> bool:
         """Whether the data pin down both exponents: neither bootstrap interval reaches a bound of
-        the search (0 or EXPONENT_MAX) or collapses to a point (the optimiser did not move, i.e.
-        the loss is flat in that exponent). When either fails, a_N = beta / (alpha + beta) means
+        the search (0 or EXPONENT_MAX) or collapses to a point (narrower than 1e-3: the optimiser did
+        not move, i.e. the loss is flat in that exponent). When either fails, a_N = beta / (alpha + beta) means
         nothing. Needs the bootstrap intervals."""
         for k in ("alpha", "beta"):
             if k not in self.intervals:
                 return False
             lo, hi = self.intervals[k]
-            if lo <= 1e-3 or hi >= EXPONENT_MAX - 1e-3 or hi - lo < 1e-6:
+            if lo <= 1e-3 or hi >= EXPONENT_MAX - 1e-3 or hi - lo < 1e-3:
                 return False
         return True
 
