@@ -271,7 +271,7 @@ def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_
     if declared is not None and declared != family:
         raise UserError(f"{source} is a {declared} checkpoint, not {family}")
     inner, ignored = backbone_state(state)
-    cfg = RunConfig(family=family, options=fam.Options())
+    cfg = RunConfig(family=family, options=fam.Options(**fam.imported_options))
     for k, v in infer_model(inner, meta, n_heads, seq_len).items():
         setattr(cfg.model, k, v)
     cfg.model.preset = "imported"
