@@ -1,7 +1,7 @@
 """Importing reference checkpoints: synthetic tiny ones with the reference key names and shapes.
 
 The imported model's logits must equal an independent re-implementation of the reference
-block math (written here from METHODS.md, sharing no code with toolkit/model).
+block math (written here from the reference equations, sharing no code with toolkit/model).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def reference_weights(seed: int, vocab: int = V, d: int = D, layers: int = LAYER
     return sd
 
 
-# -- the reference forward, from METHODS.md ---------------------------------------------------
+# -- the reference forward, from its equations ---------------------------------------------------
 def reference_logits(sd: dict, tokens: torch.Tensor, sigma: torch.Tensor, n_heads: int, causal: bool):
     """float64 throughout; one head at a time; explicit angles per position."""
     w = {k: v.double() for k, v in sd.items()}

@@ -30,7 +30,7 @@ NUCLEUS = ("posterior", "x_theta")
 
 
 def duo_nelbo_terms(probs, x0, z_t, alpha_t, alpha_prime=-1.0):
-    """Per-position continuous-time NELBO integrand [B, L] (UDLM/Duo closed form, METHODS.md).
+    """Per-position continuous-time NELBO integrand [B, L] (UDLM/Duo closed form, docs/methods.md).
 
     probs: x_theta [B, L, N]; x0, z_t: ids [B, L]; alpha_t: [B]. Non-negative; 0 iff x_theta = x0.
     """
@@ -53,7 +53,7 @@ def duo_nelbo_terms(probs, x0, z_t, alpha_t, alpha_prime=-1.0):
 
 
 def duo_posterior(probs, z_t, alpha_t, alpha_s):
-    """q(z_s | z_t, x) for one-hot z_t and clean distribution `probs` [B, L, N] (METHODS.md)."""
+    """q(z_s | z_t, x) for one-hot z_t and clean distribution `probs` [B, L, N] (docs/methods.md)."""
     n = probs.shape[-1]
     x_z = probs.gather(-1, z_t[..., None])                      # <z_t, x>
     ratio = alpha_t / alpha_s
