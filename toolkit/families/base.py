@@ -55,6 +55,10 @@ class Family:
         self.schedule = LogLinear(getattr(options, "alpha_0", 1.0))
 
     # -- training and evaluation -------------------------------------------------------
+    def forward_sample(self, x0: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor | None:
+        """z_t ~ q(z_t | x0) at times t [B]; None for a family without a noising process (AR)."""
+        return None
+
     def loss(self, net, x0: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
         """Scalar training loss for clean tokens x0 [B, L] at times t [B]."""
         raise NotImplementedError

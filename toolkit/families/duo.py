@@ -78,6 +78,9 @@ class Duo(Family):
         noise = torch.randint(0, self.vocab_size, x0.shape, generator=generator, device=x0.device)
         return torch.where(u < (1 - self.schedule.alpha(t))[:, None], noise, x0)
 
+    def forward_sample(self, x0, t, generator=None):
+        return self.corrupt(x0, t, generator)
+
     def x_theta(self, net, z_t, t):
         return self.without_mask(net(z_t, self.schedule.sigma(t))).softmax(-1)
 

@@ -41,6 +41,9 @@ class MDLM(Family):
         masked = u < (1 - self.schedule.alpha(t))[:, None]
         return torch.where(masked, self.mask_id, x0), masked
 
+    def forward_sample(self, x0, t, generator=None):
+        return self.corrupt(x0, t, generator)[0]
+
     def subs_logits(self, logits):
         """SUBS: the model never predicts [MASK]."""
         return self.without_mask(logits)
