@@ -1,4 +1,5 @@
-"""Every notebook runs top to bottom in its quick mode."""
+"""Every walkthrough runs top to bottom in its quick mode, and the committed ones carry the
+outputs of a full run: plots, a measured run time, no errors."""
 import os
 from pathlib import Path
 
@@ -8,15 +9,42 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+MARK = "**Measured run time (full mode):**"
+
+
+def outputs(nb):
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory):
+    """One runs folder for all notebooks: later ones reuse the small runs an earlier one trained."""
+    return tmp_path_factory.mktemp("notebook-runs")
+
+
+def test_there_are_seven_walkthroughs():
+    assert len(NOTEBOOKS) == 7
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("NOTEBOOK_QUICK", "1")
-    monkeypatch.setenv("NOTEBOOK_OUT", str(tmp_path / "runs"))
+def test_notebook_runs_in_quick_mode(path, shared_runs, monkeypatch):
+    monkeypatch.setenv("DLM_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("DLM_NOTEBOOK_OUT", str(shared_runs))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
+    assert not [o for o in outputs(nb) if o.output_type == "error"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_shows_a_full_run(path):
+    nb = nbformat.read(path, as_version=4)
+    outs = outputs(nb)
+    assert not [o for o in outs if o.output_type == "error"], "error outputs are committed"
+    assert any("image/png" in o.get("data", {}) for o in outs), "no plot in the committed outputs"
+    assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code"), "not every cell was run"
+    head = nb.cells[0].source
+    assert MARK in head and "not measured yet" not in head, "no measured run time at the top"
+    assert not any("quick (smoke-test) mode" in o.get("text", "") for o in outs), "committed from a quick run"

@@ -125,3 +125,14 @@ def compute_saving(baseline: pd.DataFrame, candidate: pd.DataFrame) -> dict:
     c_base, c_cand = flops_to_reach(baseline, target), flops_to_reach(candidate, target)
     return {"target_val_nelbo": target, "baseline_flops": c_base, "candidate_flops": c_cand,
             "saving": 1 - c_cand / c_base}
+
+
+def walkthrough_settings(quick: bool) -> dict:
+    """The small training runs the notebooks share (training, low-variance, Pareto), so a later
+    notebook reuses the earlier one's finished runs: a few minutes per run on a 2-core CPU; the
+    quick form is CI's smoke test (seconds, meaningless numbers)."""
+    if quick:
+        return dict(model="cpu-4xs", seq_len=32, batch_size=4, max_steps=6, lr=3e-3, eval_every=3, log_every=3,
+                    eval_batches=1, threads=2)
+    return dict(model="cpu-xxs", seq_len=64, batch_size=16, max_steps=200, lr=3e-3, eval_every=20, log_every=10,
+                eval_batches=8, threads=2)
