@@ -37,6 +37,8 @@ class DenoiseViewer:
         self.step = W.IntSlider(value=0, min=0, max=0, description="show step", disabled=True)
         self.play = W.Play(value=0, min=0, max=0, interval=120, description="replay", disabled=True)
         W.jslink((self.play, "value"), (self.step, "value"))
+        for widget, name in ((self.button, "sample"), (self.step, "step"), (self.play, "play")):
+            widget.add_class(f"dlm-viewer-{name}")   # stable selectors for browser tests
         self.html = W.HTML(value=self._page(""))
         self.button.on_click(lambda _: self.sample())
         self.step.observe(lambda change: self.show(change["new"]), names="value")
