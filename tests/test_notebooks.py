@@ -48,3 +48,17 @@ def test_committed_notebook_shows_a_full_run(path):
     head = nb.cells[0].source
     assert MARK in head and "not measured yet" not in head, "no measured run time at the top"
     assert not any("quick (smoke-test) mode" in o.get("text", "") for o in outs), "committed from a quick run"
+
+
+def test_execute_stamps_the_run_time_in_the_first_cell():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("nb_execute", ROOT / "notebooks" / "execute.py")
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# T\n\n{MARK} not measured yet\n\nbody")])
+    ex.set_runtime(nb, ex.stamp(125.4, 3.0))
+    head = nb.cells[0].source.splitlines()
+    assert head[0] == "# T" and head[-1] == "body" and len(head) == 5
+    assert head[2].startswith(MARK) and "2 min 05 s" in head[2] and "load average 3.0" in head[2]
+    ex.set_runtime(nb, ex.stamp(5, 0.5))                  # a re-run replaces the line, never adds one
+    assert nb.cells[0].source.count(MARK) == 1 and "0 min 05 s" in nb.cells[0].source

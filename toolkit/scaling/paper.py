@@ -31,14 +31,15 @@ def family_of_variant(variant: str) -> str:
     return variant.split("_", 1)[0]
 
 
-def plot_minima_side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None = None):
+def plot_minima_side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None = None,
+                             ours_label: str = "this study: CPU scale"):
     """2 x 2 panels: L* and N* against C, the paper's minima (left) and ours (right), one colour per
     family (same colours on both sides). `ours` has columns variant, budget, loss_star, n_star."""
     import matplotlib.pyplot as plt   # deferred: plotting is optional and slow to import
     import seaborn as sns
     paper = paper_minima() if paper is None else paper
     both = pd.concat([paper.assign(side="paper: 6e18-1e20 FLOPs, 85M-1B params"),
-                      ours.assign(side="this study: CPU scale")], ignore_index=True)
+                      ours.assign(side=ours_label)], ignore_index=True)
     both = both.dropna(subset=["loss_star", "n_star"]).assign(family=lambda d: d["variant"].map(family_of_variant))
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), layout="constrained")
     palette = dict(zip(sorted(both["family"].unique()), sns.color_palette("tab10")))
@@ -50,4 +51,6 @@ def plot_minima_side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None = No
                          palette=palette, ax=ax, legend=row == 0)
             ax.set(xscale="log", yscale="log" if y == "n_star" else "linear", xlabel="compute C (FLOPs)",
                    ylabel=label, title=side if row == 0 else "")
+            if row == 0:
+                ax.legend(fontsize=7, ncol=2)
     return fig
