@@ -80,13 +80,16 @@ class LanguageModel:
         if bad:
             raise UserError(f"fixed positions outside 0..{req.length - 1}: {bad}")
         self.family.check_sampling_options(req.options)
+        from toolkit.samplers import resolve
+        resolve(self.family, req)
 
     @torch.no_grad()
     def sample(self, request: SampleRequest) -> Iterator[Step]:
         """Iterate over the reverse steps (the trace); the last Step holds the final tokens."""
         self.check_request(request)
         self.net.eval()
-        yield from self.family.sample(self.net, request, self.device)
+        from toolkit.samplers import sample
+        yield from sample(self.family, self.net, request, self.device)
 
     def generate(self, request: SampleRequest) -> tuple[list[str], Step]:
         last = None

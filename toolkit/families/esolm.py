@@ -67,6 +67,8 @@ def sequential_mask(clean: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
 class EsoLM(MDLM):
     name = "esolm"
     Options = EsoOptions
+    samplers = ("ancestral", "block")
+    decode_attention = "causal_order"    # causal over tokens in reveal order: prefix caches are exact
     sampling_options = {"alpha_0": (None, "diffusion fraction at sampling time (default: the trained alpha_0)")}
 
     # -- the two phases' forward passes --------------------------------------------------

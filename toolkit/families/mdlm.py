@@ -33,6 +33,8 @@ class MaskedOptions:
 class MDLM(Family):
     name = "mdlm"
     Options = MaskedOptions
+    samplers = ("ancestral", "confidence", "remdm", "block")
+    decode_attention = "bidirectional"   # the denoiser sees every position (toolkit/samplers/block.py)
 
     # -- forward process ---------------------------------------------------------------
     def corrupt(self, x0, t, generator=None):
