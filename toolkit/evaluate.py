@@ -7,7 +7,9 @@
 - entropy: mean unigram entropy (nats) of the samples; low values flag repetitive text.
 - throughput: generated tokens/s for the sampling settings, after a warm-up run.
 - choice: multiple-choice accuracy on a local jsonl file (--choice-file).
---steps accepts a comma list (8,16,32) to sweep the sample-based metrics for a Pareto plot.
+--steps accepts a comma list (8,16,32) to sweep the sample-based metrics for a Pareto plot;
+--sampler NAME[:KEY=VALUE,...] (repeatable) compares decoding strategies at the same step counts
+(NFE = steps for ancestral, confidence with k=0, remdm and block; see docs/samplers.md).
 """
 from __future__ import annotations
 
@@ -57,8 +59,8 @@ def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator
     if any(m in metrics for m in SAMPLE_METRICS):
         out["sampling"] = []
         for req in requests:
-            row = {"steps": req.steps, "length": req.length, "num_samples": req.num_samples,
-                   "top_p": req.top_p, "temperature": req.temperature, **req.options}
+            row = {"sampler": req.sampler, "steps": req.steps, "length": req.length, "num_samples": req.num_samples,
+                   "top_p": req.top_p, "temperature": req.temperature, **req.options, **req.sampler_options}
             if "gen_ppl" in metrics or "entropy" in metrics:
                 texts, last = model.generate(req)
                 row["nfe"] = last.nfe
@@ -70,6 +72,36 @@ def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator
                 tp = throughput(model, replace(req, seed=req.seed + 1), repeats=repeats)
                 row.update({"tokens_per_s": tp.tokens_per_s, "seconds": tp.seconds, "nfe": tp.nfe})
             out["sampling"].append(row)
+    return out
+
+
+KNOWN_ROW_KEYS = {"sampler", "steps", "length", "num_samples", "top_p", "temperature", "nfe", "entropy", "gen_ppl",
+                  "evaluator", "evaluator_tokens", "tokens_per_s", "seconds"}
+
+
+def sampler_requests(model, base: SampleRequest, specs: list[str], option_pairs: list[str], steps: list[int]):
+    """One request per (sampler spec, step count). A spec is NAME or NAME:KEY=VALUE,KEY=VALUE;
+    --option pairs go to the family, or to every listed sampler that has that option."""
+    import dataclasses as dc
+
+    from toolkit.samplers import get_sampler
+    shared = parse_options(option_pairs)
+    fam_keys = set(model.family.sampling_defaults())
+    parsed = []
+    for spec in specs or ["ancestral"]:
+        name, _, inline = spec.partition(":")
+        sampler = get_sampler(name.strip(), model.family)
+        parsed.append((sampler, parse_options([p for p in inline.split(",") if p.strip()])))
+    for k in shared:
+        if k not in fam_keys and not any(k in {f.name for f in dc.fields(s.Options)} for s, _ in parsed):
+            raise UserError(f"unknown option '{k}' for family {model.name} and samplers"
+                            f" {', '.join(s.name for s, _ in parsed)}")
+    out = []
+    for sampler, inline in parsed:
+        keys = {f.name for f in dc.fields(sampler.Options)}
+        fam = {k: v for k, v in shared.items() if k in fam_keys}
+        smp = {**{k: v for k, v in shared.items() if k in keys}, **inline}
+        out += [replace(base, steps=s, sampler=sampler.name, options=fam, sampler_options=smp) for s in steps]
     return out
 
 
@@ -85,7 +117,9 @@ def format_text(res: dict) -> str:
         c = res["choice"]
         lines.append(f"choice accuracy {c['accuracy']:.3f} (norm {c['accuracy_norm']:.3f}) on {c['questions']} questions")
     for row in res.get("sampling", []):
-        parts = [f"steps {row['steps']:>4}"]
+        extra = {k: v for k, v in row.items() if k not in KNOWN_ROW_KEYS}
+        name = row.get("sampler", "ancestral") + (" " + ",".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
+        parts = [f"{name:<12}", f"steps {row['steps']:>4}"]
         if "gen_ppl" in row:
             parts.append(f"gen_ppl {row['gen_ppl']:.2f}")
         if "entropy" in row:
@@ -103,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint")
     ap.add_argument("--metrics", default="nelbo,gen_ppl,entropy,throughput")
     ap.add_argument("--steps", default="32", help="reverse steps, or a comma list to sweep")
-    add_sampling_args(ap)
+    add_sampling_args(ap, multi_sampler=True)
     ap.add_argument("--evaluator", default="ar", help="gen_ppl judge: toolkit checkpoint/embedded name or HF model")
     ap.add_argument("--mc-samples", type=int, default=32, help="Monte Carlo t draws per sequence (antithetic)")
     ap.add_argument("--sequences", type=int, default=16, help="validation blocks for nelbo")
@@ -119,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(a.checkpoint, a.device, a.threads)
     base = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=steps[0],
                          temperature=a.temperature, top_p=a.top_p, seed=a.seed,
-                         use_cache=not a.no_cache, options=parse_options(a.option))
-    requests = [replace(base, steps=s) for s in steps]
+                         use_cache=not a.no_cache)
+    requests = sampler_requests(model, base, a.sampler, a.option, steps)
     res = evaluate(model, metrics, requests, a.evaluator, a.mc_samples, a.sequences, a.seed, a.repeats,
                    a.choice_file)
     print(json.dumps(res) if a.json else format_text(res))

@@ -4,6 +4,8 @@ Prints one sample per block (or a JSON document with --json); --trace writes one
 per reverse step (tokens, changed positions, confidence, t, s, NFE, time) for later study.
 Prompting: --prompt TEXT is a prefix; --infill POS=TEXT fixes TEXT's tokens from position
 POS on (diffusion families). Family options: --option greedy_tail=false, --option alpha_0=0.5.
+Decoding strategy: --sampler NAME (ancestral, confidence, remdm, block; `--sampler list` shows
+them) with its options as --option KEY=VALUE too, e.g. --sampler confidence --option k=4.
 """
 from __future__ import annotations
 
@@ -25,14 +27,20 @@ class ArgParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def add_sampling_args(ap: argparse.ArgumentParser, steps_help: str = "reverse steps") -> None:
+def add_sampling_args(ap: argparse.ArgumentParser, steps_help: str = "reverse steps", multi_sampler: bool = False) -> None:
     ap.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's context)")
     ap.add_argument("--num-samples", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")
     ap.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                    help="family sampling option, e.g. greedy_tail=false or alpha_0=0.5")
+                    help="family or sampler option, e.g. greedy_tail=false, alpha_0=0.5, k=4")
+    if multi_sampler:
+        ap.add_argument("--sampler", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                        help="decoding strategy to compare (repeatable; default ancestral)")
+    else:
+        ap.add_argument("--sampler", default="ancestral",
+                        help="decoding strategy: ancestral (default), confidence, remdm, block ('list' to show them)")
     ap.add_argument("--no-cache", action="store_true", help="disable the KV / no-change caches")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
@@ -46,6 +54,24 @@ def parse_options(pairs: list[str]) -> dict:
         k, v = p.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def sampler_request_fields(model, name: str, raw: dict) -> dict:
+    """SampleRequest fields for --sampler NAME and the --option pairs (split between family and sampler)."""
+    from toolkit.samplers import split_options
+    family_opts, sampler_opts = split_options(model.family, name, raw)
+    return {"sampler": name, "options": family_opts, "sampler_options": sampler_opts}
+
+
+def sampler_listing(model=None) -> str:
+    from toolkit.samplers import SAMPLERS, names, supported
+    lines = []
+    for n in names():
+        s = SAMPLERS[n]
+        mark = "" if model is None else ("  [supported]" if n in supported(model.family) else "  [not for this family]")
+        lines.append(f"{n}: {s.summary}{mark}")
+        lines += [f"    {k}={d!r}  {h}" for k, (d, h) in s.option_help().items()]
+    return "\n".join(lines)
 
 
 def parse_infill(model, specs: list[str]) -> dict[int, int]:
@@ -87,11 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print a JSON document")
     a = ap.parse_args(argv)
     model = load_model(a.checkpoint, a.device, a.threads)
+    if a.sampler == "list":
+        print(sampler_listing(model))
+        return 0
     req = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=a.steps,
                         temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                         prompt=model.encode(a.prompt) if a.prompt else [],
                         fixed=parse_infill(model, a.infill), use_cache=not a.no_cache,
-                        options=parse_options(a.option))
+                        **sampler_request_fields(model, a.sampler, parse_options(a.option)))
     model.check_request(req)
     trace = None
     if a.trace:
@@ -110,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             trace.close()
     texts = [model.decode(row) for row in last.tokens]
     if a.json:
-        print(json.dumps({"checkpoint": a.checkpoint, "family": model.name, "steps": a.steps,
+        print(json.dumps({"checkpoint": a.checkpoint, "family": model.name, "sampler": req.sampler, "steps": a.steps,
                           "length": req.length, "seed": a.seed, "nfe": last.nfe,
                           "seconds": round(last.elapsed, 4), "samples": texts,
                           "tokens": last.tokens.tolist()}, ensure_ascii=False))
     else:
         for i, text in enumerate(texts):
-            print(f"--- sample {i} ({model.name}, {last.nfe} NFE, {last.elapsed:.2f}s)")
+            print(f"--- sample {i} ({model.name}, {req.sampler}, {last.nfe} NFE, {last.elapsed:.2f}s)")
             print(text)
     return 0
 

@@ -104,3 +104,22 @@ def resolve(family, request: SampleRequest):
 def sample(family, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
     sampler, options = resolve(family, request)
     yield from sampler.run(family, net, request, options, device)
+
+
+def split_options(family, sampler_name: str, raw: dict) -> tuple[dict, dict]:
+    """Route KEY=VALUE options (CLI --option, GUI) to the family or to the sampler by name."""
+    import dataclasses as dc
+    sampler = get_sampler(sampler_name or DEFAULT, family)
+    fam_keys = set(family.sampling_defaults())
+    smp_keys = {f.name for f in dc.fields(sampler.Options)}
+    fam, smp = {}, {}
+    for k, v in raw.items():
+        if k in fam_keys:
+            fam[k] = v
+        elif k in smp_keys:
+            smp[k] = v
+        else:
+            raise UserError(f"unknown option '{k}' for family {family.name} with sampler {sampler.name}"
+                            f" (family: {', '.join(sorted(fam_keys)) or 'none'};"
+                            f" sampler: {', '.join(sorted(smp_keys)) or 'none'})")
+    return fam, smp
