@@ -119,7 +119,7 @@ def split_options(family, sampler_name: str, raw: dict) -> tuple[dict, dict]:
         elif k in smp_keys:
             smp[k] = v
         else:
-            raise UserError(f"unknown option '{k}' for family {family.name} with sampler {sampler.name}"
+            raise UserError(f"family {family.name} has no sampling option '{k}', nor has sampler {sampler.name}"
                             f" (family: {', '.join(sorted(fam_keys)) or 'none'};"
                             f" sampler: {', '.join(sorted(smp_keys)) or 'none'})")
     return fam, smp
