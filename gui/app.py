@@ -19,6 +19,7 @@ from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 
 from gui import explorer, render
+from gui.strategies import sampler_controls, strategy_names
 from gui.live import MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, start, trace_json
 from gui.models import ModelRegistry
 
@@ -104,6 +105,8 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                                               "not counted in wall time or tokens/s", elem_id="slow")
                     with gr.Accordion("Family options", open=False):
                         controls = option_controls()
+                    with gr.Accordion("Decoding strategy (per family)", open=False):
+                        controls += sampler_controls()
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
                     status = gr.Markdown("", elem_id="status")
                 with gr.Column(scale=3):
@@ -167,6 +170,9 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                     x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
                                          elem_id="x-length")
                     x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
+                    x_samplers = gr.CheckboxGroup(strategy_names(), value=["ancestral"], label="Decoding strategies",
+                                                  info="each with its default options; skipped where a family lacks it",
+                                                  elem_id="x-samplers")
                     x_seed = gr.Number(0, label="Seed", precision=0)
                     x_go = gr.Button("Run sweep", variant="primary", elem_id="x-go")
                     x_status = gr.Markdown("", elem_id="x-status")
@@ -174,13 +180,14 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                     x_plot = gr.Plot(label="Gen PPL vs tokens/s", show_label=False, elem_id="x-plot")
                     x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False, elem_id="x-table")
 
-        def run_sweep(keys, step_text, length_v, samples_v, seed_v):
+        def run_sweep(keys, step_text, length_v, samples_v, seed_v, strategies=("ancestral",)):
             try:
                 counts = explorer.parse_steps(step_text)
                 settings = Settings(length=int(length_v), seed=int(seed_v or 0))
                 rows = []
-                total = len(keys or []) * len(counts)
-                for rows in explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v)):
+                total = len(keys or []) * len(counts) * len(strategies or ["ancestral"])
+                for rows in explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v),
+                                           list(strategies or ["ancestral"])):
                     yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
                            f"Running… {len(rows)} point(s) of up to {total}")
                 yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
@@ -189,7 +196,7 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                 gr.Warning(str(e))
                 yield gr.update(), gr.update(), f"⚠️ {e}"
 
-        x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed], [x_plot, x_table, x_status],
+        x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed, x_samplers], [x_plot, x_table, x_status],
                    api_name="explore", show_progress="minimal")
 
         def add_path(p, selected, x_selected):

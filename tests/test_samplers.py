@@ -225,3 +225,62 @@ def test_dual_cache_first_step_of_a_block_is_exact():
     plain = steps_of(model, sampler_options={"block_size": 10, "cache": "none"}, **kw)
     assert torch.equal(dual[0].tokens, plain[0].tokens)
     torch.testing.assert_close(dual[0].confidence, plain[0].confidence, atol=1e-4, rtol=1e-4)
+
+
+# -- the GUI ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gui_registry():
+    pytest.importorskip("gradio")
+    from gui.models import ModelRegistry
+    return ModelRegistry(["mdlm", "duo"], evaluator="ar")
+
+
+def test_gui_runs_the_chosen_strategy_and_renders_remasking(gui_registry):
+    from gui import render
+    from gui.live import Settings, interleave, start
+    opts = {"mdlm": {"sampler": "remdm", "sampler_options": "eta=0.3, schedule=cap"}}
+    s = Settings(prompt="It is", length=24, steps=8, seed=2, options=opts)
+    runs = start(gui_registry, ["mdlm", "duo"], s)
+    for _ in interleave(runs):
+        pass
+    mdlm_run, duo_run = runs
+    assert mdlm_run.error is None and duo_run.error is None      # Duo keeps its own (only) strategy
+    m = gui_registry.get("mdlm")
+    direct = list(m.sample(SampleRequest(length=24, steps=8, seed=2, prompt=m.encode("It is"), sampler="remdm",
+                                         sampler_options={"eta": 0.3})))
+    assert [r["tokens"] for r in mdlm_run.trace] == [d.tokens[0].tolist() for d in direct]
+    shown = 0
+    for i, rec in enumerate(mdlm_run.trace):
+        states = render.token_states(mdlm_run, i)
+        assert {j for j, (st, _, _) in enumerate(states) if st == "remasked"} == set(rec["remasked"])
+        shown += len(rec["remasked"])
+        if rec["remasked"]:
+            assert 'class="tok remasked"' in render.render_panel(mdlm_run, upto=i + 1)
+    assert shown > 0
+
+
+def test_gui_strategy_errors_stay_in_their_panel(gui_registry):
+    from gui.live import Settings, start
+    for bad in ("k=x", "nonsense", "eta=0.1"):
+        runs = start(gui_registry, ["mdlm", "duo"], Settings(length=12, steps=4, options={
+            "mdlm": {"sampler": "confidence", "sampler_options": bad}}))
+        assert runs[0].error and "\n" not in runs[0].error and runs[1].error is None
+
+
+def test_gui_controls_and_explorer_cover_the_strategies(gui_registry):
+    import gradio as gr
+
+    from gui import explorer
+    from gui.live import Settings
+    from gui.strategies import sampler_controls
+    with gr.Blocks():
+        controls = sampler_controls()
+    from toolkit.families import REGISTRY
+    dropdowns = {f: c for f, key, c in controls if key == "sampler"}
+    assert set(dropdowns) == {f for f, fam in REGISTRY.items() if len(fam.samplers) > 1}
+    for rows in explorer.sweep(gui_registry, ["mdlm", "duo"], [4], Settings(length=16, seed=0), 1,
+                               ["ancestral", "confidence"]):
+        pass
+    assert sorted((r["model"], r["sampler"]) for r in rows) == [("duo", "ancestral"), ("mdlm", "ancestral"),
+                                                               ("mdlm", "confidence")]
+    assert all(r["nfe"] == 4 for r in rows if r["model"] == "mdlm")    # equal NFE at equal steps
