@@ -14,6 +14,7 @@ from toolkit.errors import UserError
 
 from gui.live import MAX_STEPS, Run, Settings, check_settings
 from gui.render import short_name
+from gui.strategies import SAMPLER_KEY
 
 MAX_POINTS = 24      # (model, step count) pairs per sweep
 MAX_SAMPLES = 16
@@ -70,7 +71,6 @@ def score(run: Run, evaluator) -> tuple[float, float]:
 
 
 def with_sampler(settings: Settings, family: str, sampler: str) -> Settings:
-    from gui.strategies import SAMPLER_KEY
     options = {**settings.options, family: {**settings.options.get(family, {}), SAMPLER_KEY: sampler}}
     return Settings(**{**settings.__dict__, "options": options})
 

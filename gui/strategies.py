@@ -10,14 +10,13 @@ import gradio as gr
 
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
+from toolkit.samplers import SAMPLERS, names
 
 SAMPLER_KEY, SAMPLER_OPTIONS_KEY = "sampler", "sampler_options"
 
 
 def sampler_controls() -> list[tuple[str, str, gr.components.Component]]:
     """A strategy dropdown and an options box for each family that offers more than one strategy."""
-    from toolkit.samplers import SAMPLERS, names
-    names()   # load every strategy
     controls = []
     for fam_name, fam in sorted(REGISTRY.items()):
         offered = list(getattr(fam, "samplers", ("ancestral",)))
@@ -51,5 +50,4 @@ def request_fields(model, options: dict) -> dict:
 
 
 def strategy_names() -> list[str]:
-    from toolkit.samplers import names
     return names()

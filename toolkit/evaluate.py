@@ -13,12 +13,14 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import replace
 
 from toolkit.errors import UserError, cli_main
 from toolkit.sample import ArgParser, add_sampling_args, load_model, parse_options
+from toolkit.samplers import get_sampler
 from toolkit.sampling import SampleRequest
 
 METRICS = ("nelbo", "gen_ppl", "entropy", "throughput", "choice")
@@ -82,9 +84,6 @@ KNOWN_ROW_KEYS = {"sampler", "steps", "length", "num_samples", "top_p", "tempera
 def sampler_requests(model, base: SampleRequest, specs: list[str], option_pairs: list[str], steps: list[int]):
     """One request per (sampler spec, step count). A spec is NAME or NAME:KEY=VALUE,KEY=VALUE;
     --option pairs go to the family, or to every listed sampler that has that option."""
-    import dataclasses as dc
-
-    from toolkit.samplers import get_sampler
     shared = parse_options(option_pairs)
     fam_keys = set(model.family.sampling_defaults())
     parsed = []
@@ -93,12 +92,12 @@ def sampler_requests(model, base: SampleRequest, specs: list[str], option_pairs:
         sampler = get_sampler(name.strip(), model.family)
         parsed.append((sampler, parse_options([p for p in inline.split(",") if p.strip()])))
     for k in shared:
-        if k not in fam_keys and not any(k in {f.name for f in dc.fields(s.Options)} for s, _ in parsed):
+        if k not in fam_keys and not any(k in {f.name for f in dataclasses.fields(s.Options)} for s, _ in parsed):
             raise UserError(f"unknown option '{k}' for family {model.name} and samplers"
                             f" {', '.join(s.name for s, _ in parsed)}")
     out = []
     for sampler, inline in parsed:
-        keys = {f.name for f in dc.fields(sampler.Options)}
+        keys = {f.name for f in dataclasses.fields(sampler.Options)}
         fam = {k: v for k, v in shared.items() if k in fam_keys}
         smp = {**{k: v for k, v in shared.items() if k in keys}, **inline}
         out += [replace(base, steps=s, sampler=sampler.name, options=fam, sampler_options=smp) for s in steps]

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from toolkit.errors import UserError, cli_main
+from toolkit.samplers import SAMPLERS, names, split_options, supported
 from toolkit.sampling import SampleRequest
 
 
@@ -58,13 +59,11 @@ def parse_options(pairs: list[str]) -> dict:
 
 def sampler_request_fields(model, name: str, raw: dict) -> dict:
     """SampleRequest fields for --sampler NAME and the --option pairs (split between family and sampler)."""
-    from toolkit.samplers import split_options
     family_opts, sampler_opts = split_options(model.family, name, raw)
     return {"sampler": name, "options": family_opts, "sampler_options": sampler_opts}
 
 
 def sampler_listing(model=None) -> str:
-    from toolkit.samplers import SAMPLERS, names, supported
     lines = []
     for n in names():
         s = SAMPLERS[n]

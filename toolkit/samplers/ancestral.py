@@ -7,7 +7,7 @@ family's, token for token.
 """
 from __future__ import annotations
 
-from toolkit.samplers import Sampler, register
+from toolkit.samplers.base import Sampler, register
 
 
 @register

@@ -22,8 +22,9 @@ import torch
 
 from toolkit.errors import UserError
 from toolkit.families.base import masked_tokens_init
+from toolkit.families.esolm import _EsoSampler
 from toolkit.model.backbone import KVCache
-from toolkit.samplers import Sampler, opt, register
+from toolkit.samplers.base import Sampler, opt, register
 from toolkit.samplers.common import candidates, choose, scheduled_count
 from toolkit.sampling import Clock, Step
 
@@ -161,7 +162,6 @@ def _bidirectional(family, net, request, o, device):
 
 def _causal_order(family, net, request, o, device):
     """Eso-LM: its own reveal-order sampler with the order made block by block (random inside)."""
-    from toolkit.families.esolm import _EsoSampler
     if o.order == "confidence" or o.threshold > 0:
         raise UserError(f"family {family.name}: block decoding reveals in a random order inside a block"
                         " (order=confidence needs a bidirectional denoiser)")

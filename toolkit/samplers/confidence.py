@@ -14,7 +14,7 @@ import torch
 
 from toolkit.errors import UserError
 from toolkit.families.base import masked_tokens_init
-from toolkit.samplers import Sampler, opt, register
+from toolkit.samplers.base import Sampler, opt, register
 from toolkit.samplers.common import candidates, choose, scheduled_count
 from toolkit.sampling import Clock, Step
 

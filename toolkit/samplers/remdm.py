@@ -16,7 +16,7 @@ import torch
 
 from toolkit.errors import UserError
 from toolkit.families.base import masked_tokens_init
-from toolkit.samplers import Sampler, opt, register
+from toolkit.samplers.base import Sampler, opt, register
 from toolkit.samplers.common import candidates
 from toolkit.sampling import Clock, Step, time_grid
 
