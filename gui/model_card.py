@@ -40,7 +40,7 @@ def sample_stats(model, evaluator, steps: int, length: int, samples: int, seed: 
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """'duo:greedy_tail=false' -> ('duo', {'greedy_tail': 'false'}): extra sampling settings to report."""
+    """'duo:tail=last_step' -> ('duo', {'tail': 'last_step'}): extra sampling settings to report."""
     name, _, opts = text.partition(":")
     return name, dict(kv.split("=", 1) for kv in opts.split(",") if "=" in kv)
 
@@ -149,10 +149,10 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variant", action="append", default=None,
-                    help="also report a model with sampling options, e.g. duo:greedy_tail=false (repeatable)")
+                    help="also report a model with sampling options, e.g. duo:tail=last_step (repeatable)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    variants = args.variant if args.variant is not None else ["duo:greedy_tail=false"]
+    variants = args.variant if args.variant is not None else ["duo:tail=last_step", "duo:tail=none"]
     card = compute(step_counts=tuple(args.steps), samples=args.samples, variants=variants)
     text = header(card) + markdown(card)
     if args.json:

@@ -3,7 +3,7 @@
 Prints one sample per block (or a JSON document with --json); --trace writes one JSON line
 per reverse step (tokens, changed positions, confidence, t, s, NFE, time) for later study.
 Prompting: --prompt TEXT is a prefix; --infill POS=TEXT fixes TEXT's tokens from position
-POS on (diffusion families). Family options: --option greedy_tail=false, --option alpha_0=0.5.
+POS on (diffusion families). Family options: --option tail=none (duo), --option alpha_0=0.5 (esolm).
 Decoding strategy: --sampler NAME (ancestral, confidence, remdm, block; `--sampler list` shows
 them) with its options as --option KEY=VALUE too, e.g. --sampler confidence --option k=4.
 """
@@ -35,7 +35,7 @@ def add_sampling_args(ap: argparse.ArgumentParser, steps_help: str = "reverse st
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")
     ap.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                    help="family or sampler option, e.g. greedy_tail=false, alpha_0=0.5, k=4")
+                    help="family or sampler option, e.g. tail=ancestral (duo), alpha_0=0.5 (esolm), k=4")
     if multi_sampler:
         ap.add_argument("--sampler", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
                         help="decoding strategy to compare (repeatable; default ancestral)")

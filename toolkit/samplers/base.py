@@ -106,6 +106,12 @@ def split_options(family, sampler_name: str, raw: dict) -> tuple[dict, dict]:
         elif k in smp_keys:
             smp[k] = v
         else:
+            try:   # a name the family still accepts (e.g. an older option's alias)
+                family.check_sampling_options({k: v})
+                fam[k] = v
+                continue
+            except UserError:
+                pass
             raise UserError(f"family {family.name} has no sampling option '{k}', nor has sampler {sampler.name}"
                             f" (family: {', '.join(sorted(fam_keys)) or 'none'};"
                             f" sampler: {', '.join(sorted(smp_keys)) or 'none'})")
