@@ -137,6 +137,21 @@ def test_confidence_threshold_rule_and_even_split():
     check_masked_invariants(model, even, [])
 
 
+@pytest.mark.parametrize("sampler, opts", [("confidence", {}), ("confidence", {"threshold": 0.3}), ("remdm", {}),
+                                           ("block", {"cache": "none"}), ("block", {"cache": "dual"}),
+                                           ("block", {"attention": "block_causal"})], ids=str)
+def test_nfe_counts_every_network_call(sampler, opts):
+    model = toolkit.load("mdlm")
+    calls = []
+    hook = model.net.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        steps = steps_of(model, num_samples=2, length=40, steps=12, seed=0, sampler=sampler,
+                         sampler_options={"block_size": 16, **opts} if sampler == "block" else opts)
+    finally:
+        hook.remove()
+    assert steps[-1].nfe == len(calls) > 0
+
+
 # -- remdm -------------------------------------------------------------------------------------
 def test_remdm_schedule_keeps_the_forward_marginal():
     for schedule in ("cap", "rescale"):
