@@ -89,8 +89,11 @@ def markdown(card: dict) -> str:
     lines += ["", f"Samples: {card['samples']} unconditional sequences of the full context, temperature 1, "
               f"Gen PPL under the embedded `{card['evaluator']}` model, entropy = mean unigram entropy "
               "(nats) per sample, tokens/s on one CPU thread of a shared machine (indicative only).", "",
-              "Steps: those asked for, and those taken (AR takes one per token; Eso-LM adds one per token "
-              "left to its sequential phase).", "",
+              "Steps: those asked for, and those taken (AR takes one per token; Duo adds the reference's greedy "
+              "tail at t = 1e-5, one network evaluation, unless `tail=last_step` or `tail=none`; Eso-LM adds one "
+              "per token left to its sequential phase). Protocols: Gen PPL is scored by the embedded AR model with "
+              "its own protocol (a BOS, then every token), val NELBO per token over all L tokens; imported "
+              "checkpoints are scored with the reference's protocols (docs/methods.md).", "",
               "| model | steps asked | steps taken | NFE | Gen PPL | entropy | tokens/s |",
               "|---|---|---|---|---|---|---|"]
     low = 0.75 * card["data"]["entropy"] if "data" in card else 0.0
