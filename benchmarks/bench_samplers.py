@@ -47,6 +47,8 @@ QUALITY = [  # (model, steps, sampler, sampler options, request settings: temper
     ("mdlm", 32, "block", {"block_size": 32, "cache": "dual"}, {"temperature": HOT}),
     ("mdlm", 32, "block", {"block_size": 32, "attention": "block_causal"}, {"temperature": HOT}),
     *[("esolm", s, "ancestral", {}, {}) for s in (16, 32)],
+    ("esolm", 16, "confidence", {}, {}),
+    ("esolm", 16, "confidence", {}, {"temperature": HOT}),
     ("esolm", 32, "block", {"block_size": 32}, {}),
     *[("duo", s, "ancestral", {}, {}) for s in (16, 32)],
 ]

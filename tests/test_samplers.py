@@ -139,9 +139,11 @@ def test_confidence_threshold_rule_and_even_split():
 
 @pytest.mark.parametrize("sampler, opts", [("confidence", {}), ("confidence", {"threshold": 0.3}), ("remdm", {}),
                                            ("block", {"cache": "none"}), ("block", {"cache": "dual"}),
-                                           ("block", {"attention": "block_causal"})], ids=str)
+                                           ("block", {"attention": "block_causal"}),
+                                           ("confidence", {"family": "esolm"}), ("block", {"family": "esolm"})], ids=str)
 def test_nfe_counts_every_network_call(sampler, opts):
-    model = toolkit.load("mdlm")
+    model = toolkit.load("esolm" if opts.get("family") == "esolm" else "mdlm")
+    opts = {k: v for k, v in opts.items() if k != "family"}
     calls = []
     hook = model.net.register_forward_hook(lambda *a: calls.append(1))
     try:
@@ -150,6 +152,20 @@ def test_nfe_counts_every_network_call(sampler, opts):
     finally:
         hook.remove()
     assert steps[-1].nfe == len(calls) > 0
+
+
+def test_esolm_confidence_reveals_k_per_step_and_its_cache_is_exact():
+    model = toolkit.load("esolm")
+    prompt, fixed = model.encode("It is a")[:3], {30: 50, 31: 51}
+    kw = dict(num_samples=2, length=40, steps=99, seed=1, prompt=prompt, fixed=fixed, sampler="confidence",
+              sampler_options={"k": 5})
+    cached, plain = steps_of(model, **kw), steps_of(model, use_cache=False, **kw)
+    assert_same_run(cached, plain)
+    assert [int(c) for c in cached[0].changed.sum(1)] == [5, 5] and len(cached) == 7     # 35 free, 5 per step
+    assert all((s.changed.sum(1) == 5).all() for s in cached)
+    check_masked_invariants(model, cached, prompt, fixed)
+    with pytest.raises(UserError):
+        steps_of(model, length=8, steps=2, sampler="confidence", sampler_options={"threshold": 0.5})
 
 
 # -- remdm -------------------------------------------------------------------------------------

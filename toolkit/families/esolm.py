@@ -67,7 +67,7 @@ def sequential_mask(clean: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
 class EsoLM(MDLM):
     name = "esolm"
     Options = EsoOptions
-    samplers = ("ancestral", "block")
+    samplers = ("ancestral", "confidence", "block")
     decode_attention = "causal_order"    # causal over tokens in reveal order: prefix caches are exact
     sampling_options = {"alpha_0": (None, "diffusion fraction at sampling time (default: the trained alpha_0)")}
 

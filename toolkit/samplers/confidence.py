@@ -5,6 +5,13 @@ only the most confident candidates: k per step, an even share of `steps` (k = 0,
 so NFE = steps and strategies compare at equal compute), or every candidate whose probability
 is at least `threshold` (at least one per step, so NFE adapts to the text). Revealed tokens
 are final, as in the masked reverse process; the prompt and fixed positions are never touched.
+
+Eso-LM (diffusion phase only: every position is decoded by diffusion, alpha_0 is not used): its
+denoiser is causal over tokens in reveal order, so each step scores all masked positions as
+queries after the clean tokens, in one random order fixed at the start (each query also sees
+the masked queries before it, as in training), and the chosen ones join the clean tokens in
+confidence order; its KV cache stays exact. The threshold rule is not offered there (rows
+would then hold different numbers of masked queries).
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import torch
 
 from toolkit.errors import UserError
 from toolkit.families.base import masked_tokens_init
+from toolkit.families.esolm import _EsoSampler, permuted_order
 from toolkit.samplers.base import Sampler, opt, register
 from toolkit.samplers.common import candidates, choose, scheduled_count
 from toolkit.sampling import Clock, Step
@@ -50,6 +58,9 @@ class Confidence(Sampler):
     Options = ConfidenceOptions
 
     def run(self, family, net, request, o, device):
+        if getattr(family, "decode_attention", "bidirectional") == "causal_order":
+            yield from _causal_order(family, net, request, o, device)
+            return
         gen = torch.Generator(device="cpu").manual_seed(request.seed)
         z, fixed = masked_tokens_init(request, family.mask_id, device)
         confidence = fixed.float()
@@ -76,3 +87,35 @@ class Confidence(Sampler):
             s = float(((z == family.mask_id) & ~fixed).sum()) / (free * z.shape[0])
             yield Step(step=step, t=t, s=s, tokens=z.clone(), changed=pick, confidence=confidence.clone(),
                        nfe=nfe, elapsed=clock())
+
+
+def _causal_order(family, net, request, o, device):
+    """Eso-LM: score every masked position (causal, after the clean tokens), reveal the most confident."""
+    if o.threshold > 0:
+        raise UserError(f"family {family.name}: the confidence threshold rule is not offered (use k or the even split)")
+    gen = torch.Generator(device="cpu").manual_seed(request.seed)
+    z, fixed = masked_tokens_init(request, family.mask_id, device)
+    order = permuted_order(~fixed, gen).to(device)            # fixed first, then a random order
+    n_fixed = int(fixed[0].sum())
+    state = _EsoSampler(family, net, request, z, order, n_fixed, gen, device)
+    queries, free, step = order[:, n_fixed:], max(z.shape[1] - n_fixed, 1), 0
+    while queries.shape[1]:
+        b, q = queries.shape
+        u = torch.rand(queries.shape, generator=gen).to(device)
+        logits = state._logits_cached(queries) if state.cache is not None else state._logits_full(queries, False)
+        state.nfe += 1
+        ids, conf = candidates(family.subs_logits(logits).flatten(0, 1), u.flatten(), request.temperature,
+                               request.top_p, o.top_k)
+        ids, conf = ids.view(b, q), conf.view(b, q)
+        count = min(o.k, q) if o.k else max(1, -(-q // max(request.steps - step, 1)))
+        pick = conf.topk(count, dim=1).indices                  # most confident first
+        chosen = queries.gather(1, pick)
+        state.changed = torch.zeros_like(state.changed).scatter_(1, chosen, True)
+        state.z.scatter_(1, chosen, ids.gather(1, pick))
+        state.confidence.scatter_(1, chosen, conf.gather(1, pick))
+        state.clean_order = torch.cat([state.clean_order, chosen], 1)
+        state.pending = torch.cat([state.pending, chosen], 1)
+        left = torch.ones_like(queries, dtype=torch.bool).scatter_(1, pick, False)
+        queries = queries[left].view(b, q - count)
+        step += 1
+        yield state.step_record(step, q / free, queries.shape[1] / free)
