@@ -61,10 +61,11 @@ def test_unsupported_pair_and_unknown_option_are_one_line_errors(capsys):
              (mdlm, dict(sampler="confidence", sampler_options={"kk": 1})),
              (mdlm, dict(sampler="confidence", sampler_options={"k": "x"})),
              (mdlm, dict(sampler="block", sampler_options={"cache": "prefix"})),   # not exact bidirectionally
-             (mdlm, dict(sampler="remdm", sampler_options={"eta": 1.5}))]
+             (mdlm, dict(sampler="remdm", sampler_options={"eta": 1.5})),
+             (toolkit.load("esolm"), dict(sampler="block", sampler_options={"cache": "dual"}))]
     for model, kw in cases:
-        with pytest.raises(UserError) as e:
-            steps_of(model, length=8, steps=2, **kw)
+        with pytest.raises(UserError) as e:   # raised by the check, before any sampling
+            model.check_request(SampleRequest(length=8, steps=2, **kw))
         assert "\n" not in str(e.value)
     with pytest.raises(SystemExit) as e:
         main([mdlm_path, "--sampler", "confidence", "--option", "eta=1", "--length", "8"])

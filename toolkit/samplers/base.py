@@ -29,6 +29,9 @@ class Sampler:
     def run(self, family, net, request: SampleRequest, options, device) -> Iterator[Step]:
         raise NotImplementedError
 
+    def check(self, family, request: SampleRequest, options) -> None:
+        """Raise UserError for options this family cannot honour (called before sampling starts)."""
+
     def option_help(self) -> dict[str, tuple[object, str]]:
         """name -> (default, help) from the Options fields' metadata (for --help and the GUI)."""
         return {f.name: (f.default, f.metadata.get("help", "")) for f in dataclasses.fields(self.Options)}
@@ -86,7 +89,9 @@ def parse_options(sampler: Sampler, raw: dict):
 def resolve(family, request: SampleRequest):
     """(sampler, typed options) for a request; raises UserError for a bad pair or option."""
     sampler = get_sampler(request.sampler or DEFAULT, family)
-    return sampler, parse_options(sampler, request.sampler_options)
+    options = parse_options(sampler, request.sampler_options)
+    sampler.check(family, request, options)
+    return sampler, options
 
 
 def sample(family, net, request: SampleRequest, device="cpu") -> Iterator[Step]:

@@ -64,6 +64,12 @@ class Block(Sampler):
     summary = "semi-autoregressive blocks left to right, diffusion inside; prefix KV cache where exact"
     Options = BlockOptions
 
+    def check(self, family, request, o):
+        if getattr(family, "decode_attention", "bidirectional") == "causal_order":
+            _check_causal_order(family, request, o)
+        else:
+            _cache_mode(o, request, exact_prefix=o.attention == "block_causal")
+
     def run(self, family, net, request, o, device):
         kind = getattr(family, "decode_attention", "bidirectional")
         runner = _causal_order if kind == "causal_order" else _bidirectional
@@ -160,8 +166,8 @@ def _bidirectional(family, net, request, o, device):
                        confidence=confidence.clone(), nfe=nfe, elapsed=clock())
 
 
-def _causal_order(family, net, request, o, device):
-    """Eso-LM: its own reveal-order sampler with the order made block by block (random inside)."""
+def _check_causal_order(family, request, o) -> str:
+    """The cache mode for a causal-reveal-order family, or a UserError for options it cannot honour."""
     if o.order == "confidence" or o.threshold > 0:
         raise UserError(f"family {family.name}: block decoding reveals in a random order inside a block"
                         " (order=confidence needs a bidirectional denoiser)")
@@ -170,6 +176,12 @@ def _causal_order(family, net, request, o, device):
     mode = _cache_mode(o, request, exact_prefix=True)
     if mode == "dual":
         raise UserError(f"family {family.name}: its prefix cache is exact, so there is no dual cache")
+    return mode
+
+
+def _causal_order(family, net, request, o, device):
+    """Eso-LM: its own reveal-order sampler with the order made block by block (random inside)."""
+    mode = _check_causal_order(family, request, o)
     gen = torch.Generator(device="cpu").manual_seed(request.seed)
     z, fixed = masked_tokens_init(request, family.mask_id, device)
     b, n = z.shape

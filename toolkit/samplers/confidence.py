@@ -57,6 +57,10 @@ class Confidence(Sampler):
     summary = "reveal the most confident masked positions per step (k, even share of steps, or threshold)"
     Options = ConfidenceOptions
 
+    def check(self, family, request, o):
+        if o.threshold > 0 and getattr(family, "decode_attention", "bidirectional") == "causal_order":
+            raise UserError(f"family {family.name}: the confidence threshold rule is not offered (use k or the even split)")
+
     def run(self, family, net, request, o, device):
         if getattr(family, "decode_attention", "bidirectional") == "causal_order":
             yield from _causal_order(family, net, request, o, device)
@@ -91,8 +95,6 @@ class Confidence(Sampler):
 
 def _causal_order(family, net, request, o, device):
     """Eso-LM: score every masked position (causal, after the clean tokens), reveal the most confident."""
-    if o.threshold > 0:
-        raise UserError(f"family {family.name}: the confidence threshold rule is not offered (use k or the even split)")
     gen = torch.Generator(device="cpu").manual_seed(request.seed)
     z, fixed = masked_tokens_init(request, family.mask_id, device)
     order = permuted_order(~fixed, gen).to(device)            # fixed first, then a random order
