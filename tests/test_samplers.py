@@ -76,6 +76,21 @@ def test_unsupported_pair_and_unknown_option_are_one_line_errors(capsys):
     assert out["sampler"] == "confidence" and out["nfe"] == 4
 
 
+def test_evaluate_compares_strategies_in_one_run(capsys):
+    from toolkit.evaluate import main
+    assert main(["mdlm", "--metrics", "entropy", "--steps", "4,8", "--sampler", "ancestral", "--sampler",
+                 "confidence:k=8", "--option", "top_k=50", "--length", "16", "--num-samples", "1", "--json",
+                 "--threads", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out)["sampling"]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("ancestral", 4), ("ancestral", 8), ("confidence", 4),
+                                                          ("confidence", 8)]
+    assert [r["nfe"] for r in rows[2:]] == [2, 2] and all(r.get("top_k") == "50" for r in rows[2:])
+    assert "top_k" not in rows[0] and rows[0]["nfe"] <= 4
+    with pytest.raises(SystemExit) as e:      # an option no listed strategy has
+        main(["mdlm", "--metrics", "entropy", "--sampler", "ancestral", "--option", "k=3"])
+    assert e.value.code == 2
+
+
 # -- confidence ------------------------------------------------------------------------------
 def check_masked_invariants(model, steps, prompt, fixed=None):
     """Revealed tokens never change, the prompt/fixed ids hold, nothing is masked at the end."""

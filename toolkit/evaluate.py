@@ -13,14 +13,13 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from dataclasses import replace
 
 from toolkit.errors import UserError, cli_main
 from toolkit.sample import ArgParser, add_sampling_args, load_model, parse_options
-from toolkit.samplers import get_sampler
+from toolkit.samplers.requests import sweep_requests
 from toolkit.sampling import SampleRequest
 
 METRICS = ("nelbo", "gen_ppl", "entropy", "throughput", "choice")
@@ -81,29 +80,6 @@ KNOWN_ROW_KEYS = {"sampler", "steps", "length", "num_samples", "top_p", "tempera
                   "evaluator", "evaluator_tokens", "tokens_per_s", "seconds"}
 
 
-def sampler_requests(model, base: SampleRequest, specs: list[str], option_pairs: list[str], steps: list[int]):
-    """One request per (sampler spec, step count). A spec is NAME or NAME:KEY=VALUE,KEY=VALUE;
-    --option pairs go to the family, or to every listed sampler that has that option."""
-    shared = parse_options(option_pairs)
-    fam_keys = set(model.family.sampling_defaults())
-    parsed = []
-    for spec in specs or ["ancestral"]:
-        name, _, inline = spec.partition(":")
-        sampler = get_sampler(name.strip(), model.family)
-        parsed.append((sampler, parse_options([p for p in inline.split(",") if p.strip()])))
-    for k in shared:
-        if k not in fam_keys and not any(k in {f.name for f in dataclasses.fields(s.Options)} for s, _ in parsed):
-            raise UserError(f"unknown option '{k}' for family {model.name} and samplers"
-                            f" {', '.join(s.name for s, _ in parsed)}")
-    out = []
-    for sampler, inline in parsed:
-        keys = {f.name for f in dataclasses.fields(sampler.Options)}
-        fam = {k: v for k, v in shared.items() if k in fam_keys}
-        smp = {**{k: v for k, v in shared.items() if k in keys}, **inline}
-        out += [replace(base, steps=s, sampler=sampler.name, options=fam, sampler_options=smp) for s in steps]
-    return out
-
-
 def format_text(res: dict) -> str:
     lines = [f"{res['family']}  {res['checkpoint']}"]
     if "nelbo" in res:
@@ -156,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     base = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=steps[0],
                          temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                          use_cache=not a.no_cache)
-    requests = sampler_requests(model, base, a.sampler, a.option, steps)
+    requests = sweep_requests(model.family, base, a.sampler, parse_options(a.option), steps)
     res = evaluate(model, metrics, requests, a.evaluator, a.mc_samples, a.sequences, a.seed, a.repeats,
                    a.choice_file, a.gen_ppl_protocol)
     print(json.dumps(res) if a.json else format_text(res))

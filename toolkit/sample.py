@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from toolkit.errors import UserError, cli_main
-from toolkit.samplers import SAMPLERS, names, split_options, supported
+from toolkit.samplers.requests import listing, request_fields
 from toolkit.sampling import SampleRequest
 
 
@@ -55,22 +55,6 @@ def parse_options(pairs: list[str]) -> dict:
         k, v = p.split("=", 1)
         out[k.strip()] = v.strip()
     return out
-
-
-def sampler_request_fields(model, name: str, raw: dict) -> dict:
-    """SampleRequest fields for --sampler NAME and the --option pairs (split between family and sampler)."""
-    family_opts, sampler_opts = split_options(model.family, name, raw)
-    return {"sampler": name, "options": family_opts, "sampler_options": sampler_opts}
-
-
-def sampler_listing(model=None) -> str:
-    lines = []
-    for n in names():
-        s = SAMPLERS[n]
-        mark = "" if model is None else ("  [supported]" if n in supported(model.family) else "  [not for this family]")
-        lines.append(f"{n}: {s.summary}{mark}")
-        lines += [f"    {k}={d!r}  {h}" for k, (d, h) in s.option_help().items()]
-    return "\n".join(lines)
 
 
 def parse_infill(model, specs: list[str]) -> dict[int, int]:
@@ -113,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     model = load_model(a.checkpoint, a.device, a.threads)
     if a.sampler == "list":
-        print(sampler_listing(model))
+        print(listing(model.family))
         return 0
     req = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=a.steps,
                         temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                         prompt=model.encode(a.prompt) if a.prompt else [],
                         fixed=parse_infill(model, a.infill), use_cache=not a.no_cache,
-                        **sampler_request_fields(model, a.sampler, parse_options(a.option)))
+                        **request_fields(model.family, a.sampler, parse_options(a.option)))
     model.check_request(req)
     trace = None
     if a.trace:
