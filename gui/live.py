@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from toolkit.errors import UserError
 from toolkit.sampling import SampleRequest
 
+from gui.strategies import request_fields
+
 MAX_STEPS = 512          # reverse steps a user may ask for
 MAX_LENGTH = 512         # tokens, also capped by each model's context
 MAX_TEMPERATURE = 5.0
@@ -86,7 +88,6 @@ class Run:
         self.masked_start = True
         self._strings: dict[int, str] = {}
         try:
-            from gui.strategies import request_fields
             self.request = replace(self.request, **request_fields(model, settings.options))
             model.check_request(self.request)
             self.masked_start = starts_masked(model)
