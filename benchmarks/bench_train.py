@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from toolkit.config import resolve
+from toolkit.resolve import resolve
 from toolkit.scaling.flops import train_flops_per_sequence
 from toolkit.train import Trainer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.config import resolve
+from toolkit.resolve import resolve
 from toolkit.families import REGISTRY
 
 

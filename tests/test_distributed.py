@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolkit.config import resolve
+from toolkit.resolve import resolve
 from toolkit.data.packing import batch_indices
 from toolkit.distributed_state import named_optimizer_state, positional_optimizer_state
 from toolkit.train import TIMING_KEYS, Trainer, chunk_rows, local_chunk

@@ -43,7 +43,7 @@ def test_param_counts_match_reference(name):
 
 @pytest.mark.parametrize("name", ["cpu-xxs", "cpu-m", "6M"])
 def test_param_counts_equal_the_backbone(name):
-    from toolkit.config import resolve
+    from toolkit.resolve import resolve
     from toolkit.model.backbone import Backbone
     cfg = resolve([f"model={name}"])
     cfg.model.vocab_size = 4098
@@ -182,7 +182,7 @@ def tiny_budget():
 
 
 def test_sweep_interrupted_then_restarted_skips_finished_runs(tmp_path, capsys):
-    from toolkit.config import resolve
+    from toolkit.resolve import resolve
     from toolkit.train import Trainer
     from training import sweep
     out = tmp_path / "sw"

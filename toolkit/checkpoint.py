@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from toolkit.config import RunConfig
 from toolkit.data.tokenizer import EMBEDDED_TOKENIZER, load_tokenizer
 from toolkit.errors import UserError
+from toolkit.resolve import config_from_dict
 
 FORMAT = "dlm-toolkit/1"
 EMBEDDED_DIR = Path(__file__).resolve().parent / "assets" / "models"
@@ -73,7 +74,7 @@ def read_config(ckpt: Path) -> tuple[RunConfig, dict]:
         raise UserError(f"cannot read {ckpt / 'config.json'}: {e}") from None
     if not isinstance(meta, dict) or "family" not in meta:
         raise UserError(f"{ckpt / 'config.json'} is not a toolkit checkpoint config")
-    return RunConfig.from_dict(meta), meta
+    return config_from_dict(meta), meta
 
 
 def load(name_or_path: str, device: str = "cpu"):

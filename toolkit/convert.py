@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from toolkit.config import RunConfig, set_key, validate
+from toolkit.config import RunConfig
+from toolkit.resolve import set_key, validate
 from toolkit.errors import UserError, cli_main
 from toolkit.families import get_family
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from toolkit.config import resolve
+from toolkit.resolve import resolve
 
 
 def train_run(out: str | Path, resume_if_exists: bool = True, **overrides) -> Path:

@@ -31,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-from toolkit.config import parse_overrides, parse_value, resolve
+from toolkit.resolve import resolve
+from toolkit.values import parse_overrides, parse_value
 from toolkit.errors import UserError, cli_main
 from toolkit.scaling.grid import size
 from toolkit.scaling.plan import Plan, Point, make_plan, parse_budget, parse_variant

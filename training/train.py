@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from toolkit.config import resolve
+from toolkit.resolve import resolve
 from toolkit.errors import cli_main
 
 USAGE = __doc__ + """

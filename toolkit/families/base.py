@@ -13,6 +13,7 @@ import torch
 from toolkit.errors import UserError
 from toolkit.sampling import SampleRequest, Step
 from toolkit.schedule import LogLinear
+from toolkit.values import parse_value
 
 REGISTRY: dict[str, type["Family"]] = {}
 
@@ -79,7 +80,6 @@ class Family:
                 raise UserError(f"family {self.name} has no sampling option '{k}'"
                                 f" (known: {', '.join(merged) or 'none'})")
             if isinstance(v, str) and merged[k] is not None:   # from a CLI/GUI: 'false' must mean False
-                from toolkit.config import parse_value
                 v = parse_value(v, type(merged[k]), k)
             merged[k] = type(merged[k])(v) if merged[k] is not None else v
         return merged
