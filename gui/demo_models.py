@@ -11,7 +11,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from toolkit.checkpoint import EMBEDDED_DIR, resolve_path
+from toolkit.checkpoints import EMBEDDED_DIR, resolve_path
 from toolkit.errors import UserError, cli_main
 
 NAMES = ("ar", "mdlm", "duo", "esolm")

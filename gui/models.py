@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from toolkit.checkpoint import EMBEDDED_DIR, resolve_path
+from toolkit.checkpoints import EMBEDDED_DIR, resolve_path
 from toolkit.errors import UserError
 
 DEFAULT_ORDER = ("ar", "mdlm", "duo", "esolm")

@@ -187,7 +187,7 @@ def test_eight_concurrent_clients(registry, server):
 @pytest.mark.skipif(set(FAMILIES) - set(embedded_names()), reason="embedded demo models not installed yet")
 def test_embedded_demo_models():
     """The four embedded checkpoints load by name, stay small, and sample in the app's runner."""
-    from toolkit.checkpoint import EMBEDDED_DIR
+    from toolkit.checkpoints import EMBEDDED_DIR
     size = sum(f.stat().st_size for name in FAMILIES for f in (EMBEDDED_DIR / name).iterdir())
     assert size < 25e6
     assert not any((EMBEDDED_DIR / n / "state.pt").exists() for n in FAMILIES)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from toolkit.resolve import resolve
 from toolkit.values import parse_overrides, parse_value
+from toolkit.checkpoints import rundir
 from toolkit.errors import UserError, cli_main
 from toolkit.scaling.grid import size
 from toolkit.scaling.plan import Plan, Point, make_plan, parse_budget, parse_variant
@@ -97,27 +98,14 @@ def build_plan(keys: dict, passthrough: list[str]) -> tuple[Plan, dict]:
 
 
 # -- one run's state ---------------------------------------------------------------------------
-def read_metrics(run: Path) -> list[dict]:
-    f = run / "metrics.jsonl"
-    if not f.is_file():
-        return []
-    out = []
-    for line in f.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break   # a line cut short by a kill: what follows cannot be trusted
-    return out
-
-
 def run_status(run: Path, max_steps: int) -> str:
     """finished | partial (resumable checkpoint) | stale (metrics but no checkpoint) | new."""
-    lines = read_metrics(run)
+    lines = rundir.read_metrics(run)
     if lines and lines[-1].get("step") == max_steps and "val_nelbo" in lines[-1]:
         return "finished"
-    if (run / "checkpoint" / "state.pt").is_file():
+    if rundir.has_train_state(rundir.checkpoint_dir(run)):
         return "partial"
-    return "stale" if (run / "metrics.jsonl").exists() else "new"
+    return "stale" if rundir.has_metrics(run) else "new"
 
 
 def run_args(point: Point, run: Path) -> list[str]:
@@ -192,7 +180,7 @@ def run_local(plan: Plan, keys: dict, runs: dict[str, Path]) -> list[str]:
             args.append("threads=1")
         claim(run, args)
         if status == "stale":   # died before its first checkpoint: nothing to resume from
-            (run / "metrics.jsonl").unlink()
+            rundir.remove_metrics(run)
         todo.append((p, run, args, status))
     if keys["max_runs"] > 0:
         todo = todo[: keys["max_runs"]]
@@ -232,7 +220,7 @@ def run_local(plan: Plan, keys: dict, runs: dict[str, Path]) -> list[str]:
 
 def _run_inline(todo: list[tuple]) -> list[str]:
     """The same runs, one after another in this process (no start-up cost per run)."""
-    from toolkit.train import Trainer
+    from toolkit.trainer import Trainer
     for p, run, args, status in todo:
         t0 = time.perf_counter()
         print(f"start  {p.name} ({'resume' if status == 'partial' else 'new'}, {p.max_steps} steps)", flush=True)
@@ -262,7 +250,7 @@ def collect(out: Path, plan: Plan, runs: dict[str, Path]):
     rows = []
     for p in plan.points:
         run = runs[p.name]
-        lines = read_metrics(run)
+        lines = rundir.read_metrics(run)
         last = lines[-1] if lines else {}
         status = run_status(run, p.max_steps)
         rows.append({"variant": p.variant.label, "family": p.variant.family, "options": p.variant.options_text,

@@ -27,7 +27,7 @@ def time_steps(variant_args: list[str], size: str, passthrough: list[str], steps
     machine's load while measuring; wall seconds include the waiting for a core.
     """
     from toolkit.resolve import resolve
-    from toolkit.train import Trainer
+    from toolkit.trainer import Trainer
     cfg = resolve(variant_args + passthrough + [f"model={size}", "max_steps=1000", "progress=false",
                                                  "out=/tmp/estimate-unused"])
     trainer = Trainer(cfg)

@@ -1,6 +1,6 @@
 """lm-evaluation-harness adapter: every toolkit family as an `lm_eval` model named `dlm-toolkit`.
 
-    python -m toolkit.lm_eval_adapter run --model dlm-toolkit \
+    python -m toolkit.evaluation.lm_eval_adapter run --model dlm-toolkit \
         --model_args pretrained=runs/x,mc_samples=128 --tasks piqa,arc_easy
 
 Log-likelihoods follow the paper's protocol (toolkit.evaluation.choice): AR exact, the
