@@ -102,7 +102,7 @@ def test_family_option_error_stays_in_its_panel(registry):
 def test_option_controls_come_from_sampling_options():
     import gradio as gr
 
-    from gui.app import option_controls
+    from gui.denoise_tab import option_controls
     with gr.Blocks():
         controls = option_controls()
     expected = {(f, o) for f, fam in REGISTRY.items() for o in fam.sampling_options}

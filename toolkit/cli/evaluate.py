@@ -19,6 +19,7 @@ from dataclasses import replace
 from toolkit.cli.common import ArgParser, add_sampling_args, load_model, parse_list, parse_options
 from toolkit.cli.usage import sampling_options_text
 from toolkit.errors import cli_main
+from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 from toolkit.evaluation.suite import check_metrics, evaluate, format_text
 from toolkit.sampling import SampleRequest
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default="nelbo,gen_ppl,entropy,throughput")
     ap.add_argument("--steps", default="32", help="reverse steps, or a comma list to sweep")
     add_sampling_args(ap)
-    ap.add_argument("--evaluator", default="ar", help="gen_ppl judge: toolkit checkpoint/embedded name or HF model")
+    ap.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="gen_ppl judge: toolkit checkpoint/embedded name or HF model")
     ap.add_argument("--mc-samples", type=int, default=32, help="Monte Carlo t draws per sequence (antithetic)")
     ap.add_argument("--sequences", type=int, default=16, help="validation blocks for nelbo")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs for throughput (after one warm-up)")

@@ -14,9 +14,13 @@ from pathlib import Path
 
 import torch
 
+from toolkit.checkpoints import load
 from toolkit.errors import UserError
 from toolkit.evaluation.likelihood import text_nll
 from toolkit.sampling import SampleRequest
+
+
+DEFAULT_EVALUATOR = "ar"   # the embedded autoregressive checkpoint scores Gen PPL unless told otherwise
 
 
 class ToolkitEvaluator:
@@ -38,7 +42,7 @@ class HFEvaluator:
     """A Hugging Face causal LM from the local cache only (never downloads)."""
 
     def __init__(self, name: str, device="cpu"):
-        import transformers
+        import transformers   # deferred: optional (the [eval] extra) and slow to import
         try:
             self.tok = transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
             self.net = transformers.AutoModelForCausalLM.from_pretrained(name, local_files_only=True).to(device).eval()
@@ -62,12 +66,11 @@ class HFEvaluator:
 
 def load_evaluator(name: str, device="cpu", mc_samples: int = 16):
     """A toolkit checkpoint path or embedded name first; then a locally cached Hugging Face model."""
-    import toolkit
     try:
-        return ToolkitEvaluator(toolkit.load(name, device), mc_samples)
+        return ToolkitEvaluator(load(name, device), mc_samples)
     except UserError as toolkit_error:
         try:
-            import transformers  # noqa: F401
+            import transformers  # noqa: F401  (deferred: optional, the [eval] extra)
         except ImportError:
             raise UserError(f"evaluator not found: {toolkit_error}; and `transformers` is not installed"
                             " for Hugging Face evaluators (pip install 'dlm-toolkit[eval]')") from None

@@ -5,8 +5,9 @@ from dataclasses import replace
 
 from toolkit.errors import UserError
 from toolkit.evaluation.choice import choice_accuracy, read_items
-from toolkit.evaluation.generation import gen_ppl, load_evaluator, mean_entropy, throughput
+from toolkit.evaluation.generation import DEFAULT_EVALUATOR, load_evaluator, throughput
 from toolkit.evaluation.likelihood import dataset_nelbo, validation_blocks
+from toolkit.evaluation.metrics import Samples, format_scores, score_samples
 from toolkit.sampling import SampleRequest
 
 METRICS = ("nelbo", "gen_ppl", "entropy", "throughput", "choice")
@@ -19,7 +20,7 @@ def check_metrics(metrics: list[str]) -> None:
         raise UserError(f"unknown metric {', '.join(unknown)} (known: {', '.join(METRICS)})")
 
 
-def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator: str = "ar",
+def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator: str = DEFAULT_EVALUATOR,
              mc_samples: int = 32, sequences: int = 16, seed: int = 0, repeats: int = 1,
              choice_file: str | None = None) -> dict:
     """All requested metrics as one JSON-ready dict (what the CLI prints)."""
@@ -39,16 +40,14 @@ def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator
         for req in requests:
             row = {"steps": req.steps, "length": req.length, "num_samples": req.num_samples,
                    "top_p": req.top_p, "temperature": req.temperature, **req.options}
-            if "gen_ppl" in metrics or "entropy" in metrics:
+            quality = [m for m in ("entropy", "gen_ppl") if m in metrics]
+            if quality:
                 texts, last = model.generate(req)
-                row["nfe"] = last.nfe
-                if "entropy" in metrics:
-                    row["entropy"] = mean_entropy(last.tokens.tolist())
-                if "gen_ppl" in metrics:
-                    row.update(gen_ppl(judge, texts))
+                row.update(score_samples(Samples(texts, last.tokens.tolist(), last.nfe), ["nfe", *quality], judge))
             if "throughput" in metrics:
                 tp = throughput(model, replace(req, seed=req.seed + 1), repeats=repeats)
-                row.update({"tokens_per_s": tp.tokens_per_s, "seconds": tp.seconds, "nfe": tp.nfe})
+                timed = Samples([], [], tp.nfe, tp.seconds, tp.tokens)
+                row.update({**score_samples(timed, ["tokens_per_s", "nfe"]), "seconds": tp.seconds})
             out["sampling"].append(row)
     return out
 
@@ -65,13 +64,5 @@ def format_text(res: dict) -> str:
         c = res["choice"]
         lines.append(f"choice accuracy {c['accuracy']:.3f} (norm {c['accuracy_norm']:.3f}) on {c['questions']} questions")
     for row in res.get("sampling", []):
-        parts = [f"steps {row['steps']:>4}"]
-        if "gen_ppl" in row:
-            parts.append(f"gen_ppl {row['gen_ppl']:.2f}")
-        if "entropy" in row:
-            parts.append(f"entropy {row['entropy']:.3f}")
-        if "tokens_per_s" in row:
-            parts.append(f"{row['tokens_per_s']:.1f} tok/s")
-        parts.append(f"nfe {row['nfe']}")
-        lines.append("  ".join(parts))
+        lines.append("  ".join([f"steps {row['steps']:>4}", *format_scores(row)]))
     return "\n".join(lines)
