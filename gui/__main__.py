@@ -24,10 +24,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.concurrency < 1:
         raise UserError("--concurrency must be >= 1")
+    # deferred: torch and gradio take seconds to import; --help and argument errors should not wait
     import torch
 
     from gui.app import build_app, launch
-    from gui.models import ModelRegistry
+    from gui.models import ModelRegistry   # deferred: see above
     if args.threads:
         torch.set_num_threads(args.threads)
     registry = ModelRegistry(args.models, evaluator=args.evaluator)

@@ -108,7 +108,7 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
 
 def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     """Gen PPL (log) vs tokens/s (log), one colour per model, step counts annotated, frontier drawn."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure   # deferred: matplotlib is slow to import
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     if not rows:
@@ -132,7 +132,7 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     ax.scatter([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], s=90, facecolors="none",
                edgecolors="black", lw=1.2)
     if all(r["tokens_per_s"] > 0 for r in rows):
-        from matplotlib.ticker import NullFormatter
+        from matplotlib.ticker import NullFormatter   # deferred: see above
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
     if all(r["gen_ppl"] > 0 and math.isfinite(r["gen_ppl"]) for r in rows):

@@ -10,16 +10,16 @@ from pathlib import Path
 from toolkit.checkpoints.convert import __doc__ as convert_doc
 from toolkit.checkpoints.convert import convert
 from toolkit.cli.common import ArgParser
-from toolkit.cli.usage import families_line
+from toolkit.cli.usage import family_names, family_options_text
 from toolkit.errors import cli_main
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> Path:
     ap = ArgParser(prog="python -m toolkit.convert", description=convert_doc.split("\n\n")[0],
-                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=families_line())
+                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog="family options:\n" + family_options_text())
     ap.add_argument("source", help="Lightning .ckpt, .pt/.bin/.safetensors state dict, or a local HF snapshot directory")
-    ap.add_argument("--family", required=True, help="ar, mdlm, duo or esolm")
+    ap.add_argument("--family", required=True, help=", ".join(family_names()))
     ap.add_argument("--out", required=True, help="checkpoint directory to write")
     ap.add_argument("--tokenizer", help="tokenizer.json, a .tiktoken file or a SentencePiece .model")
     ap.add_argument("--n-heads", type=int, help="attention heads (not in the weights' shapes)")
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--mask-token", help="the tokenizer's mask token (default: [MASK] or <mask>)")
     ap.add_argument("--eos-token", help="the tokenizer's end-of-document token (default: [EOS] or </s>)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                    help="a family option, e.g. alpha_0=0.25 (esolm) or loss=low_var")
+                    help="a family option (listed below)")
     ap.add_argument("--pad-vocab", action="store_true", help="add unused tokens when the embedding has more rows")
     ap.add_argument("--force", action="store_true", help="replace a non-empty --out")
     ap.add_argument("--tiktoken-pattern", help="the pre-tokenizer regex of a tiktoken vocabulary "

@@ -73,13 +73,13 @@ def _fit(a) -> dict:
     if a.plots:
         import matplotlib   # deferred: plotting is optional and slow to import
         matplotlib.use("Agg")
-        from toolkit.scaling.plots import plot_isoflop, plot_optima
+        from toolkit.scaling.plots import plot_isoflop, plot_optima   # deferred: see above
         plot_isoflop(df, fits).savefig(out_dir / "isoflop.png", dpi=120)
         plot_optima(fits).savefig(out_dir / "optima.png", dpi=120)
     result = {"minima": minima.to_dict("records"), "exponents": exps.to_dict("records"), "summary": report,
               "out": str(out_dir)}
     if not a.json:
-        import pandas as pd
+        import pandas as pd   # deferred: pandas is slow to import; only `fit` needs it
         with pd.option_context("display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
             print(minima.to_string(index=False))
             print()

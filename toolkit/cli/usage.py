@@ -53,8 +53,9 @@ def family_options_text() -> str:
     """Every family's training options and sampling options (for --help of any command)."""
     lines = []
     for name, fam in REGISTRY.items():
-        opts = fam.Options()
-        train = ", ".join(f"{f.name}={getattr(opts, f.name)}" for f in dataclasses.fields(opts)) or "none"
+        opts, helps = fam.Options(), field_help(fam.Options)
+        train = ", ".join(f"{f.name}={getattr(opts, f.name)}" + (f" ({helps[f.name]})" if f.name in helps else "")
+                          for f in dataclasses.fields(opts)) or "none"
         sampling = ", ".join(f"{k}={v}" for k, (v, _) in fam.sampling_options.items()) or "none"
         lines.append(f"  {name:<8} options: {train}; sampling options: {sampling}")
     return "\n".join(lines)

@@ -24,7 +24,6 @@ def register(cls: type["Family"]) -> type["Family"]:
 
 
 def get_family(name: str) -> type["Family"]:
-    import toolkit.families  # noqa: F401  (imports every family module, filling the registry)
     if name not in REGISTRY:
         raise UserError(f"unknown family '{name}' (known: {', '.join(sorted(REGISTRY))})")
     return REGISTRY[name]
