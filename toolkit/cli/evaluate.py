@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", default="32", help="reverse steps, or a comma list to sweep")
     add_sampling_args(ap)
     ap.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="gen_ppl judge: toolkit checkpoint/embedded name or HF model")
+    ap.add_argument("--gen-ppl-protocol", default="reference", choices=("reference", "bos"),
+                    help="Hugging Face judges: reference (the tokenizer's own special tokens, first id of a"
+                         " window unscored, as the paper) or bos (one BOS per window, every text id scored)")
     ap.add_argument("--mc-samples", type=int, default=32, help="Monte Carlo t draws per sequence (antithetic)")
     ap.add_argument("--sequences", type=int, default=16, help="validation blocks for nelbo")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs for throughput (after one warm-up)")
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                          use_cache=not a.no_cache, options=parse_options(a.option))
     requests = [replace(base, steps=s) for s in steps]
     res = evaluate(model, metrics, requests, a.evaluator, a.mc_samples, a.sequences, a.seed, a.repeats,
-                   a.choice_file)
+                   a.choice_file, a.gen_ppl_protocol)
     print(json.dumps(res) if a.json else format_text(res))
     return 0
 

@@ -22,14 +22,14 @@ def check_metrics(metrics: list[str]) -> None:
 
 def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator: str = DEFAULT_EVALUATOR,
              mc_samples: int = 32, sequences: int = 16, seed: int = 0, repeats: int = 1,
-             choice_file: str | None = None) -> dict:
+             choice_file: str | None = None, gen_ppl_protocol: str = "reference") -> dict:
     """All requested metrics as one JSON-ready dict (what the CLI prints)."""
     check_metrics(metrics)
     if "choice" in metrics and not choice_file:
         raise UserError("the choice metric needs --choice-file FILE.jsonl")
     for r in requests:
         model.check_request(r)
-    judge = load_evaluator(evaluator, str(model.device)) if "gen_ppl" in metrics else None  # fail early
+    judge = load_evaluator(evaluator, str(model.device), protocol=gen_ppl_protocol) if "gen_ppl" in metrics else None  # fail early
     out: dict = {"checkpoint": model.path, "family": model.name}
     if "nelbo" in metrics:
         out["nelbo"] = dataset_nelbo(model, validation_blocks(model, sequences), mc_samples, seed).to_dict()
