@@ -5,7 +5,7 @@ import dataclasses
 import typing
 from typing import ClassVar, Iterator
 
-from toolkit.config import parse_value
+from toolkit.values import parse_value
 from toolkit.errors import UserError
 from toolkit.sampling import SampleRequest, Step
 
