@@ -216,7 +216,7 @@ def markdown(rows: list[dict]) -> str:
                 f" {r['gen_ppl']:.1f} | {r['entropy']:.2f} | {fmt(r['tokens_per_s'], ',.0f')} |" for r in q]
     s = [r for r in rows if r["part"] == "speed"]
     if s:
-        out += ["", "| family | decoding (L = 512) | NFE | tokens/s | same decoding without cache | speed-up | same tokens |",
+        out += ["", f"| family | decoding (L = {s[0]['length']}) | NFE | tokens/s | same decoding without cache | speed-up | same tokens |",
                 "|---|---|---|---|---|---|---|"]
         out += [f"| {r['family']} | {r['strategy']} | {r['nfe']} | {r['tokens_per_s']:,.0f} |"
                 f" {fmt(r.get('uncached_tokens_per_s'), ',.0f')} |"
