@@ -14,9 +14,9 @@ from toolkit.convert import main as convert_main
 from toolkit.errors import UserError
 from toolkit.evaluation.objectives import (TIME_SCHEMES, gradient_noise, loss_gradients, nelbo_draws, noised_views,
                                            with_options)
-from toolkit.reference_snapshot import snapshot_dir, write_reference_snapshot
+from toolkit.checkpoints.reference_snapshot import snapshot_dir, write_reference_snapshot
 from toolkit.scaling.paper import paper_minima, plot_minima_side_by_side
-from toolkit.training_curves import compute_saving, flops_to_reach, plot_training, slug, train_live
+from toolkit.trainer.curves import compute_saving, flops_to_reach, plot_training, slug, train_live
 
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
         "must be in want of a wife. However little known the feelings or views of such a man may be "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from toolkit.runs import read_metrics, train_run  # noqa: F401  (read_metrics: re-exported for the notebooks)
+from toolkit.trainer.notebook import read_metrics, train_run  # noqa: F401  (read_metrics: re-exported for the notebooks)
 from toolkit.scaling.summary import interpolated_compute
 
 
