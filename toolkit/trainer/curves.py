@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm   # the text bar: its last state stays readable in a saved notebook
 
 from toolkit.trainer.notebook import read_metrics, train_run  # noqa: F401  (read_metrics: re-exported for the notebooks)
 from toolkit.scaling.summary import interpolated_compute
@@ -54,7 +55,6 @@ def train_live(runs: dict[str, dict], root: str | Path, common: dict, refresh_s:
     With `show`, a progress bar per run and the curves of all runs so far are redrawn every
     `refresh_s` seconds while training. A finished run is reused (the trainer resumes it).
     """
-    from tqdm.auto import tqdm   # deferred: picks the notebook widget bar only once a notebook calls this
     done: dict[str, Path] = {}
     fig = handle = None
     if show:   # deferred: plotting and IPython are only needed (and only present) in a notebook
