@@ -7,7 +7,6 @@ is only needed to resume training and is loaded weights-only.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from toolkit.config import RunConfig
 from toolkit.data.tokenizer import EMBEDDED_TOKENIZER, load_tokenizer
+from toolkit import faults
 from toolkit.errors import UserError
+from toolkit.rundir import fsync_tree, recover_checkpoint, swap_in
 
 FORMAT = "dlm-toolkit/1"
 EMBEDDED_DIR = Path(__file__).resolve().parent / "assets" / "models"
@@ -25,27 +26,35 @@ EMBEDDED_DIR = Path(__file__).resolve().parent / "assets" / "models"
 
 def save_checkpoint(path: str | Path, cfg: RunConfig, net, tokenizer_path: str | None,
                     train_state: dict | None = None, extra: dict | None = None) -> Path:
-    """Write atomically: into a temporary sibling, then rename over the old directory."""
+    """Write atomically: every file into a temporary sibling, fsynced, then swapped in (see rundir).
+
+    config.json is written last, so a directory with a readable one is complete. A failed write
+    (disk full, unwritable folder) leaves the previous checkpoint as it was.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    meta = {"format": FORMAT, **cfg.to_dict(), "tokenizer": "tokenizer.json", **(extra or {})}
-    (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.copyfile(tokenizer_path or EMBEDDED_TOKENIZER, tmp / "tokenizer.json")
-    if train_state is not None:
-        torch.save(train_state, tmp / "state.pt")
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old.exists():
-        shutil.rmtree(old)
+    try:
+        recover_checkpoint(path)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        faults.point("save.weights")
+        shutil.copyfile(tokenizer_path or EMBEDDED_TOKENIZER, tmp / "tokenizer.json")
+        if train_state is not None:
+            torch.save(train_state, tmp / "state.pt")
+            faults.point("save.state")
+        meta = {"format": FORMAT, **cfg.to_dict(), "tokenizer": "tokenizer.json", **(extra or {})}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        fsync_tree(tmp)
+        faults.point("save.fsynced")
+        swap_in(tmp, path)
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(e, "strerror", None) or str(e)
+        kept = "; the previous checkpoint is intact" if path.exists() else ""
+        raise UserError(f"cannot write checkpoint {path}: {reason}{kept}") from None
     return path
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -77,6 +78,10 @@ class TrainConfig:
     save_every: int = 500
     out: str = "runs/default"
     resume: bool = False
+    overwrite: bool = False       # replace a run already in `out` (otherwise refused unless resume=true)
+    keep_last: int = 1            # >1: also keep the last N checkpoints in out/checkpoints/step-N
+    keep_best: bool = False       # also keep the checkpoint of the lowest val_nelbo in out/best
+    on_nonfinite: str = "stop"    # NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip the step
     threads: int = 0              # CPU threads; 0 = torch default
     progress: bool = True
 
@@ -216,10 +221,17 @@ def set_key(cfg: RunConfig, key: str, raw: str) -> None:
     setattr(obj, name, parse_value(raw, _field_types(obj)[name], key))
 
 
+MAX_STEPS = 10 ** 9   # beyond this a step count is a typo, not a plan
+
+
 def validate(cfg: RunConfig) -> None:
     t, m, d, o = cfg.train, cfg.model, cfg.data, cfg.optim
     checks = [
         (t.max_steps > 0, f"max_steps must be > 0 (got {t.max_steps})"),
+        (t.max_steps <= MAX_STEPS, f"max_steps must be at most {MAX_STEPS:.0e} (got {t.max_steps})"),
+        (t.keep_last >= 1, f"keep_last must be >= 1 (got {t.keep_last})"),
+        (t.on_nonfinite in ("stop", "skip"), f"on_nonfinite must be stop or skip (got '{t.on_nonfinite}')"),
+        (t.resume + t.overwrite < 2, "resume=true and overwrite=true contradict each other: pick one"),
         (t.batch_size > 0, f"batch_size must be > 0 (got {t.batch_size})"),
         (t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
          f"grad_accum ({t.grad_accum}) must be > 0 and divide batch_size ({t.batch_size})"),
@@ -238,6 +250,10 @@ def validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    for section in (m, d, o, t, cfg.options):
+        for k, v in (dataclasses.asdict(section).items() if dataclasses.is_dataclass(section) else ()):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"{k} must be a finite number (got {v})")
     m.max_seq_len = max(m.max_seq_len, d.seq_len)
     validate_options = getattr(cfg.options, "validate", None)
     if validate_options:

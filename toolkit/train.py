@@ -20,10 +20,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from toolkit import faults, rundir
 from toolkit.checkpoint import load_train_state, save_checkpoint
 from toolkit.config import RunConfig
 from toolkit.data import batch_indices, load_data
 from toolkit.errors import UserError
+from toolkit.train_guards import BestKeeper, NonFiniteError, check_finite, keep_history
 from toolkit.lm import build_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
@@ -148,6 +150,10 @@ class Trainer:
         self.step = 0
         self.loss_window = [0.0, 0]   # sum and count of train losses since the last log line
         self.elapsed = 0.0
+        self.skipped = 0              # steps skipped for a non-finite loss/gradient (on_nonfinite=skip)
+        self.saved_step = None        # the step of the last checkpoint written or resumed from
+        self.best = BestKeeper(self.out / "best") if t.keep_best else None
+        self.lock = None
         m = cfg.model
         self.flops_per_seq = train_flops_per_sequence(m.n_layers, m.d_model, m.vocab_size, cfg.data.seq_len)
 
@@ -206,15 +212,41 @@ class Trainer:
             train_state = {"step": torch.tensor(self.step), "optimizer": state["optimizer"],
                            "loss_window": torch.tensor(self.loss_window[0], dtype=torch.float64),
                            "loss_count": torch.tensor(self.loss_window[1]),
-                           "elapsed": torch.tensor(self.elapsed, dtype=torch.float64)}
+                           "elapsed": torch.tensor(self.elapsed, dtype=torch.float64),
+                           "skipped": torch.tensor(self.skipped)}
             save_checkpoint(self.checkpoint_dir(), self.cfg, _StateView(state["model"]), self.cfg.data.tokenizer or None,
                             train_state, extra={"step": self.step, "tokens": self.step * self.tokens_per_step})
+            if self.cfg.train.keep_last > 1:
+                keep_history(self.checkpoint_dir(), self.out / "checkpoints", self.step, self.cfg.train.keep_last)
+        self.saved_step = self.step
+        self.dist.barrier()
+
+    def save_best(self, val: float):
+        """keep_best=true: the weights of the lowest validation NELBO so far, in out/best."""
+        from toolkit.distributed_state import full_state_dict
+        if not self.best.improves(val):
+            return
+        state = full_state_dict(self.net, self.opt, self.sharded)
+        if self.dist.main:
+            self.best.save(self.cfg, _StateView(state["model"]), self.cfg.data.tokenizer or None, self.step, val)
+        self.best.value = val
         self.dist.barrier()
 
     def try_resume(self) -> bool:
         ckpt = self.checkpoint_dir()
+        if self.dist.main:   # a save killed half-way: finish or undo it before reading anything
+            for d in (ckpt, self.out / "best"):
+                note = rundir.recover_checkpoint(d)
+                if note:
+                    print(f"resume: {note}", file=sys.stderr)
+        self.dist.barrier()
+        if self.best is not None:
+            self.best.load()
         if not (ckpt / "state.pt").is_file():
             return False
+        problem = rundir.checkpoint_problem(ckpt)
+        if problem:
+            raise UserError(f"cannot resume from {ckpt}: {problem}")
         from safetensors.torch import load_file
         from toolkit.distributed_state import load_full_state_dict
         state = load_train_state(ckpt)
@@ -223,17 +255,15 @@ class Trainer:
         self.step = int(state["step"])
         self.loss_window = [float(state["loss_window"]), int(state["loss_count"])]
         self.elapsed = float(state["elapsed"])
+        self.skipped = int(state.get("skipped", 0))
+        self.saved_step = self.step
         if self.dist.main:
             self._truncate_metrics(self.step)
         return True
 
     def _truncate_metrics(self, step: int):
         """Drop lines written after the checkpoint (the run died before saving again)."""
-        f = self.out / "metrics.jsonl"
-        if not f.is_file():
-            return
-        keep = [line for line in f.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        f.write_text("".join(line + "\n" for line in keep))
+        rundir.truncate_metrics(self.out / "metrics.jsonl", step)
 
     @property
     def sharded(self) -> bool:
@@ -246,8 +276,7 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------------
     def log(self, record: dict):
         if self.dist.main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            rundir.append_line(self.out / "metrics.jsonl", json.dumps(record))
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -274,6 +303,7 @@ class Trainer:
                 nelbo = self.family.nelbo(self.net, x0, antithetic_times(len(rows), g, self.dist.device), g)
             if i < t.eval_batches:
                 total += float(nelbo.sum()) / x0.shape[1]
+            faults.point("eval.batch")
         self.net.train()
         return self.dist.all_sum(total) / (t.eval_batches * self.chunk_size)
 
@@ -300,8 +330,23 @@ class Trainer:
                 loss = self.family.loss(self.model, x0, t_chunk, g) / t.grad_accum
             loss.backward()
             total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.optim.grad_clip)
+            faults.point("train.backward")
+        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.optim.grad_clip)
+        problem = check_finite(total, norm, self.dist.all_sum)
+        if problem:
+            self.opt.zero_grad(set_to_none=True)
+            where = f"at step {self.step + 1}"
+            if t.on_nonfinite == "stop":
+                kept = (f"the last good checkpoint (step {self.saved_step}) is kept in {self.checkpoint_dir()}"
+                        if self.saved_step is not None else "no checkpoint was written yet")
+                raise NonFiniteError(f"non-finite {problem} {where}: run stopped; {kept} "
+                                     "(on_nonfinite=skip skips such steps instead)")
+            self.skipped += 1
+            if self.dist.main:
+                print(f"warning: non-finite {problem} {where}: step skipped ({self.skipped} so far)", file=sys.stderr)
+            return float("nan")
         self.opt.step()
+        faults.point("train.optimizer")
         self.opt.zero_grad(set_to_none=True)
         return self.dist.all_mean(total)
 
@@ -313,18 +358,32 @@ class Trainer:
                 "compile": bool(self.cfg.train.compile), "torch": torch.__version__}
 
     def fit(self) -> dict:
+        try:
+            return self._fit()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _fit(self) -> dict:
         t = self.cfg.train
         # every rank checks (same filesystem), so a refusal stops them all, not only rank 0
-        if self.out.exists() and (self.out / "metrics.jsonl").exists() and not t.resume:
-            raise UserError(f"{self.out} already holds a run: pass resume=true to continue it, or another out=")
+        rundir.check_out(self.out, self.cfg.to_dict(), t.resume, t.overwrite)
         if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create out={self.out}: {e.strerror or e}") from None
+            self.lock = rundir.RunLock(self.out).acquire()
+            if t.overwrite:
+                rundir.clear_run(self.out)
         self.dist.barrier()
         resumed = t.resume and self.try_resume()
         if self.dist.main:
-            self.cfg.save(self.out / "config.json")
+            if not resumed:   # nothing to resume from (killed before the first save): start clean
+                rundir.truncate_metrics(self.out / "metrics.jsonl", -1)
+            rundir.atomic_write_text(self.out / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
             info = self.describe()
-            (self.out / "runtime.json").write_text(json.dumps(info, indent=2) + "\n")
+            rundir.atomic_write_text(self.out / "runtime.json", json.dumps(info, indent=2) + "\n")
             if t.progress:
                 print("run: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
         if not resumed:
@@ -340,8 +399,9 @@ class Trainer:
             loss = self.train_step()
             self.step += 1
             tokens_since += self.tokens_per_step
-            self.loss_window[0] += loss
-            self.loss_window[1] += 1
+            if math.isfinite(loss):   # a skipped step (non-finite) stays out of the logged mean
+                self.loss_window[0] += loss
+                self.loss_window[1] += 1
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss:.3f}")
@@ -352,13 +412,18 @@ class Trainer:
                 self.elapsed += now - tic
                 record = {"step": self.step, "tokens": self.step * self.tokens_per_step,
                           "flops": self.step * t.batch_size * self.flops_per_seq,
-                          "train_loss": round(self.loss_window[0] / self.loss_window[1], 6),
+                          "train_loss": (round(self.loss_window[0] / self.loss_window[1], 6)
+                                         if self.loss_window[1] else None),
                           "lr": lr_at(self.step - 1, self.cfg),
                           "tokens_per_s": round(tokens_since / max(now - tic, 1e-9), 1),
                           "elapsed_s": round(self.elapsed, 3)}
+                if self.skipped:
+                    record["skipped_steps"] = self.skipped
                 if evaluate:
                     record["val_nelbo"] = round(self.validate(), 6)
                 self.log(record)
+                if evaluate and self.best is not None:
+                    self.save_best(record["val_nelbo"])
                 self.loss_window = [0.0, 0]
                 tic, tokens_since = time.perf_counter(), 0
             if self.step % t.save_every == 0 or last:
