@@ -214,3 +214,64 @@ def test_two_trainers_on_one_out_are_refused(tmp_path):
             Trainer(_tiny(out)).fit()
     finally:
         lock.release()
+
+
+# -- sweeps ---------------------------------------------------------------------------------------------
+SWEEP = ["family=mdlm", "sizes=cpu-4xs,cpu-3xs", "seq_len=32", "batch_size=4", "eval_batches=1", "log_every=1",
+         "save_every=2", "eval_every=3", "threads=1", "lr=3e-3", "launcher=inline", "budgets=2e8"]
+
+
+def _sweep_result(out: Path):
+    import pandas as pd
+    df = pd.read_csv(out / "results.csv").drop(columns=["wall_s"])   # wall-clock time is the one thing that differs
+    weights = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("runs/*/*/checkpoint/model.safetensors"))}
+    return df, weights
+
+
+def test_sweep_killed_at_random_points_ends_with_the_same_results(tmp_path, capsys):
+    """A chain of kills (seeded, across planning, claims, training, saves and the results write), each
+    followed by a restart of the same command; the last restart finishes with the uninterrupted results."""
+    import random
+
+    from training import sweep
+    torch.set_num_threads(1)
+    visited = faults.record()
+    try:
+        sweep.main(SWEEP + [f"out={tmp_path / 'whole'}"])
+    finally:
+        faults.stop_recording()
+    ref_df, ref_w = _sweep_result(tmp_path / "whole")
+    assert (ref_df["status"] == "finished").all() and len(ref_w) == 2
+    out = tmp_path / "killed"
+    rng = random.Random(1)
+    kills = 0
+    for _ in range(5):   # each restart is killed at a random instant of what it still has to do
+        k = rng.randint(1, max(1, len(visited) // 3))
+        status = fi.in_child(lambda: sweep.main(SWEEP + [f"out={out}"]), f"#{k}")
+        kills += fi.killed(status)
+    assert kills >= 4
+    assert fi.in_child(lambda: sweep.main(SWEEP + [f"out={out}"])) == 0
+    df, w = _sweep_result(out)
+    assert df.drop(columns=["run"]).equals(ref_df.drop(columns=["run"])) and list(w.values()) == list(ref_w.values())
+
+
+def test_sweep_runs_die_with_the_sweep(tmp_path):
+    """A sweep killed by SIGKILL takes its training processes with it (no orphan keeps writing the run)."""
+    import signal
+    import time
+    code = ("import subprocess, sys, time\nfrom training.sweep import die_with_parent\n"
+            "p = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent)\nprint(p.pid, flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the run outlived the sweep")
