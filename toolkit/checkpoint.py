@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from toolkit.config import RunConfig
+from toolkit.config import RunConfig, config_type_problem
 from toolkit.data.tokenizer import EMBEDDED_TOKENIZER, load_tokenizer
 from toolkit import faults
 from toolkit.errors import UserError
@@ -77,11 +77,14 @@ def resolve_path(name_or_path: str) -> Path:
 
 def read_config(ckpt: Path) -> tuple[RunConfig, dict]:
     try:
-        meta = json.loads((ckpt / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read {ckpt / 'config.json'}: {e}") from None
+        meta = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:   # ValueError: bad JSON or bytes that are not UTF-8
+        raise UserError(f"cannot read {ckpt / 'config.json'}: {str(e).splitlines()[0][:200]}") from None
     if not isinstance(meta, dict) or "family" not in meta:
         raise UserError(f"{ckpt / 'config.json'} is not a toolkit checkpoint config")
+    problem = config_type_problem(meta)
+    if problem:
+        raise UserError(f"{ckpt / 'config.json'}: {problem}")
     return RunConfig.from_dict(meta), meta
 
 
@@ -100,7 +103,11 @@ def load(name_or_path: str, device: str = "cpu"):
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"cannot read weights {ckpt / 'model.safetensors'}: {e}") from None
     net = Backbone(cfg.model)
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:   # a tensor of another shape than the config says
+        first = next((x.strip() for x in str(e).splitlines()[1:] if x.strip()), str(e))
+        raise UserError(f"{ckpt}: weights do not match the config ({first[:200]})") from None
     if missing or unexpected:
         raise UserError(f"{ckpt}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     net.to(dtype=torch.float32)

@@ -119,6 +119,29 @@ class RunConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+def config_type_problem(d: dict) -> str | None:
+    """Why a saved config (a checkpoint's config.json) has the wrong shape or value types, or None."""
+    if not isinstance(d.get("family"), str):
+        return "family must be a string"
+    for s in RunConfig.SECTIONS:
+        section = d.get(s, {})
+        if not isinstance(section, dict):
+            return f"{s} must be a mapping (got {type(section).__name__})"
+        if s == "options":
+            continue   # the family's own dataclass: checked by its validate()
+        types = _field_types({"model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
+                              "train": TrainConfig}[s]())
+        for k, v in section.items():
+            typ = types.get(k)
+            if isinstance(typ, str):
+                typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ)
+            ok = (typ is None or (typ is float and isinstance(v, (int, float)) and not isinstance(v, bool))
+                  or (typ is int and isinstance(v, int) and not isinstance(v, bool)) or (typ in (bool, str) and isinstance(v, typ)))
+            if not ok:
+                return f"{s}.{k} must be {typ.__name__} (got {v!r})"
+    return None
+
+
 def parse_value(raw: str, typ: Any, key: str) -> Any:
     """Parse a command-line string into the field's declared type."""
     if isinstance(typ, str):  # postponed annotations

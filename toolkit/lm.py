@@ -15,6 +15,8 @@ from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
 from toolkit.sampling import SampleRequest, Step
 
+MAX_SAMPLING_STEPS = 1_000_000   # beyond this a step count is a typo (and its time grid would not fit in memory)
+
 
 def build_family(cfg: RunConfig, tokenizer):
     fam_cls = get_family(cfg.family)
@@ -49,6 +51,10 @@ class LanguageModel:
 
     # -- text helpers --------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:   # bytes that were not UTF-8, smuggled in as surrogates (argv, files)
+            raise UserError("the text is not valid UTF-8") from None
         return self.tokenizer.encode(text).ids
 
     def decode(self, ids, show_mask: bool = False) -> str:
@@ -66,6 +72,8 @@ class LanguageModel:
     def check_request(self, req: SampleRequest) -> None:
         if req.steps <= 0:
             raise UserError(f"steps must be > 0 (got {req.steps})")
+        if req.steps > MAX_SAMPLING_STEPS:
+            raise UserError(f"steps must be at most {MAX_SAMPLING_STEPS} (got {req.steps})")
         if req.length <= 0 or req.length > self.max_length:
             raise UserError(f"length must be in 1..{self.max_length} for this model (got {req.length})")
         if req.num_samples <= 0:
@@ -74,7 +82,7 @@ class LanguageModel:
             raise UserError(f"the prompt is {len(req.prompt)} tokens: it must be shorter than length={req.length}")
         if not 0 < req.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1] (got {req.top_p})")
-        if req.temperature < 0:
+        if not req.temperature >= 0:   # NaN fails this too
             raise UserError(f"temperature must be >= 0 (got {req.temperature})")
         bad = [p for p in req.fixed if not 0 <= p < req.length]
         if bad:

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print a JSON document")
     a = ap.parse_args(argv)
     model = load_model(a.checkpoint, a.device, a.threads)
-    req = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=a.steps,
+    req = SampleRequest(num_samples=a.num_samples, length=model.max_length if a.length is None else a.length, steps=a.steps,
                         temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                         prompt=model.encode(a.prompt) if a.prompt else [],
                         fixed=parse_infill(model, a.infill), use_cache=not a.no_cache,
