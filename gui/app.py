@@ -21,6 +21,7 @@ from toolkit.families import REGISTRY
 from gui import explorer, render
 from gui.live import MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, start, trace_json
 from gui.models import ModelRegistry
+from gui.policy import AccessPolicy, client_of
 
 DEFAULT_PROMPT = "It is a truth universally acknowledged"
 FRAME_SECONDS = 0.08        # at most ~12 screen updates a second while sampling
@@ -48,8 +49,12 @@ def settings_from(prompt, length, steps, temperature, top_p, seed, option_keys, 
     options: dict = {}
     for (fam, opt), value in zip(option_keys, option_values):
         options.setdefault(fam, {})[opt] = value
-    return Settings(prompt=prompt or "", length=int(length), steps=int(steps), temperature=float(temperature),
-                    top_p=float(top_p), seed=int(seed or 0), options=options)
+    try:
+        temperature, top_p = float(temperature), float(top_p)
+    except (TypeError, ValueError):
+        raise UserError(f"temperature and top-p must be numbers (got {temperature!r}, {top_p!r})") from None
+    return Settings(prompt=prompt or "", length=_number(length, "length"), steps=_number(steps, "steps"),
+                    temperature=temperature, top_p=top_p, seed=_number(seed or 0, "seed"), options=options)
 
 
 def save_trace(runs, settings) -> str:
@@ -68,7 +73,8 @@ def save_trace(runs, settings) -> str:
     return f.name
 
 
-def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
+def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolicy | None = None) -> gr.Blocks:
+    policy = policy or AccessPolicy()
     labels = {k: registry.describe(k) for k in registry.keys}
 
     def choices():
@@ -86,9 +92,11 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                     models = gr.CheckboxGroup(choices(), value=registry.keys[:4], label="Models",
                                               elem_id="models")
                     with gr.Row():
-                        path = gr.Textbox(label="Add a checkpoint directory", placeholder="runs/my-run",
-                                          scale=3, elem_id="ckpt-path")
-                        add = gr.Button("Load", scale=1, size="sm")
+                        path = gr.Textbox(label="Add a checkpoint directory", scale=3, elem_id="ckpt-path",
+                                          interactive=policy.paths_enabled,
+                                          placeholder="runs/my-run" if policy.paths_enabled else
+                                          "off: this app is shared (the operator can allow folders)")
+                        add = gr.Button("Load", scale=1, size="sm", interactive=policy.paths_enabled)
                     prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (held fixed)", lines=2, elem_id="prompt")
                     length = gr.Slider(1, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
                                        elem_id="length")
@@ -117,16 +125,25 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
 
         option_keys = [(fam, opt) for fam, opt, _ in controls]
 
-        def generate(prompt_v, keys, length_v, steps_v, temp_v, top_p_v, seed_v, slow_v, *opt_values):
-            settings = settings_from(prompt_v, length_v, steps_v, temp_v, top_p_v, seed_v, option_keys, opt_values)
+        def generate(request: gr.Request, prompt_v, keys, length_v, steps_v, temp_v, top_p_v, seed_v, slow_v,
+                     *opt_values):
             try:
-                runs = start(registry, list(keys or []), settings)
+                settings = settings_from(prompt_v, length_v, steps_v, temp_v, top_p_v, seed_v, option_keys, opt_values)
+                with policy.run_slot(client_of(request)):
+                    yield from _generate(settings, keys, slow_v)
             except UserError as e:
                 gr.Warning(str(e))
                 yield (render.message_html(str(e)), f"⚠️ {e}", None, gr.update(), None, gr.update(visible=False))
-                return
+
+        def _generate(settings, keys, slow_v):
+            runs = start(registry, list(keys or []), settings)
             tic, shown = time.perf_counter(), 0.0
-            delay = min(max(float(slow_v or 0), 0.0), MAX_DELAY_MS) / 1000
+            try:
+                delay = min(max(float(slow_v or 0), 0.0), MAX_DELAY_MS) / 1000
+            except (TypeError, ValueError):
+                raise UserError(f"slow motion must be a number of milliseconds (got {slow_v!r})") from None
+            if delay != delay:   # NaN
+                delay = 0.0
             for _ in interleave(runs):
                 if delay:
                     time.sleep(delay)
@@ -174,15 +191,17 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
                     x_plot = gr.Plot(label="Gen PPL vs tokens/s", show_label=False, elem_id="x-plot")
                     x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False, elem_id="x-table")
 
-        def run_sweep(keys, step_text, length_v, samples_v, seed_v):
+        def run_sweep(request: gr.Request, keys, step_text, length_v, samples_v, seed_v):
             try:
                 counts = explorer.parse_steps(step_text)
-                settings = Settings(length=int(length_v), seed=int(seed_v or 0))
+                settings = Settings(length=_number(length_v, "length"), seed=_number(seed_v or 0, "seed"))
                 rows = []
                 total = len(keys or []) * len(counts)
-                for rows in explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v)):
-                    yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
-                           f"Running… {len(rows)} point(s) of up to {total}")
+                with policy.run_slot(client_of(request)):
+                    for rows in explorer.sweep(registry, list(keys or []), counts, settings,
+                                               _number(samples_v, "samples")):
+                        yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
+                               f"Running… {len(rows)} point(s) of up to {total}")
                 yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
                        f"Done: {len(rows)} point(s).")
             except UserError as e:
@@ -194,7 +213,8 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
 
         def add_path(p, selected, x_selected):
             try:
-                key = registry.add(p)
+                policy.check_path(p or "")
+                key = registry.add(p or "")
             except UserError as e:
                 gr.Warning(str(e))
                 return gr.update(), gr.update(), f"⚠️ {e}"
@@ -204,16 +224,19 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
 
         add.click(add_path, [path, models, x_models], [models, x_models, status], api_visibility="private")
 
-        def denoise(prompt: str, families: list[str], length: int = 64, steps: int = 32, seed: int = 0) -> dict:
+        def denoise(prompt: str, families: list[str], length: int = 64, steps: int = 32, seed: int = 0,
+                    request: gr.Request = None) -> dict:
             """Sample with each model; return the final texts and per-model step counts."""
-            settings = Settings(prompt=prompt or "", length=int(length), steps=int(steps), seed=int(seed))
             keys = [families] if isinstance(families, str) else list(families or [])
             try:
-                runs = start(registry, keys, settings)
+                settings = Settings(prompt=prompt or "", length=_number(length, "length"),
+                                    steps=_number(steps, "steps"), seed=_number(seed, "seed"))
+                with policy.run_slot(client_of(request)):
+                    runs = start(registry, keys, settings)
+                    for _ in interleave(runs):
+                        pass
             except UserError as e:
                 raise gr.Error(str(e)) from None
-            for _ in interleave(runs):
-                pass
             return {"texts": {r.key: r.texts()[0] for r in runs},
                     "steps": {r.key: len(r.trace) for r in runs},
                     "nfe": {r.key: r.last.nfe if r.last is not None else 0 for r in runs},
@@ -224,6 +247,17 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
 
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     return demo
+
+
+def _number(value, name: str) -> int:
+    """An integer from a UI/API value; anything else is a UserError naming the field."""
+    try:
+        f = float(value)
+        if f != int(f):
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{name} must be a whole number (got {value!r})") from None
 
 
 def _table(rows):
@@ -242,8 +276,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def serve_in_background(registry: ModelRegistry, concurrency: int = 2, port: int | None = None):
+def serve_in_background(registry: ModelRegistry, concurrency: int = 2, port: int | None = None,
+                        policy: AccessPolicy | None = None):
     """Start the app in this process on a free localhost port (tests, benchmarks): (demo, url)."""
-    demo = build_app(registry, concurrency)
+    demo = build_app(registry, concurrency, policy)
     _, url, _ = launch(demo, port=port or free_port(), prevent_thread_lock=True, quiet=True)
     return demo, url

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"unknown metric {', '.join(unknown)} (known: {', '.join(METRICS)})")
     steps = parse_list(a.steps, "steps", int)
     model = load_model(a.checkpoint, a.device, a.threads)
-    base = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=steps[0],
+    base = SampleRequest(num_samples=a.num_samples, length=model.max_length if a.length is None else a.length, steps=steps[0],
                          temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                          use_cache=not a.no_cache, options=parse_options(a.option))
     requests = [replace(base, steps=s) for s in steps]
