@@ -161,7 +161,7 @@ def parse_value(raw: str, typ: Any, key: str) -> Any:
                     raise ValueError
                 return int(v)
             return v
-        except ValueError:
+        except (ValueError, OverflowError):
             raise UserError(f"{key}: expected {typ.__name__}, got '{raw}'") from None
     return raw
 
@@ -262,7 +262,9 @@ def validate(cfg: RunConfig) -> None:
         (0 < d.val_fraction < 1, f"val_fraction must be in (0, 1) (got {d.val_fraction})"),
         (o.lr > 0, f"lr must be > 0 (got {o.lr})"),
         (0 <= o.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1] (got {o.min_lr_ratio})"),
-        (m.d_model % m.n_heads == 0 and (m.d_model // m.n_heads) % 2 == 0,
+        (min(m.n_layers, m.d_model, m.n_heads, m.cond_dim, m.mlp_ratio) > 0,
+         "n_layers, d_model, n_heads, cond_dim and mlp_ratio must be > 0"),
+        (m.n_heads > 0 and m.d_model % m.n_heads == 0 and (m.d_model // m.n_heads) % 2 == 0,
          f"d_model ({m.d_model}) must split into n_heads ({m.n_heads}) heads of even size"),
         (m.attention in ("auto", "sdpa", "xformers", "math"),
          f"attention must be auto, sdpa, xformers or math (got '{m.attention}')"),

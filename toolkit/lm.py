@@ -84,6 +84,10 @@ class LanguageModel:
             raise UserError(f"top_p must be in (0, 1] (got {req.top_p})")
         if not req.temperature >= 0:   # NaN fails this too
             raise UserError(f"temperature must be >= 0 (got {req.temperature})")
+        vocab = self.cfg.model.vocab_size
+        wrong = [int(t) for t in [*req.prompt, *req.fixed.values()] if not 0 <= int(t) < vocab]
+        if wrong:
+            raise UserError(f"token ids outside this model's vocabulary 0..{vocab - 1}: {wrong[:5]}")
         bad = [p for p in req.fixed if not 0 <= p < req.length]
         if bad:
             raise UserError(f"fixed positions outside 0..{req.length - 1}: {bad}")
