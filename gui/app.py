@@ -73,7 +73,8 @@ def save_trace(runs, settings) -> str:
     return f.name
 
 
-def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolicy | None = None) -> gr.Blocks:
+def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolicy | None = None,
+              queue_size: int = 64) -> gr.Blocks:
     policy = policy or AccessPolicy()
     labels = {k: registry.describe(k) for k in registry.keys}
 
@@ -245,7 +246,8 @@ def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolic
 
         gr.api(denoise, api_name="denoise")
 
-    demo.queue(default_concurrency_limit=concurrency, max_size=64)
+    # a request beyond `queue_size` waiting ones is refused with Gradio's "queue is full" error (never dropped)
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 
 
@@ -277,8 +279,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def serve_in_background(registry: ModelRegistry, concurrency: int = 2, port: int | None = None,
-                        policy: AccessPolicy | None = None):
+                        policy: AccessPolicy | None = None, queue_size: int = 64):
     """Start the app in this process on a free localhost port (tests, benchmarks): (demo, url)."""
-    demo = build_app(registry, concurrency, policy)
+    demo = build_app(registry, concurrency, policy, queue_size)
     _, url, _ = launch(demo, port=port or free_port(), prevent_thread_lock=True, quiet=True)
     return demo, url
