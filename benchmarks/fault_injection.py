@@ -35,8 +35,8 @@ TIMING_KEYS = ("tokens_per_s", "elapsed_s", "mfu")
 
 
 def train(out: Path, *extra: str) -> None:
-    from toolkit.config import resolve
-    from toolkit.train import Trainer
+    from toolkit.resolve import resolve
+    from toolkit.trainer import Trainer
     Trainer(resolve([*RUN, f"out={out}", *extra])).fit()
 
 

@@ -29,6 +29,17 @@ class Settings:
     options: dict = field(default_factory=dict)   # family name -> {option: raw value ("" = default)}
 
 
+def whole_number(value, name: str) -> int:
+    """An integer from a UI/API value; anything else is a UserError naming the field."""
+    try:
+        f = float(value)
+        if f != int(f):
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{name} must be a whole number (got {value!r})") from None
+
+
 def check_settings(s: Settings, models: dict) -> None:
     """Bounds shared by the UI and the API; raises UserError with a message a user can act on."""
     if not models:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.checkpoints.rundir import EMBEDDED_DIR
 from toolkit.errors import UserError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -67,7 +68,6 @@ class AccessPolicy:
         if not self.allowed_roots:
             raise UserError("loading checkpoints by path is off while the app is shared "
                             "(the operator can allow folders with --allow-roots DIR ...)")
-        from toolkit.checkpoint import EMBEDDED_DIR
         name = raw.strip()
         if name and "/" not in name and "\\" not in name and (EMBEDDED_DIR / name / "config.json").is_file():
             return

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.checkpoint import EMBEDDED_DIR
+from toolkit.checkpoints.rundir import EMBEDDED_DIR
 from toolkit.sample import main as sample_main
 from training.train import main as train_main
 
@@ -151,7 +151,7 @@ def existing_run(tmp_path_factory):
 
 @pytest.mark.parametrize("row,args,needle", [
     ("out holds a run, no resume", ["family=mdlm"], "already holds a run"),
-    ("out holds a run of another family", ["family=ar", "resume=true"], "holds a different run (family: 'mdlm' -> 'ar')"),
+    ("out holds a run of another family", ["family=ar", "resume=true"], "holds a different run (family: 'mdlm' -> 'ar'"),
     ("out holds a run on other data", ["family=mdlm", "seq_len=16", "resume=true"], "holds a different run (data.seq_len"),
     ("resume and overwrite together", ["family=mdlm", "resume=true", "overwrite=true"], "contradict"),
 ], ids=lambda x: x if isinstance(x, str) and " " in x else None)

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolkit import faults, rundir
-from toolkit.config import resolve
+from toolkit import faults
+from toolkit.checkpoints import rundir
 from toolkit.errors import UserError
-from toolkit.train import Trainer
+from toolkit.resolve import resolve
+from toolkit.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -167,7 +168,7 @@ def test_keep_last_and_best(tmp_path, whole):
 
 # -- disk full / unwritable --------------------------------------------------------------------------------
 def test_disk_full_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    import toolkit.checkpoint as ck
+    import toolkit.checkpoints.rundir as ck
     trainer = Trainer(_tiny(tmp_path / "run", "max_steps=4"))
     real = ck.save_file
     calls = {"n": 0}

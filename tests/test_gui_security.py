@@ -17,7 +17,7 @@ from gui.__main__ import main as gui_main
 from gui.app import build_app
 from gui.models import ModelRegistry
 from gui.policy import AccessPolicy, host_and_port
-from toolkit.checkpoint import EMBEDDED_DIR
+from toolkit.checkpoints.rundir import EMBEDDED_DIR
 from toolkit.errors import UserError
 
 

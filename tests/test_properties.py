@@ -11,8 +11,9 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from toolkit.config import RunConfig, resolve  # noqa: E402
+from toolkit.config import RunConfig  # noqa: E402
 from toolkit.errors import UserError  # noqa: E402
+from toolkit.resolve import resolve  # noqa: E402
 from toolkit.sampling import SampleRequest  # noqa: E402
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

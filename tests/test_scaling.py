@@ -14,7 +14,7 @@ from toolkit.presets import CPU_GRID, PAPER_GRID
 from toolkit.scaling.flops import forward_flops, reference_forward_flops, steps_for_budget, train_flops_per_sequence
 from toolkit.scaling.grid import param_counts
 
-# METHODS.md: forward FLOPs per 2048-token sequence (V = 32,001) and (non-embedding, total) params.
+# The reference's per-model files: forward FLOPs per 2048-token sequence (V = 32,001) and (non-embedding, total) params.
 REFERENCE = {"6M": (5.3026e10, 14_258_144, 22_450_400), "34M": (1.7057e11, 44_963_288, 61_347_800),
              "113M": (4.4941e11, 116_989_232, 141_566_000), "170M": (6.23779e11, 163_055_232, 187_632_000),
              "472M": (1.6187e12, 413_262_720, 454_224_000), "1233M": (4.0256e12, 1_016_354_208, 1_073_700_000),
@@ -43,7 +43,7 @@ def test_param_counts_match_reference(name):
 
 @pytest.mark.parametrize("name", ["cpu-xxs", "cpu-m", "6M"])
 def test_param_counts_equal_the_backbone(name):
-    from toolkit.config import resolve
+    from toolkit.resolve import resolve
     from toolkit.model.backbone import Backbone
     cfg = resolve([f"model={name}"])
     cfg.model.vocab_size = 4098
@@ -64,7 +64,7 @@ def test_steps_for_budget():
 
 
 def test_flops_cli_json(capsys):
-    from toolkit.scaling.__main__ import main
+    from toolkit.cli.scaling import main
     out = main(["flops", "170M", "--seq-len", "2048", "--vocab", "32001", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["forward_per_sequence"]["paper"] == out["forward_per_sequence"]["paper"]
@@ -151,7 +151,7 @@ def test_plan_filters_and_notes():
 
 
 def test_grid_cli(capsys):
-    from toolkit.scaling.__main__ import main
+    from toolkit.cli.scaling import main
     rows = main(["grid", "--json", "--vocab", "4098"])
     assert len(rows) == len(CPU_GRID) + len(PAPER_GRID)
     assert json.loads(capsys.readouterr().out)[0]["size"] == "cpu-4xs"
@@ -159,7 +159,7 @@ def test_grid_cli(capsys):
 
 def test_fit_cli_and_analysis(tmp_path, capsys):
     from toolkit.scaling import analysis
-    from toolkit.scaling.__main__ import main
+    from toolkit.cli.scaling import main
     n, c, loss = synthetic_isoflop(3)
     rows = [{"variant": v, "size": f"s{i % 6}", "params": int(nn), "budget": cc, "tokens": int(cc / (6 * nn)),
              "val_nelbo": ll + shift, "status": "finished"}
@@ -182,8 +182,8 @@ def tiny_budget():
 
 
 def test_sweep_interrupted_then_restarted_skips_finished_runs(tmp_path, capsys):
-    from toolkit.config import resolve
-    from toolkit.train import Trainer
+    from toolkit.resolve import resolve
+    from toolkit.trainer import Trainer
     from training import sweep
     out = tmp_path / "sw"
     args = TINY + [f"budgets={tiny_budget():.6g}", f"out={out}"]
@@ -261,7 +261,7 @@ def _cli_error(capsys, fn, argv):
 
 
 def test_bad_input_gives_one_line_errors(tmp_path, capsys):
-    from toolkit.scaling.__main__ import main as scaling_main
+    from toolkit.cli.scaling import main as scaling_main
     from training.sweep import main as sweep_main
     out = f"out={tmp_path / 'sw'}"
     assert "too small for one step" in _cli_error(capsys, sweep_main, TINY + ["budgets=1e3", out])
@@ -306,7 +306,7 @@ def test_summary_recovers_a_known_compute_saving(tmp_path):
 
 
 def test_fit_cli_rejects_an_unknown_compare_variant(tmp_path, capsys):
-    from toolkit.scaling.__main__ import main
+    from toolkit.cli.scaling import main
     n, c, loss = synthetic_isoflop(1)
     pd.DataFrame({"variant": "mdlm", "size": [f"s{i % 6}" for i in range(len(n))], "params": n, "budget": c,
                   "tokens": 1, "val_nelbo": loss}).to_csv(tmp_path / "results.csv", index=False)

@@ -6,13 +6,13 @@ import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 
-from toolkit.checkpoint import save_checkpoint
+from toolkit.checkpoints.rundir import CONFIG, fsync_path, fsync_tree, save_checkpoint
 from toolkit.errors import UserError
-from toolkit.rundir import fsync_path, fsync_tree
 
 
 class NonFiniteError(UserError):
@@ -29,6 +29,20 @@ def check_finite(loss_sum: float, grad_norm, all_sum) -> str | None:
     if bad_loss:
         return "loss"
     return "gradient" if bad_grad else None
+
+
+def nonfinite(tr, problem: str) -> float:
+    """A step whose loss or gradient is NaN/inf: stop (on_nonfinite=stop) or count it as skipped (NaN loss)."""
+    where = f"at step {tr.step + 1}"
+    if tr.cfg.train.on_nonfinite == "stop":
+        kept = (f"the last good checkpoint (step {tr.saved_step}) is kept in {tr.out / 'checkpoint'}"
+                if tr.saved_step is not None else "no checkpoint was written yet")
+        raise NonFiniteError(f"non-finite {problem} {where}: run stopped; {kept} "
+                             "(on_nonfinite=skip skips such steps instead)")
+    tr.skipped += 1
+    if tr.dist.main:
+        print(f"warning: non-finite {problem} {where}: step skipped ({tr.skipped} so far)", file=sys.stderr)
+    return float("nan")
 
 
 def keep_history(ckpt: Path, history: Path, step: int, keep: int) -> Path:
@@ -61,12 +75,12 @@ class BestKeeper:
     def load(self) -> None:
         """On resume: the best value so far comes from the saved checkpoint itself."""
         try:
-            self.value = float(json.loads((self.path / "config.json").read_text())["val_nelbo"])
+            self.value = float(json.loads((self.path / CONFIG).read_text())["val_nelbo"])
         except (OSError, ValueError, KeyError, TypeError):
             self.value = math.inf
 
     def improves(self, val: float) -> bool:
         return math.isfinite(val) and val < self.value
 
-    def save(self, cfg, net, tokenizer_path, step: int, val: float) -> None:
-        save_checkpoint(self.path, cfg, net, tokenizer_path, None, extra={"step": step, "val_nelbo": val})
+    def save(self, cfg, state_dict: dict, tokenizer_path, step: int, val: float) -> None:
+        save_checkpoint(self.path, cfg, state_dict, tokenizer_path, None, extra={"step": step, "val_nelbo": val})
