@@ -56,6 +56,17 @@ def test_kill_at_each_phase_resumes_bit_identical(tmp_path, whole, kill_at):
     assert got["leftovers"] == [] and fi.same(got, ref)
 
 
+def test_kill_in_the_last_swap_keeps_the_history(tmp_path, whole):
+    """Killed between the renames of the final save: the recovered checkpoint also gets its
+    keep_last history copy, which the killed process never made."""
+    ref, points = whole
+    k = max(i for i, p in enumerate(points, 1) if p == "save.swap")
+    out = tmp_path / "run"
+    assert fi.killed(fi.in_child(lambda: fi.train(out), f"#{k}"))
+    assert fi.in_child(lambda: fi.train(out, "resume=true")) == 0
+    assert fi.same(fi.fingerprint(out), ref)
+
+
 def test_killed_cli_run_resumes_through_the_env_hook(tmp_path):
     """The real command line: DLM_KILL_AT in the environment kills `python -m training.train` mid-swap."""
     out = tmp_path / "run"
