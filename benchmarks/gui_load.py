@@ -75,7 +75,8 @@ def find_max(url: str, models: list[str], length: int, steps: int, limit_s: floa
         r = hammer(url, models, n, length, steps, timeout=limit_s * 4)
         ok = r["completed"] == n and (r["latency_max_s"] or 0) <= limit_s
         tried.append({k: r[k] for k in ("clients", "completed", "latency_median_s", "latency_max_s", "wall_s")}
-                     | {"ok": ok, "rss_mb": round(rss_mb(), 1)})
+                     | {"ok": ok, "rss_mb": round(rss_mb(), 1), "unanswered": r["unanswered"],
+                        "error_kinds": sorted({e.split("(")[0] + ": " + e[e.find("(") + 1:][:60] for e in r["errors"]})})
         if not ok:
             break
         best = n
