@@ -22,6 +22,7 @@ from gui.live import (MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interlea
                       whole_number)
 from gui.models import ModelRegistry
 from gui.policy import AccessPolicy, client_of
+from gui.strategies import sampler_controls
 
 DEFAULT_PROMPT = "It is a truth universally acknowledged"
 FRAME_SECONDS = 0.08        # at most ~12 screen updates a second while sampling
@@ -111,6 +112,8 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
                                           "not counted in wall time or tokens/s", elem_id="slow")
                 with gr.Accordion("Family options", open=False):
                     controls = option_controls()
+                with gr.Accordion("Decoding strategy (per family)", open=False):
+                    controls += sampler_controls()
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 status = gr.Markdown("", elem_id="status")
             with gr.Column(scale=3):

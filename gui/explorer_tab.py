@@ -12,6 +12,7 @@ from gui import explorer
 from gui.live import Settings, whole_number
 from gui.models import ModelRegistry
 from gui.policy import AccessPolicy, client_of
+from gui.strategies import strategy_names
 
 
 def _table(rows):
@@ -35,6 +36,9 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
                 x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
                                      elem_id="x-length")
                 x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
+                x_samplers = gr.CheckboxGroup(strategy_names(), value=["ancestral"], label="Decoding strategies",
+                                              info="each with its default options; skipped where a family lacks it",
+                                              elem_id="x-samplers")
                 x_seed = gr.Number(0, label="Seed", precision=0)
                 x_go = gr.Button("Run sweep", variant="primary", elem_id="x-go")
                 x_status = gr.Markdown("", elem_id="x-status")
@@ -44,15 +48,15 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
 
     policy = policy or AccessPolicy()
 
-    def run_sweep(request: gr.Request, keys, step_text, length_v, samples_v, seed_v):
+    def run_sweep(request: gr.Request, keys, step_text, length_v, samples_v, seed_v, strategies=("ancestral",)):
         try:
             counts = explorer.parse_steps(step_text)
             settings = Settings(length=whole_number(length_v, "length"), seed=whole_number(seed_v or 0, "seed"))
             rows = []
-            total = len(keys or []) * len(counts)
+            total = len(keys or []) * len(counts) * len(strategies or ["ancestral"])
             with policy.run_slot(client_of(request)):
                 for rows in explorer.sweep(registry, list(keys or []), counts, settings,
-                                           whole_number(samples_v, "samples")):
+                                           whole_number(samples_v, "samples"), list(strategies or ["ancestral"])):
                     yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
                            f"Running… {len(rows)} point(s) of up to {total}")
             yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
@@ -61,6 +65,6 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
             gr.Warning(str(e))
             yield gr.update(), gr.update(), f"⚠️ {e}"
 
-    x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed], [x_plot, x_table, x_status],
+    x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed, x_samplers], [x_plot, x_table, x_status],
                api_name="explore", show_progress="minimal")
     return x_models

@@ -7,11 +7,14 @@ from toolkit.errors import UserError
 from toolkit.evaluation.choice import choice_accuracy, read_items
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR, load_evaluator, throughput
 from toolkit.evaluation.likelihood import dataset_nelbo, validation_blocks
+from toolkit.evaluation.metrics import METRICS as SAMPLE_METRIC_TABLE
 from toolkit.evaluation.metrics import Samples, format_scores, score_samples
 from toolkit.sampling import SampleRequest
 
 METRICS = ("nelbo", "gen_ppl", "entropy", "throughput", "choice")
 SAMPLE_METRICS = ("gen_ppl", "entropy", "throughput")
+ROW_SETTINGS = {"sampler", "steps", "length", "num_samples", "top_p", "temperature", "seconds", "evaluator",
+                "evaluator_tokens", "protocol"}
 
 
 def check_metrics(metrics: list[str]) -> None:
@@ -38,8 +41,8 @@ def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator
     if any(m in metrics for m in SAMPLE_METRICS):
         out["sampling"] = []
         for req in requests:
-            row = {"steps": req.steps, "length": req.length, "num_samples": req.num_samples,
-                   "top_p": req.top_p, "temperature": req.temperature, **req.options}
+            row = {"sampler": req.sampler, "steps": req.steps, "length": req.length, "num_samples": req.num_samples,
+                   "top_p": req.top_p, "temperature": req.temperature, **req.options, **req.sampler_options}
             quality = [m for m in ("entropy", "gen_ppl") if m in metrics]
             if quality:
                 texts, last = model.generate(req)
@@ -64,5 +67,7 @@ def format_text(res: dict) -> str:
         c = res["choice"]
         lines.append(f"choice accuracy {c['accuracy']:.3f} (norm {c['accuracy_norm']:.3f}) on {c['questions']} questions")
     for row in res.get("sampling", []):
-        lines.append("  ".join([f"steps {row['steps']:>4}", *format_scores(row)]))
+        extra = {k: v for k, v in row.items() if k not in ROW_SETTINGS and k not in SAMPLE_METRIC_TABLE}   # the options
+        name = row.get("sampler", "ancestral") + (" " + ",".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
+        lines.append("  ".join([f"{name:<12}", f"steps {row['steps']:>4}", *format_scores(row)]))
     return "\n".join(lines)
