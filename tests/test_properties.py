@@ -16,7 +16,7 @@ from toolkit.errors import UserError  # noqa: E402
 from toolkit.resolve import resolve  # noqa: E402
 from toolkit.sampling import SampleRequest  # noqa: E402
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None, derandomize=True)
 KEYS = ["family", "model", "lr", "batch_size", "grad_accum", "seq_len", "max_steps", "loss", "alpha_0", "resume",
         "precision", "attention", "warmup_steps", "optim.lr", "train.seed", "data.val_fraction", "keep_last",
         "on_nonfinite", "eval_every", "model.d_model", "model.n_heads", "min_lr_ratio", "nope", "train.nope", "x.y"]
@@ -65,7 +65,7 @@ FLOAT = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_fro
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture], database=None)
+                                                                 HealthCheck.function_scoped_fixture], database=None, derandomize=True)
 @given(steps=NUM, length=NUM, num_samples=st.integers(-1, 2), temperature=FLOAT, top_p=FLOAT,
        prompt=st.lists(st.integers(-2, 5000), max_size=4),
        options=st.dictionaries(st.sampled_from(["greedy_tail", "alpha_0", "foo"]),
@@ -103,7 +103,7 @@ ANY = st.one_of(st.integers(-5, 600), st.floats(allow_nan=True), st.text(max_siz
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture], database=None)
+                                                                 HealthCheck.function_scoped_fixture], database=None, derandomize=True)
 @given(prompt=st.one_of(st.text(max_size=40), st.none()), families=st.one_of(
            st.lists(st.sampled_from(["mdlm", "ar", "../etc", ""]), max_size=2), st.text(max_size=6)),
        length=ANY, steps=ANY, seed=ANY)
