@@ -76,6 +76,16 @@ def read_config(ckpt: Path) -> tuple[RunConfig, dict]:
     return RunConfig.from_dict(meta), meta
 
 
+def checkpoint_state(ckpt: Path, cfg: RunConfig) -> dict:
+    """The backbone's weights; a LoRA fine-tune's adapters are merged into them."""
+    try:
+        state = load_file(str(ckpt / "model.safetensors"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"cannot read weights {ckpt / 'model.safetensors'}: {e}") from None
+    from toolkit.finetune import is_lora_state, merged_state
+    return merged_state(cfg, state) if is_lora_state(state) else state
+
+
 def load(name_or_path: str, device: str = "cpu"):
     """Load any checkpoint directory (or embedded model name) into a ready LanguageModel."""
     from toolkit.lm import LanguageModel
@@ -86,10 +96,7 @@ def load(name_or_path: str, device: str = "cpu"):
     tokenizer = load_tokenizer(ckpt / meta.get("tokenizer", "tokenizer.json"), (cfg.data.eos_token, cfg.data.mask_token))
     if cfg.model.vocab_size != tokenizer.get_vocab_size():
         raise UserError(f"{ckpt}: model vocabulary {cfg.model.vocab_size} != tokenizer's {tokenizer.get_vocab_size()}")
-    try:
-        state = load_file(str(ckpt / "model.safetensors"))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"cannot read weights {ckpt / 'model.safetensors'}: {e}") from None
+    state = checkpoint_state(ckpt, cfg)
     net = Backbone(cfg.model)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:

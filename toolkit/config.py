@@ -47,6 +47,10 @@ class DataConfig:
     max_documents: int = 0        # hub datasets: 0 = all
     eos_token: str = "[EOS]"      # the tokenizer's document separator (imported vocabularies: '</s>')
     mask_token: str = "[MASK]"    # the absorbing [MASK] state (imported vocabularies: '<mask>')
+    format: str = "text"          # text (packed pre-training) | pairs (prompt/response fine-tuning)
+    prompt_field: str = "question"   # pairs: which field holds the prompt
+    response_field: str = "answer"   # pairs: which field holds the response
+    data_config: str = ""         # hub datasets: the dataset's configuration name (gsm8k: main)
 
 
 @dataclass
@@ -79,6 +83,11 @@ class TrainConfig:
     resume: bool = False
     threads: int = 0              # CPU threads; 0 = torch default
     progress: bool = True
+    init: str = ""                # start from this checkpoint (run dir, embedded name, converted dir)
+    lora_rank: int = 0            # > 0: train LoRA adapters of this rank on the blocks' linear layers
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str = "attn_qkv,attn_out,mlp.0,mlp.2"   # linear layers of each block to adapt
 
 
 @dataclass
@@ -176,6 +185,10 @@ def resolve(args: list[str] | None = None, base: RunConfig | None = None) -> Run
     expanded: list[tuple[str, str]] = []
     for k, v in pairs:
         expanded.extend(load_recipe(v) if k == "config" else [(k, v)])
+    init = [v for k, v in expanded if k in ("init", "train.init")]
+    if init and init[-1] and base is None:
+        from toolkit.finetune import init_config
+        base = init_config(init[-1], [v for k, v in expanded if k == "family"])
     family = base.family if base else "mdlm"
     for k, v in expanded:
         if k == "family":
@@ -232,6 +245,8 @@ def validate(cfg: RunConfig) -> None:
         (m.attention in ("auto", "sdpa", "xformers", "math"),
          f"attention must be auto, sdpa, xformers or math (got '{m.attention}')"),
         (t.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32 (got '{t.precision}')"),
+        (d.format in ("text", "pairs"), f"format must be text or pairs (got '{d.format}')"),
+        (t.lora_rank >= 0, f"lora_rank must be >= 0 (got {t.lora_rank})"),
         (t.log_every > 0 and t.eval_every > 0 and t.save_every > 0 and t.eval_batches > 0,
          "log_every, eval_every, save_every and eval_batches must be > 0"),
     ]

@@ -7,6 +7,9 @@
 - entropy: mean unigram entropy (nats) of the samples; low values flag repetitive text.
 - throughput: generated tokens/s for the sampling settings, after a warm-up run.
 - choice: multiple-choice accuracy on a local jsonl file (--choice-file).
+- accuracy: generative task accuracy (--task arith|gsm8k|FILE.jsonl): one sampled answer per
+  problem, its final number (`#### N`) against the gold one; 95% Wilson interval, NFE, tokens/s;
+  every generation is written to --generations (default: next to the checkpoint), resumable.
 --steps accepts a comma list (8,16,32) to sweep the sample-based metrics for a Pareto plot.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from toolkit.errors import UserError, cli_main
 from toolkit.sample import ArgParser, add_sampling_args, load_model, parse_options
 from toolkit.sampling import SampleRequest
 
-METRICS = ("nelbo", "gen_ppl", "entropy", "throughput", "choice")
+METRICS = ("nelbo", "gen_ppl", "entropy", "throughput", "choice", "accuracy")
 SAMPLE_METRICS = ("gen_ppl", "entropy", "throughput")
 
 
@@ -35,7 +38,7 @@ def parse_list(raw: str, name: str, cast=str) -> list:
 
 def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator: str = "ar",
              mc_samples: int = 32, sequences: int = 16, seed: int = 0, repeats: int = 1,
-             choice_file: str | None = None) -> dict:
+             choice_file: str | None = None, task: dict | None = None) -> dict:
     """All requested metrics as one JSON-ready dict (what the CLI prints)."""
     from toolkit.evaluation import dataset_nelbo, gen_ppl, load_evaluator, mean_entropy, throughput
     from toolkit.evaluation.likelihood import validation_blocks
@@ -45,6 +48,8 @@ def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator
         raise UserError(f"unknown metric {', '.join(unknown)} (known: {', '.join(METRICS)})")
     if "choice" in metrics and not choice_file:
         raise UserError("the choice metric needs --choice-file FILE.jsonl")
+    if "accuracy" in metrics and not task:
+        raise UserError("the accuracy metric needs --task arith|gsm8k|FILE.jsonl")
     for r in requests:
         model.check_request(r)
     judge = load_evaluator(evaluator, str(model.device)) if "gen_ppl" in metrics else None  # fail early
@@ -54,6 +59,13 @@ def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator
     if "choice" in metrics:
         from toolkit.evaluation.choice import choice_accuracy, read_items
         out["choice"] = choice_accuracy(model, read_items(choice_file), mc_samples, seed)
+    if "accuracy" in metrics:
+        from toolkit.evaluation.reasoning import load_problems, task_accuracy
+        problems = load_problems(task["task"], task["problems"], task["prompt_field"], task["response_field"],
+                                 task["arith_steps"], task["max_operand"])
+        out["accuracy"] = [{**task_accuracy(model, problems, req, task["generations"], task["batch_size"]),
+                            "task": task["task"], "length": req.length, "temperature": req.temperature,
+                            "top_p": req.top_p, **req.options} for req in requests]
     if any(m in metrics for m in SAMPLE_METRICS):
         out["sampling"] = []
         for req in requests:
@@ -84,6 +96,10 @@ def format_text(res: dict) -> str:
     if "choice" in res:
         c = res["choice"]
         lines.append(f"choice accuracy {c['accuracy']:.3f} (norm {c['accuracy_norm']:.3f}) on {c['questions']} questions")
+    for row in res.get("accuracy", []):
+        lines.append(f"steps {row['steps']:>4}  accuracy {row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+                     f" on {row['problems']} problems ({row['task']})  nfe {row['nfe']:.1f}"
+                     f"  {row['tokens_per_s']:.1f} tok/s  unparsed {row['unparsed']}")
     for row in res.get("sampling", []):
         parts = [f"steps {row['steps']:>4}"]
         if "gen_ppl" in row:
@@ -101,7 +117,8 @@ def format_text(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = ArgParser(prog="python -m toolkit.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
-    ap.add_argument("--metrics", default="nelbo,gen_ppl,entropy,throughput")
+    ap.add_argument("--metrics", default=None, help="comma list (default: nelbo,gen_ppl,entropy,throughput;"
+                    " accuracy alone with --task)")
     ap.add_argument("--steps", default="32", help="reverse steps, or a comma list to sweep")
     add_sampling_args(ap)
     ap.add_argument("--evaluator", default="ar", help="gen_ppl judge: toolkit checkpoint/embedded name or HF model")
@@ -109,9 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequences", type=int, default=16, help="validation blocks for nelbo")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs for throughput (after one warm-up)")
     ap.add_argument("--choice-file", default=None, help="jsonl of {context, choices, answer}")
+    ap.add_argument("--task", default=None, help="accuracy: arith, gsm8k, or a JSONL of question/answer rows")
+    ap.add_argument("--problems", type=int, default=500, help="accuracy: how many problems (0 = all)")
+    ap.add_argument("--batch-size", type=int, default=64, help="accuracy: problems sampled together")
+    ap.add_argument("--generations", default=None, help="accuracy: JSONL of every generation (resumed if present)")
+    ap.add_argument("--prompt-field", default="question")
+    ap.add_argument("--response-field", default="answer")
+    ap.add_argument("--arith-steps", type=int, default=2, help="arith: operations per problem")
+    ap.add_argument("--max-operand", type=int, default=20, help="arith: operands drawn from 1..N")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    metrics = parse_list(a.metrics, "metrics")
+    metrics = parse_list(a.metrics or ("accuracy" if a.task else "nelbo,gen_ppl,entropy,throughput"), "metrics")
+    if a.problems < 0 or a.batch_size <= 0:
+        raise UserError("--problems must be >= 0 and --batch-size > 0")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:   # before loading anything
         raise UserError(f"unknown metric {', '.join(unknown)} (known: {', '.join(METRICS)})")
@@ -121,8 +148,15 @@ def main(argv: list[str] | None = None) -> int:
                          temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                          use_cache=not a.no_cache, options=parse_options(a.option))
     requests = [replace(base, steps=s) for s in steps]
+    task = None
+    if a.task:
+        from pathlib import Path
+        generations = a.generations or str(Path(model.path or ".") / f"generations-{Path(a.task).stem}.jsonl")
+        task = {"task": a.task, "problems": a.problems, "batch_size": a.batch_size, "generations": generations,
+                "prompt_field": a.prompt_field, "response_field": a.response_field,
+                "arith_steps": a.arith_steps, "max_operand": a.max_operand}
     res = evaluate(model, metrics, requests, a.evaluator, a.mc_samples, a.sequences, a.seed, a.repeats,
-                   a.choice_file)
+                   a.choice_file, task)
     print(json.dumps(res) if a.json else format_text(res))
     return 0
 

@@ -140,6 +140,13 @@ class Trainer:
         self.family = build_family(cfg, self.data.tokenizer)
         torch.manual_seed(t.seed)
         self.net = Backbone(cfg.model).to(self.dist.device)
+        if t.init:   # fine-tuning: start from a checkpoint's weights
+            from toolkit.finetune import load_init_weights
+            load_init_weights(self.net, t.init, cfg.model.vocab_size)
+        self.lora = None
+        if t.lora_rank:   # adapters only: the backbone's own weights stay frozen
+            from toolkit.finetune import add_lora
+            self.lora = add_lora(self.net, t)
         self.net.backend = resolve_backend(cfg.model.attention, self.dist.device)
         self.model = self._wrap(self.net)
         self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
@@ -184,8 +191,9 @@ class Trainer:
 
     def _optimizer(self):
         o = self.cfg.optim
-        decay = [p for n, p in self.net.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.net.named_parameters() if p.dim() < 2]
+        trainable = [p for p in self.net.parameters() if p.requires_grad]   # LoRA freezes the rest
+        decay = [p for p in trainable if p.dim() >= 2]
+        no_decay = [p for p in trainable if p.dim() < 2]
         return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}],
                                  lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
@@ -257,8 +265,8 @@ class Trainer:
         so the figure does not depend on the number of ranks.
         """
         self.net.eval()
-        t, val = self.cfg.train, self.data.val
-        total = 0.0
+        t, val, val_mask = self.cfg.train, self.data.val, self.data.val_mask
+        total, covered = 0.0, 0.0
         rounds = -(-t.eval_batches // self.dist.world)
         for r in range(rounds):
             i = r * self.dist.world + self.dist.rank
@@ -269,12 +277,19 @@ class Trainer:
             b = i % t.eval_batches
             rows = torch.arange(b * self.chunk_size, (b + 1) * self.chunk_size) % len(val)
             x0 = val[rows].to(self.dist.device)
+            mask = val_mask[rows].to(self.dist.device) if val_mask is not None else None
             g = step_generator(t.seed + 17, 0, b, self.dist.device)
             with self.autocast():
-                nelbo = self.family.nelbo(self.net, x0, antithetic_times(len(rows), g, self.dist.device), g)
+                nelbo = self.family.nelbo(self.net, x0, antithetic_times(len(rows), g, self.dist.device), g,
+                                          loss_mask=mask)
             if i < t.eval_batches:
-                total += float(nelbo.sum()) / x0.shape[1]
+                if mask is None:
+                    total += float(nelbo.sum()) / x0.shape[1]
+                else:   # fine-tuning: nats per response token
+                    total, covered = total + float(nelbo.sum()), covered + float(mask.sum())
         self.net.train()
+        if val_mask is not None:
+            return self.dist.all_sum(total) / max(self.dist.all_sum(covered), 1.0)
         return self.dist.all_sum(total) / (t.eval_batches * self.chunk_size)
 
     def train_step(self) -> float:
@@ -287,7 +302,9 @@ class Trainer:
         total = 0.0
         for micro in range(t.grad_accum):
             chunk = local_chunk(self.dist.rank, t.grad_accum, micro)
-            x0 = self.data.train[chunk_rows(rows, chunk, self.chunk_size)].to(self.dist.device, non_blocking=True)
+            picked = chunk_rows(rows, chunk, self.chunk_size)
+            x0 = self.data.train[picked].to(self.dist.device, non_blocking=True)
+            mask = None if self.data.train_mask is None else self.data.train_mask[picked].to(self.dist.device)
             t_chunk = chunk_rows(times, chunk, self.chunk_size).to(self.dist.device)
             g = step_generator(t.seed, self.step, chunk, self.dist.device)
             last_micro = micro == t.grad_accum - 1
@@ -297,7 +314,7 @@ class Trainer:
             elif self.dist.world > 1 and not last_micro:
                 sync = self.model.no_sync()
             with sync, self.autocast():
-                loss = self.family.loss(self.model, x0, t_chunk, g) / t.grad_accum
+                loss = self.family.loss(self.model, x0, t_chunk, g, loss_mask=mask) / t.grad_accum
             loss.backward()
             total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.optim.grad_clip)
@@ -366,6 +383,9 @@ class Trainer:
                 tic = time.perf_counter()
         if progress is not None:
             progress.close()
+        if self.lora is not None and self.dist.main:
+            from toolkit.finetune import save_merged
+            save_merged(self.lora, self.out / "merged", self.cfg)
         self.dist.close()
         return {"step": self.step, "out": str(self.out)}
 

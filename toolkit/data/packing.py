@@ -30,6 +30,8 @@ class PackedData:
     val: torch.Tensor       # [n_val, seq_len]
     tokenizer: object
     n_tokens: int
+    train_mask: torch.Tensor | None = None   # pairs: [n_train, seq_len] True where the loss covers
+    val_mask: torch.Tensor | None = None
 
     def train_batch(self, indices) -> torch.Tensor:
         return self.train[indices]
@@ -74,6 +76,9 @@ def _cache_key(cfg: DataConfig, tokenizer) -> str | None:
 
 def load_data(cfg: DataConfig) -> PackedData:
     tokenizer = load_tokenizer(cfg.tokenizer or None, (cfg.eos_token, cfg.mask_token))
+    if cfg.format == "pairs":
+        from toolkit.data.pairs import load_pairs
+        return load_pairs(cfg, tokenizer)
     key = _cache_key(cfg, tokenizer)
     cached = CACHE_DIR / f"{key}.npy" if key else None
     if cached is not None and cached.is_file():

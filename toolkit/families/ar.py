@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.errors import UserError
-from toolkit.families.base import Family, register
+from toolkit.families.base import Family, covered_tokens, register
 from toolkit.model.backbone import KVCache
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs
 
@@ -22,22 +22,23 @@ class AR(Family):
         bos = torch.full_like(x0[:, :1], self.bos_id)
         return torch.cat([bos, x0[:, :-1]], dim=1)
 
-    def nelbo(self, net, x0, t=None, generator=None):
+    def nelbo(self, net, x0, t=None, generator=None, loss_mask=None):
         logits = net(self._inputs(x0), causal=True)
-        return F.cross_entropy(logits.flatten(0, 1).float(), x0.flatten(), reduction="none").view_as(x0).sum(1)
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), x0.flatten(), reduction="none").view_as(x0)
+        return (nll if loss_mask is None else nll * loss_mask).sum(1)   # a prompt conditions, unscored
 
-    def loss(self, net, x0, t=None, generator=None):
-        return self.nelbo(net, x0).sum() / x0.numel()
+    def loss(self, net, x0, t=None, generator=None, loss_mask=None):
+        return self.nelbo(net, x0, loss_mask=loss_mask).sum() / covered_tokens(x0, loss_mask)
 
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         if request.fixed:
             raise UserError("the autoregressive family supports a prompt prefix, not fixed positions")
         gen = torch.Generator(device="cpu").manual_seed(request.seed)
-        b, n, p = request.num_samples, request.length, len(request.prompt)
+        b, n, p = request.num_samples, request.length, request.prompt_length
         tokens = torch.full((b, n), self.mask_id, dtype=torch.long, device=device)
         confidence = torch.zeros(b, n, device=device)
         if p:
-            tokens[:, :p] = torch.tensor(request.prompt, device=device)
+            tokens[:, :p] = request.prompt_rows(device)
             confidence[:, :p] = 1.0
         clock, cache = Clock(), KVCache() if request.use_cache else None
         context = torch.cat([torch.full((b, 1), self.bos_id, device=device, dtype=torch.long), tokens[:, :p]], 1)
