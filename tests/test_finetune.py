@@ -109,3 +109,111 @@ def test_sampling_never_alters_per_sample_prompts(name):
     for step in steps:
         assert step.tokens[:, :4].tolist() == prompts
     assert (steps[-1].tokens[:, 4:] != MASK).all()
+
+
+# ---- the trainer on pairs ------------------------------------------------------------------
+
+def write_pairs(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def arith_pairs(tmp_path, n=120):
+    from toolkit.data.arithmetic import Difficulty, generate
+    return write_pairs(tmp_path / "pairs.jsonl", generate(n, "train", Difficulty(steps=1, max_operand=9)))
+
+
+def finetune_cfg(tmp_path, data, *extra):
+    return resolve(["format=pairs", f"data={data}", "seq_len=48", "batch_size=4", "max_steps=4", "eval_every=2",
+                    "eval_batches=2", "log_every=2", "save_every=2", "progress=false", f"out={tmp_path / 'ft'}", *extra])
+
+
+def test_pairs_layout_and_loss_mask(tmp_path):
+    from toolkit.data import load_data
+    data = load_data(finetune_cfg(tmp_path, arith_pairs(tmp_path)).data)
+    tok, eos = data.tokenizer, data.tokenizer.token_to_id("[EOS]")
+    row, mask = data.train[0], data.train_mask[0]
+    p = int((~mask).sum())
+    assert not mask[:p].any() and mask[p:].all()          # prompt first, then the scored part
+    assert row[-1] == eos and (row[mask] == eos).any()     # responses end in [EOS] padding that is scored
+    text = tok.decode(row[:p].tolist())
+    assert text.endswith("\n") and text.rstrip().endswith("?")
+    assert len(data.val) >= 1 and data.val_mask.shape == data.val.shape
+
+
+@pytest.mark.parametrize("family", sorted(REGISTRY))
+def test_finetune_from_a_run_resumes_and_logs_response_nelbo(tiny_checkpoint, tmp_path, family):
+    """init= a toolkit run: the weights are the run's, the metrics/checkpoint/resume are the trainer's."""
+    from toolkit import load
+    from toolkit.train import Trainer
+    base = tiny_checkpoint(family)
+    data = arith_pairs(tmp_path)
+    cfg = finetune_cfg(tmp_path, data, f"init={base}", "max_steps=2")
+    trainer = Trainer(cfg)
+    before = load(base).net.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in trainer.net.state_dict().items())
+    trainer.fit()
+    Trainer(finetune_cfg(tmp_path, data, f"init={base}", "max_steps=4", "resume=true")).fit()
+    lines = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [0, 2, 4] and all("val_nelbo" in x for x in lines)
+    model = load(str(tmp_path / "ft"))
+    assert model.name == family and model.cfg.data.format == "pairs"
+
+
+def test_lora_trains_adapters_only_and_merges(tiny_checkpoint, tmp_path):
+    from safetensors.torch import load_file
+    from toolkit import load
+    from toolkit.train import Trainer
+    base = tiny_checkpoint("mdlm")
+    Trainer(finetune_cfg(tmp_path, arith_pairs(tmp_path), f"init={base}", "lora_rank=4", "lr=1e-2")).fit()
+    state = load_file(str(tmp_path / "ft" / "checkpoint" / "model.safetensors"))
+    original = load(base).net.state_dict()
+    frozen = {k.replace(".base_layer", ""): v for k, v in state.items() if ".lora_" not in k}
+    assert frozen.keys() == original.keys()
+    assert all(torch.equal(frozen[k], original[k]) for k in original)        # the base never moved
+    assert any(".lora_B." in k and v.abs().sum() > 0 for k, v in state.items())
+    merged, on_load = load(str(tmp_path / "ft" / "merged")), load(str(tmp_path / "ft"))
+    assert not any(".lora_" in k for k in merged.net.state_dict())
+    x = torch.randint(0, 40, (2, 16))
+    assert torch.allclose(merged.net(x), on_load.net(x), atol=1e-5)
+    assert not torch.allclose(merged.net(x), load(base).net(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("rows,needle", [
+    ([{"question": "a?"}], "no field 'answer'"),
+    ([{"question": "a?", "answer": "  "}], "the response is empty"),
+    ([{"question": "a?", "answer": "one two " * 60}], "longer than seq_len"),
+    ([{"question": 3, "answer": "4"}], "is not text"),
+])
+def test_bad_pairs_are_one_line_errors(tmp_path, rows, needle):
+    from toolkit.data import load_data
+    data = write_pairs(tmp_path / "bad.jsonl", [{"question": "ok?", "answer": "#### 1"}] * 3 + rows)
+    with pytest.raises(UserError, match=needle) as e:
+        load_data(finetune_cfg(tmp_path, data).data)
+    assert "\n" not in str(e.value) and "bad.jsonl:4" in str(e.value)
+
+
+def test_vocabulary_mismatch_with_the_init_checkpoint(tiny_checkpoint, tmp_path):
+    from toolkit.data.tokenizer import train_bpe
+    from toolkit.train import Trainer
+    data = arith_pairs(tmp_path)
+    tok = train_bpe([line for line in data.read_text().splitlines()], vocab_size=300)
+    tok.save(str(tmp_path / "tok.json"))
+    cfg = finetune_cfg(tmp_path, data, f"init={tiny_checkpoint('mdlm')}", f"tokenizer={tmp_path / 'tok.json'}",
+                       "seq_len=128")
+    with pytest.raises(UserError, match="vocabulary of 4098 ids but the data's tokenizer has"):
+        Trainer(cfg)
+
+
+def test_finetune_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    bad = write_pairs(tmp_path / "bad.jsonl", [{"prompt": "x", "answer": "1"}] * 3)
+    for args, needle in [([f"data={bad}", "init=mdlm"], "no field 'question'"),
+                         ([f"data={bad}", "init=mdlm", "family=duo"], "is a mdlm checkpoint"),
+                         ([f"data={tmp_path / 'none.jsonl'}", "init=mdlm"], "not found")]:
+        r = subprocess.run([sys.executable, "-m", "training.finetune", *args, f"out={tmp_path / 'o'}"],
+                           capture_output=True, text=True, cwd=root)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

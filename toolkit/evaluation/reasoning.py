@@ -135,6 +135,8 @@ def task_accuracy(model, problems: list[Problem], request: SampleRequest, out: s
             raise UserError(f"problem {p.id}: its prompt is {len(ids)} tokens, no room to answer in length={request.length}")
         todo.setdefault(len(ids), []).append((p, ids))
     handle = open(out_path, "a") if out_path else None
+    if handle and out_path.stat().st_size and not out_path.read_bytes().endswith(b"\n"):
+        handle.write("\n")   # end a torn last line, so the next record starts on its own
     try:
         for plen in sorted(todo):
             group = todo[plen]
