@@ -217,3 +217,21 @@ def test_finetune_cli_errors_are_one_line(tmp_path):
         r = subprocess.run([sys.executable, "-m", "training.finetune", *args, f"out={tmp_path / 'o'}"],
                            capture_output=True, text=True, cwd=root)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_hugging_face_dataset_path_on_a_local_folder(tmp_path, monkeypatch):
+    """The `datasets` code path used for `data=gsm8k data_config=main`, on a folder in GSM8K's layout."""
+    from toolkit.data import load_data
+    from toolkit.data.arithmetic import Difficulty, generate
+    from toolkit.evaluation.reasoning import load_problems
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    folder = tmp_path / "gsm8k-like"
+    folder.mkdir()
+    rows = generate(60, "train", Difficulty(steps=1, max_operand=9))
+    write_pairs(folder / "train.jsonl", [{"question": r["question"], "answer": r["answer"]} for r in rows])
+    write_pairs(folder / "test.jsonl", [{"question": r["question"], "answer": r["answer"]} for r in rows[:7]])
+    from_hub = load_data(finetune_cfg(tmp_path, str(folder)).data)
+    from_file = load_data(finetune_cfg(tmp_path, str(folder / "train.jsonl")).data)
+    assert torch.equal(from_hub.train, from_file.train) and torch.equal(from_hub.val_mask, from_file.val_mask)
+    problems = load_problems(str(folder), 0)                       # the test split, as for gsm8k
+    assert len(problems) == 7 and problems[0].gold == str(rows[0]["result"])

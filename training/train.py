@@ -15,6 +15,8 @@ Common keys: family (ar, mdlm, duo, esolm), model (tiny, cpu-4xs..cpu-xxl, 6M..2
 max_steps, batch_size, grad_accum, seq_len, lr, warmup_steps, device, precision (auto|bf16|fp32),
 attention (auto|sdpa|xformers|math), compile, fsdp, seed, out, resume, log_every, eval_every,
 save_every; family options: loss=elbo|low_var (mdlm, esolm), alpha_0 (esolm).
+Fine-tuning (or `python -m training.finetune`): format=pairs, prompt_field, response_field,
+data_config, init=CHECKPOINT, lora_rank, lora_alpha, lora_dropout, lora_targets.
 """
 
 
