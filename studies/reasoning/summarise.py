@@ -123,3 +123,7 @@ def summarise(work: Path, here: Path, families: list[str]) -> None:
         block = (f"<!-- results -->\n{md}\nSettings: {json.dumps({k: settings[k] for k in sorted(settings) if k != 'summarise'})}"
                  "\n<!-- /results -->")
         readme.write_text(re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, text, flags=re.S))
+    top = here.parent.parent / "README.md"   # the project README shows the same table and plot
+    if top.is_file() and here.name == "reasoning":
+        block = f"<!-- study -->\n{md}\n![reasoning study](studies/reasoning/accuracy.png)\n<!-- /study -->"
+        top.write_text(re.sub(r"<!-- study -->.*<!-- /study -->", lambda _: block, top.read_text(), flags=re.S))
