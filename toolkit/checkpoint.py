@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from toolkit.config import RunConfig
 from toolkit.data.tokenizer import EMBEDDED_TOKENIZER, load_tokenizer
 from toolkit.errors import UserError
+from toolkit.lora import is_lora_state, merged_state
 
 FORMAT = "dlm-toolkit/1"
 EMBEDDED_DIR = Path(__file__).resolve().parent / "assets" / "models"
@@ -82,7 +83,6 @@ def checkpoint_state(ckpt: Path, cfg: RunConfig) -> dict:
         state = load_file(str(ckpt / "model.safetensors"))
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"cannot read weights {ckpt / 'model.safetensors'}: {e}") from None
-    from toolkit.finetune import is_lora_state, merged_state
     return merged_state(cfg, state) if is_lora_state(state) else state
 
 

@@ -185,10 +185,6 @@ def resolve(args: list[str] | None = None, base: RunConfig | None = None) -> Run
     expanded: list[tuple[str, str]] = []
     for k, v in pairs:
         expanded.extend(load_recipe(v) if k == "config" else [(k, v)])
-    init = [v for k, v in expanded if k in ("init", "train.init")]
-    if init and init[-1] and base is None:
-        from toolkit.finetune import init_config
-        base = init_config(init[-1], [v for k, v in expanded if k == "family"])
     family = base.family if base else "mdlm"
     for k, v in expanded:
         if k == "family":

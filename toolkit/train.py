@@ -24,6 +24,8 @@ from toolkit.checkpoint import load_train_state, save_checkpoint
 from toolkit.config import RunConfig
 from toolkit.data import batch_indices, load_data
 from toolkit.errors import UserError
+from toolkit.finetune import load_init_weights, save_merged
+from toolkit.lora import add_lora
 from toolkit.lm import build_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
@@ -141,12 +143,9 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.net = Backbone(cfg.model).to(self.dist.device)
         if t.init:   # fine-tuning: start from a checkpoint's weights
-            from toolkit.finetune import load_init_weights
             load_init_weights(self.net, t.init, cfg.model.vocab_size)
-        self.lora = None
-        if t.lora_rank:   # adapters only: the backbone's own weights stay frozen
-            from toolkit.finetune import add_lora
-            self.lora = add_lora(self.net, t)
+        # LoRA: adapters only, the backbone's own weights stay frozen
+        self.lora = add_lora(self.net, t) if t.lora_rank else None
         self.net.backend = resolve_backend(cfg.model.attention, self.dist.device)
         self.model = self._wrap(self.net)
         self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
@@ -384,7 +383,6 @@ class Trainer:
         if progress is not None:
             progress.close()
         if self.lora is not None and self.dist.main:
-            from toolkit.finetune import save_merged
             save_merged(self.lora, self.out / "merged", self.cfg)
         self.dist.close()
         return {"step": self.step, "out": str(self.out)}

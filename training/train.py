@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from toolkit.config import resolve
+from toolkit.finetune import resolve_run
 from toolkit.errors import cli_main
 
 USAGE = __doc__ + """
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return {}
-    cfg = resolve(argv)
+    cfg = resolve_run(argv)   # resolve(), with an init= checkpoint as the base
     from toolkit.train import Trainer
     trainer = Trainer(cfg)
     result = trainer.fit()

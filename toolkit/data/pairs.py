@@ -46,7 +46,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 def hub_rows(name: str, config: str = "", split: str = "train") -> Iterator[tuple[int, dict]]:
     """Rows of a Hugging Face dataset (a hub name, or a local folder of json/jsonl/csv/parquet)."""
-    import datasets
+    import datasets   # deferred: heavy, only for dataset folders and hub names
     try:
         ds = datasets.load_dataset(name, config or None, split=split)
     except Exception as e:  # the hub raises many kinds; all mean "cannot use this name"
@@ -99,9 +99,8 @@ def encode_pairs(rows: Iterable[tuple[str, int, dict]], tokenizer, seq_len: int,
     return torch.tensor(ids, dtype=torch.long), torch.tensor(masks, dtype=torch.bool)
 
 
-def load_pairs(cfg, tokenizer):
-    """PackedData of pairs: every 50 rows, the last ceil(50 * val_fraction) go to validation."""
-    from toolkit.data.packing import PackedData
+def load_pairs(cfg, tokenizer) -> dict:
+    """Train/val ids and loss masks: every 50 rows, the last ceil(50 * val_fraction) go to validation."""
     eos = tokenizer.token_to_id(cfg.eos_token)
     rows = pair_rows(cfg.data, cfg.data_config, "train")
     if cfg.max_documents:
@@ -114,5 +113,5 @@ def load_pairs(cfg, tokenizer):
     if is_val.all() or not is_val.any():
         is_val = torch.zeros(len(ids), dtype=torch.bool)
         is_val[-1] = True
-    return PackedData(train=ids[~is_val], val=ids[is_val], tokenizer=tokenizer, n_tokens=int(mask.sum()),
-                      train_mask=mask[~is_val], val_mask=mask[is_val])
+    return {"train": ids[~is_val], "val": ids[is_val], "n_tokens": int(mask.sum()),
+            "train_mask": mask[~is_val], "val_mask": mask[is_val]}

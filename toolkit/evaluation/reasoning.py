@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from toolkit.data.arithmetic import Difficulty, generate
+from toolkit.data.pairs import field_text, pair_rows, prompt_text
 from toolkit.errors import UserError
 from toolkit.sampling import SampleRequest
 
@@ -66,9 +68,7 @@ class Problem:
 def load_problems(task: str, limit: int = 500, prompt_field: str = "question", response_field: str = "answer",
                   arith_steps: int = 2, max_operand: int = 20) -> list[Problem]:
     """The task's problems with their gold final numbers (rows without one are an error)."""
-    from toolkit.data.pairs import field_text, pair_rows
     if task == "arith":
-        from toolkit.data.arithmetic import Difficulty, generate
         problems = generate(limit or 500, "test", Difficulty(arith_steps, max_operand))   # unseen in the default 20k
         rows = [("arith", i + 1, r) for i, r in enumerate(problems)]
     elif task == "gsm8k":
@@ -121,7 +121,6 @@ def task_accuracy(model, problems: list[Problem], request: SampleRequest, out: s
     Problems are grouped by prompt length, so one batch shares one prefix length; each
     generation is appended to `out` as soon as its batch ends, with `steps` as the resume key.
     """
-    from toolkit.data.pairs import prompt_text
     out_path = Path(out) if out else None
     done = read_done(out_path, request.steps) if out_path else {}
     rows = list(done.values())
