@@ -19,6 +19,28 @@ def last_val_nelbo(run: Path) -> float | None:
     return vals[-1] if vals else None
 
 
+WORK_LINE = re.compile(r"\d+ [-+*] \d+ = \d+")
+
+
+def generation_shape(work: Path, fam: str, steps: int) -> tuple[float, float]:
+    """(share of answers in the worked format, share whose first worked line is exactly right)."""
+    gold = {}
+    for line in (work / "data" / "test.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            gold[row["question"]] = row["answer"].splitlines()
+    rows = [r for r in map(json.loads, (work / f"generations-{fam}.jsonl").read_text().splitlines())
+            if r["steps"] == steps]
+    form = first = 0
+    for r in rows:
+        lines = [x.strip() for x in r["generation"].strip().splitlines()]
+        ref = gold[r["question"]]
+        form += len(lines) == len(ref) and all(WORK_LINE.fullmatch(x) for x in lines[:-1]) \
+            and re.fullmatch(r"#### \d+", lines[-1]) is not None
+        first += bool(lines) and lines[0] == ref[0]
+    return form / max(len(rows), 1), first / max(len(rows), 1)
+
+
 def collect(work: Path, families: list[str]) -> list[dict]:
     rows = []
     for fam in families:
@@ -29,10 +51,12 @@ def collect(work: Path, families: list[str]) -> list[dict]:
         pre = json.loads((work / f"pretrain-nelbo-{fam}.json").read_text())["nelbo"]
         sft = last_val_nelbo(work / "runs" / fam)
         for r in acc["accuracy"]:
+            form, first = generation_shape(work, fam, r["steps"])
             rows.append({"family": fam, "steps": r["steps"], "nfe": round(r["nfe"], 1), "problems": r["problems"],
                          "correct": r["correct"], "accuracy": round(r["accuracy"], 4),
                          "ci_low": round(r["ci_low"], 4), "ci_high": round(r["ci_high"], 4),
-                         "unparsed": r["unparsed"], "tokens_per_s": round(r["tokens_per_s"], 1),
+                         "unparsed": r["unparsed"], "well_formed": round(form, 3), "first_line_right": round(first, 3),
+                         "tokens_per_s": round(r["tokens_per_s"], 1),
                          "pretrain_val_nelbo": round(pre["nelbo"], 4), "pretrain_se": round(pre.get("se", 0.0), 4),
                          "task_val_nelbo": round(sft, 4) if sft is not None else None})
     return rows
@@ -77,12 +101,13 @@ def majority_baseline(work: Path) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| family | sampling steps | NFE / problem | accuracy (95% CI) | correct / problems | unparsed |"
-             " task val NELBO | pre-training val NELBO |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| family | sampling steps | NFE / problem | accuracy (95% CI) | correct / problems | well-formed |"
+             " first line right | task val NELBO | pre-training val NELBO |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         steps = "one per token" if r["family"] == "ar" else r["steps"]
         lines.append(f"| {LABELS.get(r['family'], r['family'])} | {steps} | {r['nfe']} | {r['accuracy']:.1%} "
-                     f"[{r['ci_low']:.1%}, {r['ci_high']:.1%}] | {r['correct']} / {r['problems']} | {r['unparsed']} | "
+                     f"[{r['ci_low']:.1%}, {r['ci_high']:.1%}] | {r['correct']} / {r['problems']} | {r['well_formed']:.0%} | "
+                     f"{r['first_line_right']:.0%} | "
                      f"{r['task_val_nelbo']} | {r['pretrain_val_nelbo']} ± {r['pretrain_se']} |")
     return "\n".join(lines)
 
