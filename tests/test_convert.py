@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import toolkit
-from toolkit.convert import main as convert_main
+from toolkit.cli.convert import main as convert_main
 from toolkit.data.tokenizer import EMBEDDED_TOKENIZER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,7 +330,7 @@ def test_sentencepiece_vocabulary_gets_the_appended_mask(tmp_path):
 
 
 def test_declared_family_priorities():
-    from toolkit.convert import declared_family
+    from toolkit.checkpoints.convert import declared_family
     duo_snapshot = "/x/models--nvidia--SDLLM-Duo-1.7B-Base/snapshots/a"
     assert declared_family({"model_type": "mdlm"}, duo_snapshot) == "duo"     # class names are shared
     assert declared_family({"algo": {"name": "esolm"}, "parameterization": "subs"}, "/x/y") == "esolm"
