@@ -239,3 +239,23 @@ def test_hugging_face_dataset_path_on_a_local_folder(tmp_path, monkeypatch):
     assert torch.equal(from_hub.train, from_file.train) and torch.equal(from_hub.val_mask, from_file.val_mask)
     problems = load_problems(str(folder), 0)                       # the test split, as for gsm8k
     assert len(problems) == 7 and problems[0].gold == str(rows[0]["result"])
+
+
+def test_finetune_and_score_a_converted_reference_checkpoint(tmp_path):
+    """The GPU path on CPU: a synthetic checkpoint in the reference layout, converted, fine-tuned, scored."""
+    from safetensors.torch import save_file
+    from tests.test_convert import H, reference_weights, run_convert
+    from toolkit import load
+    from toolkit.data.tokenizer import EMBEDDED_TOKENIZER
+    from toolkit.evaluation.reasoning import load_problems, task_accuracy
+    from toolkit.train import Trainer
+    sd = reference_weights(3)
+    save_file({"backbone." + k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "duo.safetensors"))
+    conv = run_convert(tmp_path / "duo.safetensors", "--family", "duo", "--out", tmp_path / "conv",
+                       "--tokenizer", EMBEDDED_TOKENIZER, "--n-heads", H, "--seq-len", 48)
+    data = arith_pairs(tmp_path)
+    Trainer(finetune_cfg(tmp_path, data, f"init={conv}", "max_steps=2")).fit()
+    tuned = load(str(tmp_path / "ft"))
+    assert tuned.cfg.model.d_model == load(str(conv)).cfg.model.d_model and tuned.name == "duo"
+    res = task_accuracy(tuned, load_problems(str(data), 4), SampleRequest(length=48, steps=4, temperature=0))
+    assert res["problems"] == 4 and res["nfe"] == 5    # Duo: T posterior steps + the greedy tail

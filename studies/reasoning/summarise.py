@@ -65,6 +65,17 @@ def answer(rows: list[dict]) -> str:
     return text
 
 
+def majority_baseline(work: Path) -> str:
+    """Accuracy of always answering the training split's most frequent result (a floor to beat)."""
+    from collections import Counter
+    train = [json.loads(x)["result"] for x in (work / "data" / "train.jsonl").read_text().splitlines() if x.strip()]
+    test = [json.loads(x)["result"] for x in (work / "data" / "test.jsonl").read_text().splitlines() if x.strip()]
+    guess, _ = Counter(train).most_common(1)[0]
+    hits = sum(r == guess for r in test)
+    return (f"Always answering the training split's most frequent result ({guess}) scores "
+            f"{hits / len(test):.1%} ({hits} / {len(test)}).")
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| family | sampling steps | NFE / problem | accuracy (95% CI) | correct / problems | unparsed |"
              " task val NELBO | pre-training val NELBO |", "|---|---|---|---|---|---|---|---|"]
@@ -114,7 +125,7 @@ def summarise(work: Path, here: Path, families: list[str]) -> None:
         w.writeheader()
         w.writerows(rows)
     settings = json.loads((work / "settings.json").read_text())
-    md = table(rows) + "\n\n" + answer(rows) + "\n"
+    md = table(rows) + "\n\n" + majority_baseline(work) + " " + answer(rows) + "\n"
     (here / "results.md").write_text(md)
     plot(rows, here / "accuracy.png")
     readme = here / "README.md"
