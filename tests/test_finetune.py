@@ -248,7 +248,7 @@ def test_finetune_and_score_a_converted_reference_checkpoint(tmp_path):
     from toolkit import load
     from toolkit.data.tokenizer import EMBEDDED_TOKENIZER
     from toolkit.evaluation.reasoning import load_problems, task_accuracy
-    from toolkit.train import Trainer
+    from toolkit.trainer import Trainer
     sd = reference_weights(3)
     save_file({"backbone." + k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "duo.safetensors"))
     conv = run_convert(tmp_path / "duo.safetensors", "--family", "duo", "--out", tmp_path / "conv",
