@@ -377,3 +377,15 @@ def test_stub_objects_never_runs_code_from_the_pickle(tmp_path):
                     "--tokenizer", EMBEDDED_TOKENIZER)
     assert e.value.code == 2
     assert not marker.exists()
+
+
+def test_families_are_recognised_by_their_reference_names():
+    """Each family's `reference_names` pattern: explicit algo names first, then SDLLM-<Family>
+    repositories, then class names; Eso-LM (derived from MDLM) wins over MDLM's `subs`."""
+    from toolkit.checkpoints.convert import declared_family, family_of
+    assert [family_of(t) for t in ("EsoLM", "eso_lm", "udlm", "DUO_BASE", "mdlm", "subs", "ar", "autoregressive")] == \
+        ["esolm", "esolm", "duo", "duo", "mdlm", "mdlm", "ar", "ar"]
+    assert family_of("esolm subs") == "esolm" and family_of("dit") is None
+    assert declared_family({"algo": {"name": "esolm", "parameterization": "subs"}}, "x") == "esolm"
+    assert declared_family({}, "/cache/nvidia/SDLLM-Duo-1.7B-Base") == "duo"
+    assert declared_family({"parameterization": "subs"}, "ckpt") == "mdlm"

@@ -24,7 +24,7 @@ from toolkit.checkpoints.imported_tokenizers import load_any_tokenizer
 from toolkit.checkpoints.rundir import save_checkpoint
 from toolkit.config import RunConfig
 from toolkit.errors import UserError
-from toolkit.families import get_family
+from toolkit.families import REGISTRY, get_family
 from toolkit.model.backbone import Backbone
 from toolkit.resolve import set_key, validate
 
@@ -38,8 +38,6 @@ HEAD_KEYS = ("n_heads", "num_attention_heads", "num_heads", "n_head")
 LENGTH_KEYS = ("model_length", "max_position_embeddings", "seq_len", "length", "max_seq_len")
 EXPLICIT_FAMILY_KEYS = ("family", "algo")
 CLASS_FAMILY_KEYS = ("model_type", "architectures", "parameterization")
-FAMILY_WORDS = [("esolm", r"eso[-_]?lm"), ("duo", r"\bduo\b|\budlm\b"), ("mdlm", r"\bmdlm\b|\bsubs\b"),
-                ("ar", r"\bar\b|autoregressive")]
 DEFAULT_SEQ_LEN = 1024
 
 
@@ -182,8 +180,10 @@ def find_values(meta, keys) -> list:
 
 
 def family_of(text: str) -> str | None:
-    for name, pattern in FAMILY_WORDS:
-        if re.search(pattern, text, re.I):
+    """The family whose `reference_names` pattern the text matches (algo names, classes, repos);
+    a family derived from another (Eso-LM from MDLM) is tried before its parent."""
+    for name, fam in sorted(REGISTRY.items(), key=lambda kv: -len(kv[1].__mro__)):
+        if fam.reference_names and re.search(fam.reference_names, text, re.I):
             return name
     return None
 

@@ -41,6 +41,9 @@ class Family:
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
     time_conditioned: ClassVar[bool] = False   # does the backbone see sigma_t?
+    # a regex for the names the reference implementation and its releases give the family
+    # (algo names, model classes, SDLLM-<Family> repositories): how `convert` recognises it
+    reference_names: ClassVar[str] = ""
     # option values of a checkpoint imported from the reference implementation (its protocols)
     imported_options: ClassVar[dict] = {}
     # sampling-time options a user may change: name -> (default, help); the GUI and CLI read this

@@ -66,6 +66,7 @@ def duo_posterior(probs, z_t, alpha_t, alpha_s):
 @register
 class Duo(Family):
     name = "duo"
+    reference_names = r"\bduo(?:\b|_)|\budlm\b"   # how the reference and its releases name it (DUO_BASE too)
     time_conditioned = True
     sampling_options = {
         "tail": ("greedy", "after the T steps at t=1e-5: greedy (arg-max of x_theta, +1 NFE), ancestral "
