@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from toolkit.errors import UserError
+from toolkit.evaluation.metrics import Samples, rounded, score_samples
 
 from gui.live import MAX_STEPS, Run, Settings, check_settings
 from gui.render import short_name
@@ -58,13 +59,13 @@ def is_repetitive(entropy: float, tokens: int) -> bool:
     return tokens > 1 and entropy < 0.5 * math.log(tokens)
 
 
-def score(run: Run, evaluator) -> tuple[float, float]:
-    """(Gen PPL under the evaluator, mean unigram entropy) of a finished run's samples."""
-    from toolkit.evaluation.generation import ToolkitEvaluator, gen_ppl, unigram_entropy
-    rows = run.last.tokens[:, len(run.prompt_ids):].tolist()
-    texts = run.texts()
-    ppl = gen_ppl(ToolkitEvaluator(evaluator), texts)["gen_ppl"]
-    return ppl, sum(unigram_entropy(r) for r in rows) / len(rows)
+def score(run: Run, evaluator) -> dict:
+    """NFE, tokens/s, Gen PPL (under the evaluator) and entropy of a finished run's generated part,
+    rounded for the table (toolkit.evaluation.metrics is the one definition of each)."""
+    samples = Samples(texts=run.texts(), tokens=run.last.tokens[:, len(run.prompt_ids):].tolist(),
+                      nfe=run.last.nfe, seconds=run.seconds, generated=run.generated_tokens)
+    scores = score_samples(samples, ("nfe", "tokens_per_s", "gen_ppl", "entropy"), evaluator)
+    return rounded({k: scores[k] for k in ("nfe", "tokens_per_s", "gen_ppl", "entropy")})
 
 
 def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings, num_samples: int):
@@ -94,11 +95,11 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
             if taken in seen_steps:      # the sampler ignores the step count (e.g. one step per token)
                 continue
             seen_steps.add(taken)
-            ppl, ent = score(run, evaluator)
-            rows.append({"model": key, "family": run.model.family.name, "steps": taken, "nfe": run.last.nfe,
-                         "seconds": round(run.seconds, 4), "tokens_per_s": round(run.generated_tokens / run.seconds, 1),
-                         "gen_ppl": round(ppl, 2), "entropy": round(ent, 3),
-                         "repetitive": is_repetitive(ent, s.length - len(run.prompt_ids)), "pareto": False})
+            m = score(run, evaluator)
+            rows.append({"model": key, "family": run.model.family.name, "steps": taken, "nfe": m["nfe"],
+                         "seconds": round(run.seconds, 4), "tokens_per_s": m["tokens_per_s"],
+                         "gen_ppl": m["gen_ppl"], "entropy": m["entropy"],
+                         "repetitive": is_repetitive(m["entropy"], s.length - len(run.prompt_ids)), "pareto": False})
             front = set(pareto_front(rows))
             for i, r in enumerate(rows):
                 r["pareto"] = i in front
@@ -107,7 +108,7 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
 
 def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     """Gen PPL (log) vs tokens/s (log), one colour per model, step counts annotated, frontier drawn."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure   # deferred: matplotlib is slow to import
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     if not rows:
@@ -131,7 +132,7 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     ax.scatter([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], s=90, facecolors="none",
                edgecolors="black", lw=1.2)
     if all(r["tokens_per_s"] > 0 for r in rows):
-        from matplotlib.ticker import NullFormatter
+        from matplotlib.ticker import NullFormatter   # deferred: see above
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
     if all(r["gen_ppl"] > 0 and math.isfinite(r["gen_ppl"]) for r in rows):

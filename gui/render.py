@@ -131,7 +131,7 @@ def step_curves(run) -> tuple[list[int], list[int], list[float]]:
 
 def run_plot(runs):
     """Small multiples: per model, bars of tokens changed per step and a line of mean confidence."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure   # deferred: matplotlib is slow to import
     shown = [r for r in runs if r.trace]
     if not shown:
         return None

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from toolkit.finetune import resolve_run
+from toolkit.trainer.finetune import resolve_run
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 from toolkit.sampling import SampleRequest
@@ -149,7 +149,7 @@ def test_pairs_layout_and_loss_mask(tmp_path):
 def test_finetune_from_a_run_resumes_and_logs_response_nelbo(tiny_checkpoint, tmp_path, family):
     """init= a toolkit run: the weights are the run's, the metrics/checkpoint/resume are the trainer's."""
     from toolkit import load
-    from toolkit.train import Trainer
+    from toolkit.trainer import Trainer
     base = tiny_checkpoint(family)
     data = arith_pairs(tmp_path)
     cfg = finetune_cfg(tmp_path, data, f"init={base}", "max_steps=2")
@@ -167,7 +167,7 @@ def test_finetune_from_a_run_resumes_and_logs_response_nelbo(tiny_checkpoint, tm
 def test_lora_trains_adapters_only_and_merges(tiny_checkpoint, tmp_path):
     from safetensors.torch import load_file
     from toolkit import load
-    from toolkit.train import Trainer
+    from toolkit.trainer import Trainer
     base = tiny_checkpoint("mdlm")
     Trainer(finetune_cfg(tmp_path, arith_pairs(tmp_path), f"init={base}", "lora_rank=4", "lr=1e-2")).fit()
     state = load_file(str(tmp_path / "ft" / "checkpoint" / "model.safetensors"))
@@ -199,7 +199,7 @@ def test_bad_pairs_are_one_line_errors(tmp_path, rows, needle):
 
 def test_vocabulary_mismatch_with_the_init_checkpoint(tiny_checkpoint, tmp_path):
     from toolkit.data.tokenizer import train_bpe
-    from toolkit.train import Trainer
+    from toolkit.trainer import Trainer
     data = arith_pairs(tmp_path)
     tok = train_bpe([line for line in data.read_text().splitlines()], vocab_size=300)
     tok.save(str(tmp_path / "tok.json"))
@@ -248,7 +248,7 @@ def test_finetune_and_score_a_converted_reference_checkpoint(tmp_path):
     from toolkit import load
     from toolkit.data.tokenizer import EMBEDDED_TOKENIZER
     from toolkit.evaluation.reasoning import load_problems, task_accuracy
-    from toolkit.train import Trainer
+    from toolkit.trainer import Trainer
     sd = reference_weights(3)
     save_file({"backbone." + k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "duo.safetensors"))
     conv = run_convert(tmp_path / "duo.safetensors", "--family", "duo", "--out", tmp_path / "conv",

@@ -137,7 +137,7 @@ def test_evaluate_cli_task_json(tiny_checkpoint, tmp_path):
     ([], ["--metrics", "accuracy"], "needs --task"),
 ])
 def test_evaluate_cli_bad_task_input(tiny_checkpoint, tmp_path, capsys, rows, args, needle):
-    from toolkit.evaluate import main
+    from toolkit.cli.evaluate import main
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     task = [] if "--metrics" in args else ["--task", str(path)]
@@ -156,10 +156,10 @@ def test_unknown_task_is_one_line():
 def test_finetuned_model_solves_far_more_than_an_untrained_one(tmp_path):
     """A few hundred CPU steps on the toy task (its own small tokenizer) vs. the same model untrained."""
     from toolkit import load
-    from toolkit.config import resolve
+    from toolkit.resolve import resolve
     from toolkit.data.tokenizer import train_bpe
     from toolkit.lm import LanguageModel
-    from toolkit.train import Trainer
+    from toolkit.trainer import Trainer
     torch.set_num_threads(1)
     d = Difficulty(steps=1, max_operand=5, multiply=False)
     train = generate(3000, "train", d)

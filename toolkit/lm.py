@@ -14,6 +14,7 @@ from toolkit.families import get_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
 from toolkit.sampling import SampleRequest, Step
+from toolkit.schedule import antithetic_times
 
 
 def build_family(cfg: RunConfig, tokenizer):
@@ -101,7 +102,6 @@ class LanguageModel:
     @torch.no_grad()
     def nelbo(self, x0: torch.Tensor, t: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         """Per-sequence NELBO in nats [B] (one Monte Carlo draw of t unless given)."""
-        from toolkit.schedule import antithetic_times
         self.net.eval()
         x0 = x0.to(self.device)
         if t is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from training import train
+from toolkit.cli.train import main as train_main
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(__doc__ + "\nKeys: as for training.train, plus format, prompt_field, response_field,"
               " data_config (hub datasets), init, lora_rank, lora_alpha, lora_dropout, lora_targets.")
         return {}
-    return train.main(["format=pairs", *argv])
+    return train_main(["format=pairs", *argv])
 
 
 if __name__ == "__main__":

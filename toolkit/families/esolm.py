@@ -66,6 +66,7 @@ def sequential_mask(clean: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
 @register
 class EsoLM(MDLM):
     name = "esolm"
+    reference_names = r"eso[-_]?lm"   # how the reference and its releases name it
     Options = EsoOptions
     sampling_options = {"alpha_0": (None, "diffusion fraction at sampling time (default: the trained alpha_0)")}
 

@@ -32,6 +32,7 @@ class MaskedOptions:
 @register
 class MDLM(Family):
     name = "mdlm"
+    reference_names = r"\bmdlm\b|\bsubs\b"   # how the reference and its releases name it
     Options = MaskedOptions
 
     # -- forward process ---------------------------------------------------------------

@@ -3,7 +3,7 @@
 - `init=CKPT` (a run, an embedded model name, a converted checkpoint) takes the family, its
   options, the architecture and the tokenizer from the checkpoint; the optimisation and
   training settings start fresh, and any `key=value` still overrides them (`resolve_run`).
-- `lora_rank=R` (toolkit/lora.py) trains adapters only; at the end of the run the trainer
+- `lora_rank=R` (toolkit/model/lora.py) trains adapters only; at the end of the run the trainer
   writes the merged plain checkpoint to `OUT/merged`.
 """
 from __future__ import annotations
@@ -11,9 +11,12 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from toolkit.checkpoint import checkpoint_state, read_config, resolve_path, save_checkpoint
-from toolkit.config import RunConfig, load_recipe, parse_overrides, resolve
+from toolkit.checkpoints.loading import plain_weights
+from toolkit.checkpoints.rundir import read_config, resolve_path, save_checkpoint, tokenizer_file
+from toolkit.config import RunConfig
 from toolkit.errors import UserError
+from toolkit.resolve import load_recipe, resolve
+from toolkit.values import parse_overrides
 
 
 def init_config(name: str, families: list[str]) -> RunConfig:
@@ -23,7 +26,7 @@ def init_config(name: str, families: list[str]) -> RunConfig:
     if families and families[-1] != old.family:
         raise UserError(f"init={name} is a {old.family} checkpoint: family={families[-1]} cannot change that")
     cfg = RunConfig(family=old.family, options=old.options, model=old.model)
-    cfg.data.tokenizer = str(ckpt / meta.get("tokenizer", "tokenizer.json"))
+    cfg.data.tokenizer = str(tokenizer_file(ckpt, meta))
     cfg.data.eos_token, cfg.data.mask_token = old.data.eos_token, old.data.mask_token
     cfg.data.seq_len = old.data.seq_len
     cfg.train.init = name
@@ -47,7 +50,7 @@ def load_init_weights(net, name: str, vocab_size: int) -> None:
     if old.model.vocab_size != vocab_size:
         raise UserError(f"init={name} has a vocabulary of {old.model.vocab_size} ids but the data's tokenizer"
                         f" has {vocab_size}: fine-tune with the checkpoint's own tokenizer")
-    state = checkpoint_state(ckpt, old)
+    state = plain_weights(ckpt, old)
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as e:   # shape mismatch: another architecture was asked for on the command line
@@ -61,4 +64,4 @@ def save_merged(peft_model, out: Path, cfg: RunConfig) -> Path:
     plain = copy.deepcopy(cfg)
     plain.train.lora_rank = 0
     net = peft_model.merge_and_unload()
-    return save_checkpoint(out, plain, net, cfg.data.tokenizer or None)
+    return save_checkpoint(out, plain, net.state_dict(), cfg.data.tokenizer or None)
