@@ -20,6 +20,7 @@ from toolkit.families import REGISTRY
 from gui import render
 from gui.live import MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, start, trace_json
 from gui.models import ModelRegistry
+from gui.strategies import sampler_controls
 
 DEFAULT_PROMPT = "It is a truth universally acknowledged"
 FRAME_SECONDS = 0.08        # at most ~12 screen updates a second while sampling
@@ -101,6 +102,8 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
                                           "not counted in wall time or tokens/s", elem_id="slow")
                 with gr.Accordion("Family options", open=False):
                     controls = option_controls()
+                with gr.Accordion("Decoding strategy (per family)", open=False):
+                    controls += sampler_controls()
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 status = gr.Markdown("", elem_id="status")
             with gr.Column(scale=3):

@@ -11,6 +11,7 @@ from toolkit.evaluation.metrics import METRICS
 from gui import explorer
 from gui.live import Settings
 from gui.models import ModelRegistry
+from gui.strategies import strategy_names
 
 
 def _table(rows):
@@ -33,6 +34,9 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int) -> gr.
                 x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
                                      elem_id="x-length")
                 x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
+                x_samplers = gr.CheckboxGroup(strategy_names(), value=["ancestral"], label="Decoding strategies",
+                                              info="each with its default options; skipped where a family lacks it",
+                                              elem_id="x-samplers")
                 x_seed = gr.Number(0, label="Seed", precision=0)
                 x_go = gr.Button("Run sweep", variant="primary", elem_id="x-go")
                 x_status = gr.Markdown("", elem_id="x-status")
@@ -40,13 +44,14 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int) -> gr.
                 x_plot = gr.Plot(label="Gen PPL vs tokens/s", show_label=False, elem_id="x-plot")
                 x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False, elem_id="x-table")
 
-    def run_sweep(keys, step_text, length_v, samples_v, seed_v):
+    def run_sweep(keys, step_text, length_v, samples_v, seed_v, strategies=("ancestral",)):
         try:
             counts = explorer.parse_steps(step_text)
             settings = Settings(length=int(length_v), seed=int(seed_v or 0))
             rows = []
-            total = len(keys or []) * len(counts)
-            for rows in explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v)):
+            total = len(keys or []) * len(counts) * len(strategies or ["ancestral"])
+            for rows in explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v),
+                                       list(strategies or ["ancestral"])):
                 yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
                        f"Running… {len(rows)} point(s) of up to {total}")
             yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
@@ -55,6 +60,6 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int) -> gr.
             gr.Warning(str(e))
             yield gr.update(), gr.update(), f"⚠️ {e}"
 
-    x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed], [x_plot, x_table, x_status],
+    x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed, x_samplers], [x_plot, x_table, x_status],
                api_name="explore", show_progress="minimal")
     return x_models

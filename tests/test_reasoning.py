@@ -111,6 +111,9 @@ def test_task_accuracy_writes_every_generation_and_resumes(tiny_checkpoint, tmp_
         set(range(6)) - {json.loads(x)["id"] for x in kept}
     other_steps = task_accuracy(model, problems, SampleRequest(length=32, steps=2, temperature=0), out, batch_size=4)
     assert other_steps["steps"] == 2 and other_steps["problems"] == 6
+    before = len(out.read_text().splitlines())
+    task_accuracy(model, problems, SampleRequest(length=32, steps=2, temperature=1.0), out, batch_size=4)
+    assert len(out.read_text().splitlines()) == before + 6      # another setting is generated afresh
 
 
 def cli(*args):

@@ -18,7 +18,7 @@ class ArgParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def add_sampling_args(ap: argparse.ArgumentParser) -> None:
+def add_sampling_args(ap: argparse.ArgumentParser, multi_sampler: bool = False) -> None:
     """The sampling flags `sample` and `evaluate` share (their --steps differ, so each adds its own)."""
     ap.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's context)")
     ap.add_argument("--num-samples", type=int, default=4)
@@ -26,7 +26,13 @@ def add_sampling_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")
     ap.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                    help="family sampling option (see the list below)")
+                    help="family or sampler option (see the list below; sampler options: --sampler list)")
+    if multi_sampler:
+        ap.add_argument("--sampler", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                        help="decoding strategy to compare (repeatable; default ancestral; docs/samplers.md)")
+    else:
+        ap.add_argument("--sampler", default="ancestral",
+                        help="decoding strategy: ancestral (default), confidence, remdm, block ('list' shows them)")
     ap.add_argument("--no-cache", action="store_true", help="disable the KV / no-change caches")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")

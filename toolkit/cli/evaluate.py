@@ -10,14 +10,15 @@
 - accuracy: generative task accuracy (--task arith|gsm8k|FILE.jsonl): one sampled answer per
   problem, its final number (`#### N`) against the gold one; 95% Wilson interval, NFE, tokens/s;
   every generation is written to --generations (default: next to the checkpoint), resumable.
---steps accepts a comma list (8,16,32) to sweep the sample-based metrics for a Pareto plot.
+--steps accepts a comma list (8,16,32) to sweep the sample-based metrics for a Pareto plot;
+--sampler NAME[:KEY=VALUE,...] (repeatable) compares decoding strategies at the same step counts
+(NFE = steps for ancestral, confidence with k=0, remdm and block; see docs/samplers.md).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from toolkit.cli.common import ArgParser, add_sampling_args, load_model, parse_list, parse_options
@@ -25,6 +26,7 @@ from toolkit.cli.usage import sampling_options_text
 from toolkit.errors import UserError, cli_main
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 from toolkit.evaluation.suite import check_metrics, evaluate, format_text
+from toolkit.samplers.requests import sweep_requests
 from toolkit.sampling import SampleRequest
 
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default=None, help="comma list (default: nelbo,gen_ppl,entropy,throughput;"
                     " accuracy alone with --task)")
     ap.add_argument("--steps", default="32", help="reverse steps, or a comma list to sweep")
-    add_sampling_args(ap)
+    add_sampling_args(ap, multi_sampler=True)
     ap.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="gen_ppl judge: toolkit checkpoint/embedded name or HF model")
     ap.add_argument("--gen-ppl-protocol", default="reference", choices=("reference", "bos"),
                     help="Hugging Face judges: reference (the tokenizer's own special tokens, first id of a"
@@ -63,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(a.checkpoint, a.device, a.threads)
     base = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=steps[0],
                          temperature=a.temperature, top_p=a.top_p, seed=a.seed,
-                         use_cache=not a.no_cache, options=parse_options(a.option))
-    requests = [replace(base, steps=s) for s in steps]
+                         use_cache=not a.no_cache)
+    requests = sweep_requests(model.family, base, a.sampler, parse_options(a.option), steps)
     task = None
     if a.task:
         generations = a.generations or str(Path(model.path or ".") / f"generations-{Path(a.task).stem}.jsonl")

@@ -4,6 +4,8 @@ Prints one sample per block (or a JSON document with --json); --trace writes one
 per reverse step (tokens, changed positions, confidence, t, s, NFE, time) for later study.
 Prompting: --prompt TEXT is a prefix; --infill POS=TEXT fixes TEXT's tokens from position
 POS on (diffusion families). Family sampling options: --option KEY=VALUE (listed by --help).
+Decoding strategy: --sampler NAME (ancestral, confidence, remdm, block; `--sampler list` shows
+them) with its options as --option KEY=VALUE too, e.g. --sampler confidence --option k=4.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from toolkit.cli.common import ArgParser, add_sampling_args, load_model, parse_options
 from toolkit.cli.usage import sampling_options_text
 from toolkit.errors import UserError, cli_main
+from toolkit.samplers.requests import listing, request_fields
 from toolkit.sampling import SampleRequest
 
 
@@ -49,11 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print a JSON document")
     a = ap.parse_args(argv)
     model = load_model(a.checkpoint, a.device, a.threads)
+    if a.sampler == "list":
+        print(listing(model.family))
+        return 0
     req = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=a.steps,
                         temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                         prompt=model.encode(a.prompt) if a.prompt else [],
                         fixed=parse_infill(model, a.infill), use_cache=not a.no_cache,
-                        options=parse_options(a.option))
+                        **request_fields(model.family, a.sampler, parse_options(a.option)))
     model.check_request(req)
     trace = None
     if a.trace:
@@ -72,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
             trace.close()
     texts = [model.decode(row) for row in last.tokens]
     if a.json:
-        print(json.dumps({"checkpoint": a.checkpoint, "family": model.name, "steps": a.steps,
+        print(json.dumps({"checkpoint": a.checkpoint, "family": model.name, "sampler": req.sampler, "steps": a.steps,
                           "length": req.length, "seed": a.seed, "nfe": last.nfe,
                           "seconds": round(last.elapsed, 4), "samples": texts,
                           "tokens": last.tokens.tolist()}, ensure_ascii=False))
     else:
         for i, text in enumerate(texts):
-            print(f"--- sample {i} ({model.name}, {last.nfe} NFE, {last.elapsed:.2f}s)")
+            print(f"--- sample {i} ({model.name}, {req.sampler}, {last.nfe} NFE, {last.elapsed:.2f}s)")
             print(text)
     return 0
 

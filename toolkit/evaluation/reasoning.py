@@ -91,8 +91,15 @@ def load_problems(task: str, limit: int = 500, prompt_field: str = "question", r
     return out
 
 
-def read_done(path: Path, steps: int) -> dict[int, dict]:
-    """Generations already in the output file for this step count (a torn last line is dropped)."""
+def setting_key(request: SampleRequest) -> str:
+    """What makes two generations comparable: the sampler, its options, steps, temperature, top-p."""
+    opts = {**request.options, **request.sampler_options}
+    return (f"{request.sampler}|{','.join(f'{k}={opts[k]}' for k in sorted(opts))}|steps={request.steps}"
+            f"|T={request.temperature}|top_p={request.top_p}|length={request.length}")
+
+
+def read_done(path: Path, setting: str) -> dict[int, dict]:
+    """Generations already in the output file for this setting (a torn last line is dropped)."""
     done: dict[int, dict] = {}
     if not path.is_file():
         return done
@@ -101,7 +108,7 @@ def read_done(path: Path, steps: int) -> dict[int, dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue   # a run killed mid-write: that problem is simply redone
-        if isinstance(row, dict) and row.get("steps") == steps and "id" in row:
+        if isinstance(row, dict) and row.get("setting") == setting and "id" in row:
             done[row["id"]] = row
     return done
 
@@ -119,10 +126,12 @@ def task_accuracy(model, problems: list[Problem], request: SampleRequest, out: s
     """Accuracy (with a 95% Wilson interval), mean NFE and tokens/s at `request`'s settings.
 
     Problems are grouped by prompt length, so one batch shares one prefix length; each
-    generation is appended to `out` as soon as its batch ends, with `steps` as the resume key.
+    generation is appended to `out` as soon as its batch ends, keyed by its setting (`setting_key`)
+    for resuming: a rerun with another sampler, option or step count generates afresh.
     """
     out_path = Path(out) if out else None
-    done = read_done(out_path, request.steps) if out_path else {}
+    setting = setting_key(request)
+    done = read_done(out_path, setting) if out_path else {}
     rows = list(done.values())
     todo: dict[int, list[tuple[Problem, list[int]]]] = {}
     for p in problems:
@@ -150,7 +159,7 @@ def task_accuracy(model, problems: list[Problem], request: SampleRequest, out: s
                 for (p, _), row in zip(chunk, last.tokens.tolist()):
                     text = response_text(model, row[plen:])
                     predicted = extract_answer(text)
-                    rec = {"id": p.id, "steps": request.steps, "question": p.question, "gold": p.gold,
+                    rec = {"id": p.id, "steps": request.steps, "setting": setting, "question": p.question, "gold": p.gold,
                            "generation": text, "predicted": predicted, "correct": predicted == p.gold,
                            "nfe": last.nfe, "tokens_per_s": round(generated / max(seconds, 1e-9), 1),
                            "seconds": round(seconds / len(chunk), 5)}

@@ -7,12 +7,15 @@ from toolkit.errors import UserError
 from toolkit.evaluation.choice import choice_accuracy, read_items
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR, load_evaluator, throughput
 from toolkit.evaluation.likelihood import dataset_nelbo, validation_blocks
+from toolkit.evaluation.metrics import METRICS as SAMPLE_METRIC_TABLE
 from toolkit.evaluation.metrics import Samples, format_scores, score_samples
 from toolkit.evaluation.reasoning import load_problems, task_accuracy
 from toolkit.sampling import SampleRequest
 
 METRICS = ("nelbo", "gen_ppl", "entropy", "throughput", "choice", "accuracy")
 SAMPLE_METRICS = ("gen_ppl", "entropy", "throughput")
+ROW_SETTINGS = {"sampler", "steps", "length", "num_samples", "top_p", "temperature", "seconds", "evaluator",
+                "evaluator_tokens", "protocol"}
 
 
 def check_metrics(metrics: list[str]) -> None:
@@ -46,13 +49,14 @@ def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator
         problems = load_problems(task["task"], task["problems"], task["prompt_field"], task["response_field"],
                                  task["arith_steps"], task["max_operand"])
         out["accuracy"] = [{**task_accuracy(model, problems, req, task["generations"], task["batch_size"]),
-                            "task": task["task"], "length": req.length, "temperature": req.temperature,
-                            "top_p": req.top_p, **req.options} for req in requests]
+                            "task": task["task"], "sampler": req.sampler, "length": req.length,
+                            "temperature": req.temperature, "top_p": req.top_p, **req.options, **req.sampler_options}
+                           for req in requests]
     if any(m in metrics for m in SAMPLE_METRICS):
         out["sampling"] = []
         for req in requests:
-            row = {"steps": req.steps, "length": req.length, "num_samples": req.num_samples,
-                   "top_p": req.top_p, "temperature": req.temperature, **req.options}
+            row = {"sampler": req.sampler, "steps": req.steps, "length": req.length, "num_samples": req.num_samples,
+                   "top_p": req.top_p, "temperature": req.temperature, **req.options, **req.sampler_options}
             quality = [m for m in ("entropy", "gen_ppl") if m in metrics]
             if quality:
                 texts, last = model.generate(req)
@@ -77,9 +81,11 @@ def format_text(res: dict) -> str:
         c = res["choice"]
         lines.append(f"choice accuracy {c['accuracy']:.3f} (norm {c['accuracy_norm']:.3f}) on {c['questions']} questions")
     for row in res.get("accuracy", []):
-        lines.append(f"steps {row['steps']:>4}  accuracy {row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        lines.append(f"{row['sampler']:<10} steps {row['steps']:>4}  accuracy {row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
                      f" on {row['problems']} problems ({row['task']})  nfe {row['nfe']:.1f}"
                      f"  {row['tokens_per_s']:.1f} tok/s  unparsed {row['unparsed']}")
     for row in res.get("sampling", []):
-        lines.append("  ".join([f"steps {row['steps']:>4}", *format_scores(row)]))
+        extra = {k: v for k, v in row.items() if k not in ROW_SETTINGS and k not in SAMPLE_METRIC_TABLE}   # the options
+        name = row.get("sampler", "ancestral") + (" " + ",".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
+        lines.append("  ".join([f"{name:<12}", f"steps {row['steps']:>4}", *format_scores(row)]))
     return "\n".join(lines)

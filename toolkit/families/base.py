@@ -48,6 +48,8 @@ class Family:
     imported_options: ClassVar[dict] = {}
     # sampling-time options a user may change: name -> (default, help); the GUI and CLI read this
     sampling_options: ClassVar[dict[str, tuple[object, str]]] = {}
+    # decoding strategies (toolkit/samplers/) this family supports; the first is its default
+    samplers: ClassVar[tuple[str, ...]] = ("ancestral",)
 
     def __init__(self, options, vocab_size: int, mask_id: int, bos_id: int):
         self.options = options if options is not None else self.Options()
