@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from toolkit import faults
 from toolkit.schedule import antithetic_times
 from toolkit.trainer.step import step_generator
 
@@ -36,6 +37,7 @@ def validate(tr) -> float:
                 total += float(nelbo.sum()) / x0.shape[1]
             else:   # fine-tuning: nats per response token
                 total, covered = total + float(nelbo.sum()), covered + float(mask.sum())
+        faults.point("eval.batch")
     tr.net.train()
     if val_mask is not None:
         return tr.dist.all_sum(total) / max(tr.dist.all_sum(covered), 1.0)
