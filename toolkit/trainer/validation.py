@@ -31,7 +31,8 @@ def validate(tr) -> float:
         mask = val_mask[rows].to(tr.dist.device) if val_mask is not None else None
         g = step_generator(t.seed + 17, 0, b, tr.dist.device)
         with tr.autocast():
-            nelbo = tr.family.nelbo(tr.net, x0, antithetic_times(len(rows), g, tr.dist.device), g, loss_mask=mask)
+            nelbo = tr.family.nelbo(tr.net, x0, antithetic_times(len(rows), g, tr.dist.device), g,
+                                      **({} if mask is None else {"loss_mask": mask}))
         if i < t.eval_batches:
             if mask is None:
                 total += float(nelbo.sum()) / x0.shape[1]
