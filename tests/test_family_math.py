@@ -374,7 +374,7 @@ def test_masked_weights_depend_on_alpha_0():
 
 # ---- the low-variance loss under the trainer's chunking ------------------------------------
 
-@pytest.mark.parametrize("name,loss", [("mdlm", "low_var"), ("mdlm", "elbo"), ("esolm", "low_var")])
+@pytest.mark.parametrize("name,loss", [("mdlm", "low_var"), ("mdlm", "elbo"), ("esolm", "low_var"), ("esolm", "elbo")])
 def test_batch_loss_is_the_mean_of_its_chunk_losses(name, loss):
     """With the trainer's split (stratified times, chunk rows, per-chunk generators), the mean of the
     chunks' losses equals the whole batch's loss computed by hand from the same draws, for 1, 2 and 4
@@ -453,3 +453,96 @@ def test_ar_and_duo_never_assign_probability_to_mask():
     assert (x_theta[..., MASK] == 0).all()
     torch.testing.assert_close(x_theta.double(), no_mask_probs(net(z, torch.full((3,), sigma_of(0.4)))),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_ar_sampler_draws_each_token_from_the_next_token_distribution():
+    """Step i draws x_i ~ p(. | BOS, x_<i) without [MASK]: the causal bag computed by hand."""
+    L, B = 4, 1500
+    net = BagNet(L, mask_bias=1.0)
+    steps = list(AR(None, V, MASK, BOS).sample(net, SampleRequest(num_samples=B, length=L, seed=0, use_cache=False)))
+    assert len(steps) == L
+    final = steps[-1].tokens
+    inputs = torch.cat([torch.full((B, 1), BOS), final[:, :-1]], 1)
+    for i, st in enumerate(steps):
+        assert torch.equal(st.changed, torch.nn.functional.one_hot(torch.full((B,), i), L).bool())
+        logits = net.T[i, inputs[:, i]] + net.W[inputs[:, :i + 1]].sum(1)
+        assert_draws(no_mask_probs(logits), final[:, i], f"AR position {i}")
+
+
+# ---- shared pieces: training times, the sequential-phase mask, caches -----------------------
+
+def test_training_and_evaluation_times_cover_the_interval_evenly():
+    from toolkit.schedule import EPS, antithetic_times
+    g = torch.Generator().manual_seed(0)
+    for b in (1, 4, 7):
+        t = stratified_times(b, g).sort().values
+        assert t.min() >= EPS and t.max() < 1
+        torch.testing.assert_close(t.diff(), torch.full((b - 1,), (1 - EPS) / b))   # one point per stratum
+    t = stratified_times(20000, g)
+    assert abs(float(t.mean()) - (1 + EPS) / 2) < 1e-3
+    t = antithetic_times(8, g, t_min=0.1, t_max=0.9)
+    assert t.min() >= 0.1 and t.max() <= 0.9
+    torch.testing.assert_close(t[:4] + t[4:], torch.full((4,), 1.0))   # pairs mirrored about the middle
+    t = antithetic_times(20001, g)
+    assert len(t) == 20001 and abs(float(t.mean()) - (1 + EPS) / 2) < 1e-2
+
+
+def test_sequential_mask_follows_its_specification():
+    """Every entry of the [z_0 ; x_0] mask against the rule written out: clean z_0 tokens see the
+    clean ones not later in rank; a masked z_0 query sees all clean z_0, the x_0 of masked j < i and
+    itself; an x_0 token at a masked position sees the clean z_0 and the x_0 of masked j <= i;
+    an x_0 token at a clean position sees only itself."""
+    from toolkit.families.esolm import sequential_mask
+    g = torch.Generator().manual_seed(0)
+    n = 7
+    clean = torch.rand(2, n, generator=g) < 0.5
+    rank = torch.stack([torch.randperm(n, generator=g) for _ in range(2)])
+    m = sequential_mask(clean, rank)
+    assert m.shape == (2, 2 * n, 2 * n)
+    for b in range(2):
+        c, r = clean[b].tolist(), rank[b].tolist()
+        for q in range(2 * n):
+            for k in range(2 * n):
+                i, j, q_z, k_z = q % n, k % n, q < n, k < n
+                if q_z and c[i]:
+                    want = k_z and c[j] and r[j] <= r[i]
+                elif q_z:
+                    want = (k_z and (c[j] or j == i)) or (not k_z and not c[j] and j < i)
+                elif not c[i]:
+                    want = (k_z and c[j]) or (not k_z and not c[j] and j <= i)
+                else:
+                    want = not k_z and j == i
+                assert bool(m[b, q, k]) == want, (b, q, k)
+
+
+@pytest.mark.parametrize("name,alpha_0", [("ar", 1.0), ("mdlm", 1.0), ("esolm", 1.0), ("esolm", 0.5)])
+def test_caches_change_no_token(name, alpha_0):
+    """KV cache / no-change cache against a plain forward per step, on a small random backbone."""
+    from tests.test_backbone import small_net
+    net = small_net(vocab=V)
+    fam = {"ar": lambda: AR(None, V, MASK, BOS), "mdlm": lambda: MDLM(MaskedOptions(), V, MASK, BOS),
+           "esolm": lambda: EsoLM(EsoOptions(alpha_0=alpha_0), V, MASK, BOS)}[name]()
+    for extra in ({}, {"prompt": [3, 1]}, {} if name == "ar" else {"fixed": {4: 2, 7: 9}}):
+        runs = [list(fam.sample(net, SampleRequest(num_samples=3, length=10, steps=5, seed=4, use_cache=c, **extra)))
+                for c in (True, False)]
+        assert len(runs[0]) == len(runs[1])
+        for a, b in zip(*runs):
+            assert torch.equal(a.tokens, b.tokens) and torch.equal(a.changed, b.changed)
+        assert not (runs[0][-1].tokens == MASK).any()
+        for pos, tok in SampleRequest(**extra).fixed_positions().items():
+            assert (runs[0][-1].tokens[:, pos] == tok).all()
+
+
+@pytest.mark.parametrize("name", ["duo", "mdlm", "esolm"])
+def test_elbo_losses_are_the_nelbo_per_token(name):
+    """The training loss (elbo) is the NELBO of the same draws divided by all B*L tokens."""
+    L = 5
+    net = BagNet(L, time=0.3)
+    fam = {"duo": lambda: Duo(None, V, MASK, BOS), "mdlm": lambda: MDLM(MaskedOptions(), V, MASK, BOS),
+           "esolm": lambda: EsoLM(EsoOptions(alpha_0=0.5), V, MASK, BOS)}[name]()
+    x0 = torch.randint(0, 10, (6, L), generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.05, 0.2, 0.4, 0.6, 0.8, 0.95])
+    loss = fam.loss(net, x0, t, torch.Generator().manual_seed(1))
+    nelbo = fam.nelbo(net, x0, t, torch.Generator().manual_seed(1))
+    assert (nelbo >= 0).all() and (nelbo > 0).sum() >= 3
+    torch.testing.assert_close(loss, nelbo.sum() / x0.numel())
