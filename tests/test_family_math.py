@@ -1,9 +1,9 @@
 """Each family's math pinned to an independent computation written out here.
 
-Forward corruption rates, one reverse step's transition frequencies against the closed-form
-posterior, Duo's and Eso-LM's NELBO through `Family.nelbo` against Bayes / enumeration, the
-low-variance loss under the trainer's chunking, the noise level a time-conditioned backbone sees,
-and [MASK] suppression. The "networks" are tiny lookup tables (`BagNet`) whose output at a
+Forward corruption rates, Duo's and Eso-LM's NELBO through `Family.nelbo` against Bayes /
+enumeration, the low-variance loss under the trainer's chunking, the noise level a
+time-conditioned backbone sees, [MASK] suppression (the samplers' reverse steps are in
+test_family_reverse_steps.py). The "networks" are tiny lookup tables (`BagNet`) whose output at a
 query is a known function of what that query may attend to, so every expectation can be
 computed exactly in a few lines. Statistical checks allow 5 standard errors.
 """
@@ -98,6 +98,30 @@ def assert_draws(probs, drawn, what=""):
     assert abs(diff) <= Z * sd + 1e-6, f"{what}: sum p(drawn) {float(p_drawn.sum()):.2f}, expected {float(mean.sum()):.2f} ± {sd:.2f}"
 
 
+def duo_posterior_reference(x, z_t, a_t, a_s):
+    """q(z_s | z_t, x) of uniform-state diffusion (UDLM / Duo papers), for distributions x [..., N]:
+    [N a_t x*z_t + (a_t|s - a_t) z_t + (a_s - a_t) x + (1 - a_t|s)(1 - a_s)/N] / [N a_t <z_t, x> + 1 - a_t]."""
+    n = x.shape[-1]
+    zt = torch.nn.functional.one_hot(z_t, n).to(x.dtype)
+    a_ts = a_t / a_s
+    num = n * a_t * x * zt + (a_ts - a_t) * zt + (a_s - a_t) * x + (1 - a_ts) * (1 - a_s) / n
+    return num / (n * a_t * (x * zt).sum(-1, keepdim=True) + 1 - a_t)
+
+
+def bayes_posterior(x, z_t, a_t, a_s):
+    """The same posterior by Bayes: q(z_t | z_s) q(z_s | x), normalised over z_s."""
+    n = x.shape[-1]
+    a_ts = a_t / a_s
+    zt = torch.nn.functional.one_hot(z_t, n).to(x.dtype)
+    post = (a_ts * zt + (1 - a_ts) / n) * (a_s * x + (1 - a_s) / n)
+    return post / post.sum(-1, keepdim=True)
+
+
+def sigma_of(t):
+    """The noise level a time-conditioned backbone sees: -log alpha_t (alpha clamped at 1e-3)."""
+    return -math.log(max(1 - t, 1e-3))
+
+
 # ---- forward process ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,alpha_0", [("mdlm", 1.0), ("esolm", 1.0), ("esolm", 0.6), ("duo", 1.0)])
@@ -122,160 +146,6 @@ def test_corruption_changes_one_minus_alpha_of_tokens(name, alpha_0):
             z, masked = out
             assert torch.equal(masked, z != x0) and (z[masked] == MASK).all()
             assert_rate(masked, 1 - alpha, f"masked at t={t}")
-
-
-# ---- one reverse step against the closed-form posterior -------------------------------------
-
-def test_mdlm_reverse_steps_reveal_at_the_posterior_rate_and_draw_from_the_denoiser():
-    """q(z_s | z_t, x): a masked token is revealed w.p. (alpha_s - alpha_t) / (1 - alpha_t) = (t - s) / t,
-    as a draw from x_theta(z_t) without [MASK]; clean tokens never change."""
-    L, K = 6, 4
-    net = BagNet(L, mask_bias=1.0)
-    fam = MDLM(MaskedOptions(), V, MASK, BOS)
-    steps = list(fam.sample(net, SampleRequest(num_samples=2000, length=L, steps=K, seed=0)))
-    assert len(steps) == K
-    prev = torch.full((2000, L), MASK)
-    for st in steps:
-        t, s = st.t, st.s
-        masked = prev == MASK
-        assert torch.equal(st.tokens[~masked], prev[~masked])
-        revealed = masked & (st.tokens != MASK)
-        assert_rate(revealed[masked], (t - s) / t, f"reveals {t:.2f}->{s:.2f}")
-        probs = no_mask_probs(net(prev))
-        assert_draws(probs[revealed], st.tokens[revealed], f"revealed ids {t:.2f}->{s:.2f}")
-        prev = st.tokens
-    assert (prev != MASK).all()
-
-
-@pytest.mark.parametrize("alpha_0", [1.0, 0.5])
-def test_esolm_reveal_rates_and_draws_in_both_phases(alpha_0):
-    """Diffusion steps reveal each masked token w.p. (alpha_s - alpha_t) / (1 - alpha_t) with
-    alpha_t = alpha_0 (1 - t) (one shared count per step, ~Binomial); the 1 - alpha_0 left at t=0 are
-    generated left to right. Every drawn id follows x_theta given all clean tokens ([MASK] keys add
-    nothing in this net, so the order of the queries inside a step does not matter)."""
-    L, K, runs = 8, 4, 150
-    net = BagNet(L, mask_context=False, mask_bias=1.0)
-    fam = EsoLM(EsoOptions(alpha_0=alpha_0), V, MASK, BOS)
-    hits, rates, probs_all, drawn_all = [], [], [], []
-    sequential_counts = []
-    for seed in range(runs):
-        steps = list(fam.sample(net, SampleRequest(num_samples=4, length=L, steps=K, seed=seed, use_cache=False)))
-        prev = torch.full((4, L), MASK)
-        for st in steps[:K]:
-            a_t, a_s = alpha_0 * (1 - st.t), alpha_0 * (1 - st.s)
-            masked = prev == MASK
-            revealed = masked & (st.tokens != MASK)
-            assert torch.equal(st.tokens[~masked], prev[~masked])
-            counts = revealed.sum(1)
-            assert (counts == counts[0]).all()            # one shared count per step
-            hits.append(revealed[0][masked[0]])
-            rates.append(torch.full((int(masked[0].sum()),), (a_s - a_t) / (1 - a_t)))
-            probs_all.append(no_mask_probs(net(prev))[revealed])
-            drawn_all.append(st.tokens[revealed])
-            prev = st.tokens
-        sequential_counts.append(len(steps) - K)
-        for st in steps[K:]:                               # the sequential phase: one position per step
-            assert st.t == 0.0 and st.s == 0.0
-            masked = prev == MASK
-            first = masked.float().argmax(1)
-            assert torch.equal(st.tokens != prev, torch.nn.functional.one_hot(first, L).bool())
-            probs_all.append(no_mask_probs(net(prev))[torch.arange(4), first])
-            drawn_all.append(st.tokens[torch.arange(4), first])
-            prev = st.tokens
-        assert (prev != MASK).all()
-    assert_rate(torch.cat(hits), torch.cat(rates), "diffusion reveals")
-    if alpha_0 == 1:
-        assert max(sequential_counts) == 0
-    else:
-        assert abs(sum(sequential_counts) / (runs * L) - (1 - alpha_0)) < Z * math.sqrt(alpha_0 * (1 - alpha_0) / (runs * L))
-    assert_draws(torch.cat(probs_all), torch.cat(drawn_all), "eso-lm draws")
-
-
-def duo_posterior_reference(x, z_t, a_t, a_s):
-    """q(z_s | z_t, x) of uniform-state diffusion (UDLM / Duo papers), for distributions x [..., N]:
-    [N a_t x*z_t + (a_t|s - a_t) z_t + (a_s - a_t) x + (1 - a_t|s)(1 - a_s)/N] / [N a_t <z_t, x> + 1 - a_t]."""
-    n = x.shape[-1]
-    zt = torch.nn.functional.one_hot(z_t, n).to(x.dtype)
-    a_ts = a_t / a_s
-    num = n * a_t * x * zt + (a_ts - a_t) * zt + (a_s - a_t) * x + (1 - a_ts) * (1 - a_s) / n
-    return num / (n * a_t * (x * zt).sum(-1, keepdim=True) + 1 - a_t)
-
-
-def bayes_posterior(x, z_t, a_t, a_s):
-    """The same posterior by Bayes: q(z_t | z_s) q(z_s | x), normalised over z_s."""
-    n = x.shape[-1]
-    a_ts = a_t / a_s
-    zt = torch.nn.functional.one_hot(z_t, n).to(x.dtype)
-    post = (a_ts * zt + (1 - a_ts) / n) * (a_s * x + (1 - a_s) / n)
-    return post / post.sum(-1, keepdim=True)
-
-
-def nucleus(probs, top_p):
-    """Keep the most likely ids while the mass strictly above them is < top_p; renormalise."""
-    out = torch.zeros_like(probs)
-    for row in range(probs.shape[0]):
-        order = probs[row].argsort(descending=True)
-        above = 0.0
-        for j in order.tolist():
-            if above >= top_p:
-                break
-            out[row, j] = probs[row, j]
-            above += float(probs[row, j])
-    return out / out.sum(-1, keepdim=True)
-
-
-def sigma_of(t):
-    """The noise level a time-conditioned backbone sees: -log alpha_t (alpha clamped at 1e-3)."""
-    return -math.log(max(1 - t, 1e-3))
-
-
-@pytest.mark.parametrize("top_p", [1.0, 0.8])
-def test_duo_reverse_steps_follow_the_posterior_then_a_greedy_tail(top_p):
-    """T steps each draw z_s ~ q(z_s | z_t, x_theta(z_t, t)) (top-p trims that posterior, as the
-    reference does), then one arg-max of x_theta at t = 1e-5: T + 1 network evaluations."""
-    L, T, B = 4, 3, 1500 if top_p == 1 else 400
-    net = BagNet(L, time=0.5, mask_bias=1.5)
-    fam = Duo(None, V, MASK, BOS)
-    steps = list(fam.sample(net, SampleRequest(num_samples=B, length=L, steps=T, seed=1, top_p=top_p)))
-    assert len(steps) == T + 1 and steps[-1].nfe == T + 1
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(3, V, generator=g, dtype=torch.float64).softmax(-1)
-    torch.testing.assert_close(duo_posterior_reference(x, torch.tensor([0, 4, 11]), 0.3, 0.7),
-                               bayes_posterior(x, torch.tensor([0, 4, 11]), 0.3, 0.7))
-    prev = None
-    for st in steps[:T]:
-        a_t, a_s = 1 - st.t, 1 - st.s
-        assert 0 <= a_t < a_s <= 1
-        if prev is None:          # from t = 1 the input (the prior draw) is not recorded: see the next test
-            assert a_t == 0
-            prev = st.tokens
-            continue
-        x_theta = no_mask_probs(net(prev, torch.full((B,), sigma_of(st.t))))
-        q = duo_posterior_reference(x_theta, prev, a_t, a_s).flatten(0, 1)
-        if top_p < 1:
-            q = nucleus(q, top_p)
-        assert_draws(q, st.tokens.flatten(), f"posterior {st.t:.2f}->{st.s:.2f}")
-        assert_rate((st.tokens == prev).flatten(), q.gather(1, prev.flatten()[:, None]).squeeze(1), "stays")
-        prev = st.tokens
-    tail = steps[-1]
-    assert tail.t == pytest.approx(1e-5)
-    want = no_mask_probs(net(prev, torch.full((B,), sigma_of(tail.t)))).argmax(-1)
-    assert torch.equal(tail.tokens, want)
-    assert not (tail.tokens == MASK).any()
-
-
-def test_duo_first_step_draws_from_the_prior_mixture():
-    """From t = 1 (z_t pure noise, alpha_t = 0) the posterior is a_s x_theta + (1 - a_s) / N."""
-    L, T, B = 4, 4, 3000
-    net = BagNet(L, time=0.5, mask_bias=1.5)
-    fam = Duo(None, V, MASK, BOS)
-    gen = torch.Generator().manual_seed(7)
-    z1 = torch.randint(0, V, (B, L), generator=gen)   # the sampler's own prior draw, replayed
-    first = next(iter(fam.sample(net, SampleRequest(num_samples=B, length=L, steps=T, seed=7))))
-    a_s = 1 - first.s
-    x_theta = no_mask_probs(net(z1, torch.full((B,), sigma_of(1.0))))
-    q = (a_s * x_theta + (1 - a_s) / V).flatten(0, 1)
-    assert_draws(q, first.tokens.flatten(), "first step")
 
 
 # ---- NELBOs end to end ----------------------------------------------------------------------
@@ -455,20 +325,6 @@ def test_ar_and_duo_never_assign_probability_to_mask():
                                rtol=1e-5, atol=1e-6)
 
 
-def test_ar_sampler_draws_each_token_from_the_next_token_distribution():
-    """Step i draws x_i ~ p(. | BOS, x_<i) without [MASK]: the causal bag computed by hand."""
-    L, B = 4, 1500
-    net = BagNet(L, mask_bias=1.0)
-    steps = list(AR(None, V, MASK, BOS).sample(net, SampleRequest(num_samples=B, length=L, seed=0, use_cache=False)))
-    assert len(steps) == L
-    final = steps[-1].tokens
-    inputs = torch.cat([torch.full((B, 1), BOS), final[:, :-1]], 1)
-    for i, st in enumerate(steps):
-        assert torch.equal(st.changed, torch.nn.functional.one_hot(torch.full((B,), i), L).bool())
-        logits = net.T[i, inputs[:, i]] + net.W[inputs[:, :i + 1]].sum(1)
-        assert_draws(no_mask_probs(logits), final[:, i], f"AR position {i}")
-
-
 # ---- shared pieces: training times, the sequential-phase mask, caches -----------------------
 
 def test_training_and_evaluation_times_cover_the_interval_evenly():
@@ -513,24 +369,6 @@ def test_sequential_mask_follows_its_specification():
                 else:
                     want = not k_z and j == i
                 assert bool(m[b, q, k]) == want, (b, q, k)
-
-
-@pytest.mark.parametrize("name,alpha_0", [("ar", 1.0), ("mdlm", 1.0), ("esolm", 1.0), ("esolm", 0.5)])
-def test_caches_change_no_token(name, alpha_0):
-    """KV cache / no-change cache against a plain forward per step, on a small random backbone."""
-    from tests.test_backbone import small_net
-    net = small_net(vocab=V)
-    fam = {"ar": lambda: AR(None, V, MASK, BOS), "mdlm": lambda: MDLM(MaskedOptions(), V, MASK, BOS),
-           "esolm": lambda: EsoLM(EsoOptions(alpha_0=alpha_0), V, MASK, BOS)}[name]()
-    for extra in ({}, {"prompt": [3, 1]}, {} if name == "ar" else {"fixed": {4: 2, 7: 9}}):
-        runs = [list(fam.sample(net, SampleRequest(num_samples=3, length=10, steps=5, seed=4, use_cache=c, **extra)))
-                for c in (True, False)]
-        assert len(runs[0]) == len(runs[1])
-        for a, b in zip(*runs):
-            assert torch.equal(a.tokens, b.tokens) and torch.equal(a.changed, b.changed)
-        assert not (runs[0][-1].tokens == MASK).any()
-        for pos, tok in SampleRequest(**extra).fixed_positions().items():
-            assert (runs[0][-1].tokens[:, pos] == tok).all()
 
 
 @pytest.mark.parametrize("name", ["duo", "mdlm", "esolm"])
