@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from tests.test_family_math import (BOS, MASK, V, BagNet, assert_draws, assert_rate, bayes_posterior,
+from tests.test_family_math import (BOS, MASK, V, Z, BagNet, assert_draws, assert_rate, bayes_posterior,
                                     duo_posterior_reference, no_mask_probs, sigma_of)
 from toolkit.families.ar import AR
 from toolkit.families.duo import Duo
