@@ -29,7 +29,7 @@ class BagNet(torch.nn.Module):
     """logits[i] = T[pos_i, tok_i] + sigma * S[pos_i, tok_i] + sum over keys j visible to i of W[tok_j]
     (+ `mask_bias` on the [MASK] output). Visibility follows the backbone's contract: an explicit
     `mask` [B, 1, Lq, Lk], else causal (lower-triangular over the sequence as fed), else everything.
-    Records every `sigma` it receives."""
+    Records every `sigma` it receives and counts its calls."""
 
     def __init__(self, length, seed=0, table=1.0, time=0.0, context=0.3, mask_bias=0.0, mask_context=True):
         super().__init__()
@@ -41,9 +41,11 @@ class BagNet(torch.nn.Module):
             self.W[MASK] = 0.0        # a [MASK] key adds nothing: who sees which mask no longer matters
         self.T[..., MASK] += mask_bias
         self.sigmas = []
+        self.calls = 0
 
     def forward(self, tokens, sigma=None, positions=None, causal=False, mask=None, select=None, cache=None, **_):
         assert cache is None, "BagNet has no KV cache: sample with use_cache=False"
+        self.calls += 1
         b, n = tokens.shape
         pos = positions if positions is not None else torch.arange(n).expand(b, n)
         out = self.T[pos, tokens]

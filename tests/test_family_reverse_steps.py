@@ -18,6 +18,21 @@ from toolkit.families.mdlm import MDLM, MaskedOptions
 from toolkit.sampling import SampleRequest
 
 
+def check_trace(steps, calls):
+    """Steps numbered 1..n; the NFE count is honest (every network call counted, no more)."""
+    assert [st.step for st in steps] == list(range(1, len(steps) + 1))
+    assert all(a.nfe <= b.nfe for a, b in zip(steps, steps[1:]))
+    assert steps[-1].nfe == calls
+
+
+def check_confidence(st, prev_conf, probs, where):
+    """The trace's confidence: the probability the draw had at the positions drawn now, unchanged elsewhere."""
+    torch.testing.assert_close(st.confidence[where].double(), probs.gather(-1, st.tokens[where][:, None]).squeeze(1),
+                               rtol=1e-4, atol=1e-5)
+    if prev_conf is not None:
+        assert torch.equal(st.confidence[~where], prev_conf[~where])
+
+
 def test_mdlm_reverse_steps_reveal_at_the_posterior_rate_and_draw_from_the_denoiser():
     """q(z_s | z_t, x): a masked token is revealed w.p. (alpha_s - alpha_t) / (1 - alpha_t) = (t - s) / t,
     as a draw from x_theta(z_t) without [MASK]; clean tokens never change."""
@@ -26,16 +41,20 @@ def test_mdlm_reverse_steps_reveal_at_the_posterior_rate_and_draw_from_the_denoi
     fam = MDLM(MaskedOptions(), V, MASK, BOS)
     steps = list(fam.sample(net, SampleRequest(num_samples=2000, length=L, steps=K, seed=0)))
     assert len(steps) == K
-    prev = torch.full((2000, L), MASK)
-    for st in steps:
+    check_trace(steps, net.calls)
+    prev, conf = torch.full((2000, L), MASK), torch.zeros(2000, L)
+    for k, st in enumerate(steps):
         t, s = st.t, st.s
+        assert (t, s) == pytest.approx((1 - k / K, 1 - (k + 1) / K))
         masked = prev == MASK
         assert torch.equal(st.tokens[~masked], prev[~masked])
         revealed = masked & (st.tokens != MASK)
+        assert torch.equal(st.changed, revealed)
         assert_rate(revealed[masked], (t - s) / t, f"reveals {t:.2f}->{s:.2f}")
         probs = no_mask_probs(net(prev))
         assert_draws(probs[revealed], st.tokens[revealed], f"revealed ids {t:.2f}->{s:.2f}")
-        prev = st.tokens
+        check_confidence(st, conf, probs[revealed], revealed)
+        prev, conf = st.tokens, st.confidence
     assert (prev != MASK).all()
 
 
@@ -51,29 +70,36 @@ def test_esolm_reveal_rates_and_draws_in_both_phases(alpha_0):
     hits, rates, probs_all, drawn_all = [], [], [], []
     sequential_counts = []
     for seed in range(runs):
+        calls = net.calls
         steps = list(fam.sample(net, SampleRequest(num_samples=4, length=L, steps=K, seed=seed, use_cache=False)))
-        prev = torch.full((4, L), MASK)
-        for st in steps[:K]:
+        check_trace(steps, net.calls - calls)
+        prev, conf = torch.full((4, L), MASK), torch.zeros(4, L)
+        for k, st in enumerate(steps[:K]):
+            assert (st.t, st.s) == pytest.approx((1 - k / K, 1 - (k + 1) / K))
             a_t, a_s = alpha_0 * (1 - st.t), alpha_0 * (1 - st.s)
             masked = prev == MASK
             revealed = masked & (st.tokens != MASK)
             assert torch.equal(st.tokens[~masked], prev[~masked])
             counts = revealed.sum(1)
             assert (counts == counts[0]).all()            # one shared count per step
+            assert torch.equal(st.changed, revealed)
             hits.append(revealed[0][masked[0]])
             rates.append(torch.full((int(masked[0].sum()),), (a_s - a_t) / (1 - a_t)))
             probs_all.append(no_mask_probs(net(prev))[revealed])
             drawn_all.append(st.tokens[revealed])
-            prev = st.tokens
+            check_confidence(st, conf, probs_all[-1], revealed)
+            prev, conf = st.tokens, st.confidence
         sequential_counts.append(len(steps) - K)
         for st in steps[K:]:                               # the sequential phase: one position per step
             assert st.t == 0.0 and st.s == 0.0
             masked = prev == MASK
             first = masked.float().argmax(1)
             assert torch.equal(st.tokens != prev, torch.nn.functional.one_hot(first, L).bool())
+            assert torch.equal(st.changed, st.tokens != prev)
             probs_all.append(no_mask_probs(net(prev))[torch.arange(4), first])
             drawn_all.append(st.tokens[torch.arange(4), first])
-            prev = st.tokens
+            check_confidence(st, conf, probs_all[-1], st.changed)
+            prev, conf = st.tokens, st.confidence
         assert (prev != MASK).all()
     assert_rate(torch.cat(hits), torch.cat(rates), "diffusion reveals")
     if alpha_0 == 1:
@@ -97,39 +123,51 @@ def nucleus(probs, top_p):
     return out / out.sum(-1, keepdim=True)
 
 
-@pytest.mark.parametrize("top_p", [1.0, 0.8])
-def test_duo_reverse_steps_follow_the_posterior_then_a_greedy_tail(top_p):
-    """T steps each draw z_s ~ q(z_s | z_t, x_theta(z_t, t)) (top-p trims that posterior, as the
-    reference does), then one arg-max of x_theta at t = 1e-5: T + 1 network evaluations."""
-    L, T, B = 4, 3, 1500 if top_p == 1 else 400
+@pytest.mark.parametrize("top_p,tail", [(1.0, "greedy"), (0.8, "greedy"), (1.0, "ancestral"),
+                                         (1.0, "last_step"), (1.0, "none")])
+def test_duo_reverse_steps_follow_the_posterior_then_the_tail(top_p, tail):
+    """Steps on the grid t = 1 ... 1e-5 each draw z_s ~ q(z_s | z_t, x_theta(z_t, t)) (top-p trims
+    that posterior, as the reference does); the default tail is one arg-max of x_theta at t = 1e-5
+    (T + 1 network evaluations); `ancestral` is one more posterior step to alpha = 1, `last_step`
+    makes the T-th step the arg-max, `none` stops after T steps. Confidence is x_theta of the id."""
+    L, T = 4, 3
+    B = 1500 if (top_p, tail) == (1.0, "greedy") else 400
     net = BagNet(L, time=0.5, mask_bias=1.5)
     fam = Duo(None, V, MASK, BOS)
-    steps = list(fam.sample(net, SampleRequest(num_samples=B, length=L, steps=T, seed=1, top_p=top_p)))
-    assert len(steps) == T + 1 and steps[-1].nfe == T + 1
+    request = SampleRequest(num_samples=B, length=L, steps=T, seed=1, top_p=top_p, options={"tail": tail})
+    steps = list(fam.sample(net, request))
+    n_posterior = T + (tail == "ancestral") - (tail == "last_step")
+    assert len(steps) == T + (tail in ("greedy", "ancestral"))
+    check_trace(steps, net.calls)
+    grid = torch.linspace(1.0, 1e-5, T + 1).tolist()
+    assert [st.t for st in steps[:T]] == pytest.approx(grid[:T])
+    assert [st.s for st in steps[:T]] == pytest.approx(grid[1:])
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, V, generator=g, dtype=torch.float64).softmax(-1)
     torch.testing.assert_close(duo_posterior_reference(x, torch.tensor([0, 4, 11]), 0.3, 0.7),
                                bayes_posterior(x, torch.tensor([0, 4, 11]), 0.3, 0.7))
     prev = None
-    for st in steps[:T]:
-        a_t, a_s = 1 - st.t, 1 - st.s
-        assert 0 <= a_t < a_s <= 1
+    for k, st in enumerate(steps):
         if prev is None:          # from t = 1 the input (the prior draw) is not recorded: see the next test
-            assert a_t == 0
+            assert st.t == 1.0
             prev = st.tokens
             continue
         x_theta = no_mask_probs(net(prev, torch.full((B,), sigma_of(st.t))))
+        assert torch.equal(st.changed, st.tokens != prev)
+        check_confidence(st, None, x_theta.flatten(0, 1), torch.ones(B, L, dtype=torch.bool))
+        if k >= n_posterior:      # the arg-max tail
+            assert st.t == pytest.approx(grid[-1] if tail == "greedy" else grid[T - 1])
+            assert torch.equal(st.tokens, x_theta.argmax(-1))
+            assert not (st.tokens == MASK).any()
+            continue
+        a_t, a_s = 1 - st.t, 1 - st.s
+        assert 0 <= a_t < a_s <= 1
         q = duo_posterior_reference(x_theta, prev, a_t, a_s).flatten(0, 1)
         if top_p < 1:
             q = nucleus(q, top_p)
         assert_draws(q, st.tokens.flatten(), f"posterior {st.t:.2f}->{st.s:.2f}")
         assert_rate((st.tokens == prev).flatten(), q.gather(1, prev.flatten()[:, None]).squeeze(1), "stays")
         prev = st.tokens
-    tail = steps[-1]
-    assert tail.t == pytest.approx(1e-5)
-    want = no_mask_probs(net(prev, torch.full((B,), sigma_of(tail.t)))).argmax(-1)
-    assert torch.equal(tail.tokens, want)
-    assert not (tail.tokens == MASK).any()
 
 
 def test_duo_first_step_draws_from_the_prior_mixture():
@@ -152,12 +190,17 @@ def test_ar_sampler_draws_each_token_from_the_next_token_distribution():
     net = BagNet(L, mask_bias=1.0)
     steps = list(AR(None, V, MASK, BOS).sample(net, SampleRequest(num_samples=B, length=L, seed=0, use_cache=False)))
     assert len(steps) == L
+    check_trace(steps, net.calls)
     final = steps[-1].tokens
     inputs = torch.cat([torch.full((B, 1), BOS), final[:, :-1]], 1)
+    conf = None
     for i, st in enumerate(steps):
+        assert (st.t, st.s) == pytest.approx((1 - i / L, 1 - (i + 1) / L))
         assert torch.equal(st.changed, torch.nn.functional.one_hot(torch.full((B,), i), L).bool())
         logits = net.T[i, inputs[:, i]] + net.W[inputs[:, :i + 1]].sum(1)
         assert_draws(no_mask_probs(logits), final[:, i], f"AR position {i}")
+        check_confidence(st, conf, no_mask_probs(logits), st.changed)
+        conf = st.confidence
 
 
 @pytest.mark.parametrize("name,alpha_0", [("ar", 1.0), ("mdlm", 1.0), ("esolm", 1.0), ("esolm", 0.5)])
