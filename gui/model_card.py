@@ -40,7 +40,7 @@ def sample_stats(model, evaluator, steps: int, length: int, samples: int, seed: 
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """'duo:greedy_tail=false' -> ('duo', {'greedy_tail': 'false'}): extra sampling settings to report."""
+    """'duo:tail=last_step' -> ('duo', {'tail': 'last_step'}): extra sampling settings to report."""
     name, _, opts = text.partition(":")
     return name, dict(kv.split("=", 1) for kv in opts.split(",") if "=" in kv)
 
@@ -89,8 +89,11 @@ def markdown(card: dict) -> str:
     lines += ["", f"Samples: {card['samples']} unconditional sequences of the full context, temperature 1, "
               f"Gen PPL under the embedded `{card['evaluator']}` model, entropy = mean unigram entropy "
               "(nats) per sample, tokens/s on one CPU thread of a shared machine (indicative only).", "",
-              "Steps: those asked for, and those taken (AR takes one per token; Eso-LM adds one per token "
-              "left to its sequential phase).", "",
+              "Steps: those asked for, and those taken (AR takes one per token; Duo adds the reference's greedy "
+              "tail at t = 1e-5, one network evaluation, unless `tail=last_step` or `tail=none`; Eso-LM adds one "
+              "per token left to its sequential phase). Protocols: Gen PPL is scored by the embedded AR model with "
+              "its own protocol (a BOS, then every token), val NELBO per token over all L tokens; imported "
+              "checkpoints are scored with the reference's protocols (docs/methods.md).", "",
               "| model | steps asked | steps taken | NFE | Gen PPL | entropy | tokens/s |",
               "|---|---|---|---|---|---|---|"]
     low = 0.75 * card["data"]["entropy"] if "data" in card else 0.0
@@ -149,10 +152,10 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variant", action="append", default=None,
-                    help="also report a model with sampling options, e.g. duo:greedy_tail=false (repeatable)")
+                    help="also report a model with sampling options, e.g. duo:tail=last_step (repeatable)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    variants = args.variant if args.variant is not None else ["duo:greedy_tail=false"]
+    variants = args.variant if args.variant is not None else ["duo:tail=last_step", "duo:tail=none"]
     card = compute(step_counts=tuple(args.steps), samples=args.samples, variants=variants)
     text = header(card) + markdown(card)
     if args.json:

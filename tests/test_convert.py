@@ -1,7 +1,7 @@
 """Importing reference checkpoints: synthetic tiny ones with the reference key names and shapes.
 
 The imported model's logits must equal an independent re-implementation of the reference
-block math (written here from METHODS.md, sharing no code with toolkit/model).
+block math (written here from the reference equations, sharing no code with toolkit/model).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def reference_weights(seed: int, vocab: int = V, d: int = D, layers: int = LAYER
     return sd
 
 
-# -- the reference forward, from METHODS.md ---------------------------------------------------
+# -- the reference forward, from its equations ---------------------------------------------------
 def reference_logits(sd: dict, tokens: torch.Tensor, sigma: torch.Tensor, n_heads: int, causal: bool):
     """float64 throughout; one head at a time; explicit angles per position."""
     w = {k: v.double() for k, v in sd.items()}
@@ -155,8 +155,10 @@ def test_plain_safetensors_duo_with_nonzero_sigma_matches_reference(tmp_path):
     check(model, sd, tokens, sigma, causal=False)
     t = torch.tensor([0.2, 0.9])
     probs = model.family.x_theta(model.net, tokens, t).double()
-    want = reference_logits(sd, tokens, model.family.schedule.sigma(t), H, False).softmax(-1)
-    torch.testing.assert_close(probs, want, rtol=1e-4, atol=1e-6)
+    want = reference_logits(sd, tokens, model.family.schedule.sigma(t), H, False)
+    want[..., model.family.mask_id] = -1e6   # the reference's neg_infinity on the [MASK] row
+    torch.testing.assert_close(probs, want.softmax(-1), rtol=1e-4, atol=1e-6)
+    assert float(probs.detach()[..., model.family.mask_id].max()) == 0.0
 
 
 def test_plain_pt_ar_causal_matches_reference(tmp_path):
@@ -165,6 +167,16 @@ def test_plain_pt_ar_causal_matches_reference(tmp_path):
     out = run_convert(tmp_path / "ar.pt", "--family", "ar", "--out", tmp_path / "conv", "--tokenizer", EMBEDDED_TOKENIZER)
     model = toolkit.load(str(out))
     check(model, sd, tokens_for(6), None, causal=True)
+    # the reference's AR NLL: [MASK] row at -1e6, the block's first token is context, L - 1 targets
+    x = tokens_for(8)
+    logits = reference_logits(sd, x[:, :-1], torch.zeros(len(x)), H, True)
+    logits[..., model.family.mask_id] = -1e6
+    want = -logits.log_softmax(-1).gather(-1, x[:, 1:, None]).squeeze(-1).sum(1)
+    torch.testing.assert_close(model.nelbo(x).double(), want, rtol=1e-5, atol=1e-4)
+    from toolkit.evaluation import dataset_nelbo
+    est = dataset_nelbo(model, x)
+    assert est.tokens == x.shape[0] * (x.shape[1] - 1)
+    assert est.nelbo == pytest.approx(float(want.sum()) / est.tokens, rel=1e-5)
 
 
 def test_bf16_weights_stay_bf16_on_disk(tmp_path):

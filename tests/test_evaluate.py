@@ -105,6 +105,7 @@ def ar_chain_rule_logprobs(model, ids: list[int]) -> list[float]:
     out, ctx = [], [model.family.bos_id]
     for tok in ids:
         logits = model.net(torch.tensor([ctx]), causal=True)[0, -1].float()
+        logits[model.family.mask_id] = -float("inf")   # AR never predicts [MASK]
         out.append(float(logits.log_softmax(-1)[tok]))
         ctx.append(tok)
     return out
@@ -196,7 +197,7 @@ def test_hugging_face_evaluator_from_a_local_directory(tmp_path):
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    judge = load_evaluator(str(tmp_path))
+    judge = load_evaluator(str(tmp_path), protocol="bos")
     assert isinstance(judge, HFEvaluator)
     text = "It is a truth universally acknowledged."
     ids = tok(text)["input_ids"]
@@ -206,6 +207,41 @@ def test_hugging_face_evaluator_from_a_local_directory(tmp_path):
     assert gen_ppl(judge, [text])["gen_ppl"] == pytest.approx(math.exp(ref / len(ids)), rel=1e-4)
     long_text = text * 12     # longer than the 32-token context: scored in windows, every token once
     assert gen_ppl(judge, [long_text])["evaluator_tokens"] == len(tok(long_text)["input_ids"]) > 32
+    # the reference protocol: the tokenizer's ids as they are, the first one is context only
+    judge = load_evaluator(str(tmp_path))
+    plain = torch.tensor([ids])
+    with torch.no_grad():
+        ref = float(judge.net(plain, labels=plain).loss) * (len(ids) - 1)
+    assert gen_ppl(judge, [text]) == {"gen_ppl": pytest.approx(math.exp(ref / (len(ids) - 1)), rel=1e-4),
+                                      "evaluator": str(tmp_path), "evaluator_tokens": len(ids) - 1}
+
+
+def test_hugging_face_evaluator_never_doubles_a_llama_style_bos(tmp_path):
+    """A tokenizer that adds its own BOS: the reference protocol scores the text ids after that
+    single BOS (never a second BOS, never the BOS as a target), the same figure as the bos protocol."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers.processors import TemplateProcessing
+    from toolkit.data.tokenizer import load_tokenizer
+    raw = load_tokenizer()
+    bos_id = raw.token_to_id("[EOS]")
+    raw.post_processor = TemplateProcessing(single="[EOS] $A", special_tokens=[("[EOS]", bos_id)])
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="[EOS]", eos_token="[EOS]")
+    cfg = transformers.GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    text = "It is a truth universally acknowledged."
+    ids = tok(text)["input_ids"]
+    assert ids[0] == bos_id and ids[1] != bos_id
+    reference, bos = load_evaluator(str(tmp_path)), load_evaluator(str(tmp_path), protocol="bos")
+    assert reference.windows(text) == bos.windows(text) == [ids]
+    window = torch.tensor([ids])
+    with torch.no_grad():
+        ref = float(reference.net(window, labels=window).loss)
+    for judge in (reference, bos):
+        out = gen_ppl(judge, [text])
+        assert out["evaluator_tokens"] == len(ids) - 1
+        assert out["gen_ppl"] == pytest.approx(math.exp(ref), rel=1e-4)
 
 
 def test_unigram_entropy_definition():
@@ -219,7 +255,7 @@ def test_unigram_entropy_definition():
 def test_throughput_counts_generated_tokens(tiny_checkpoint):
     model = toolkit.load(tiny_checkpoint("duo"))
     tp = throughput(model, SampleRequest(num_samples=2, length=16, steps=4, prompt=[3, 4]), repeats=2)
-    assert tp.tokens == 2 * 14 and tp.nfe == 4 and tp.repeats == 2
+    assert tp.tokens == 2 * 14 and tp.nfe == 4 + 1 and tp.repeats == 2   # T steps + the greedy tail
     assert tp.tokens_per_s == pytest.approx(tp.tokens / tp.seconds)
 
 

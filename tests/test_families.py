@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toolkit.families.ar import AR
+from toolkit.families.ar import AR, AROptions
 from toolkit.families.duo import Duo, duo_nelbo_terms, duo_posterior
 from toolkit.families.esolm import EsoLM, EsoOptions, permuted_causal_mask, permuted_order, sequential_mask
 from toolkit.families.mdlm import MDLM, MaskedOptions
@@ -173,13 +173,42 @@ def test_duo_nelbo_nonnegative_and_zero_when_exact():
     assert duo_nelbo_terms(exact, x0, z, a).abs().max() < 1e-5
 
 
-def test_duo_sampler_has_no_mask_and_keeps_prompt():
-    net = small_net(vocab=V)
+class FavoursMask(torch.nn.Module):
+    """A network whose [MASK] logit is far above every other: only suppression keeps [MASK] out."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, *args, **kwargs):
+        logits = self.net(*args, **kwargs).clone()
+        logits[..., MASK] += 50.0
+        return logits
+
+
+@pytest.mark.parametrize("tail,nfe", [("greedy", 6), ("ancestral", 6), ("none", 5), ("last_step", 5)])
+def test_duo_sampler_never_emits_mask_keeps_prompt_and_counts_nfe(tail, nfe):
+    net = FavoursMask(small_net(vocab=V))
     fam = Duo(None, V, MASK, BOS)
-    steps = list(fam.sample(net, SampleRequest(num_samples=2, length=10, steps=5, seed=0, prompt=[1, 2, 3])))
-    assert len(steps) == 5
+    req = SampleRequest(num_samples=4, length=10, steps=5, seed=0, prompt=[1, 2, 3], options={"tail": tail})
+    steps = list(fam.sample(net, req))
+    assert len(steps) == nfe and steps[-1].nfe == nfe      # T posterior steps (+ the tail's evaluation)
     assert all((st.tokens[:, :3] == torch.tensor([1, 2, 3])).all() for st in steps)
-    assert steps[-1].changed.any() or steps[0].changed.any()
+    # the prior may draw [MASK] (uniform over all ids, as the reference); the model never does
+    assert not (steps[-1].tokens == MASK).any()
+    assert any(st.changed.any() for st in steps)
+
+
+def test_ar_never_predicts_mask():
+    net = FavoursMask(small_net(vocab=V))
+    fam = AR(None, V, MASK, BOS)
+    last = list(fam.sample(net, SampleRequest(num_samples=4, length=8, steps=1, seed=0)))[-1]
+    assert not (last.tokens == MASK).any()
+    x0 = torch.randint(0, 10, (3, 6))
+    logits = net(torch.cat([torch.full((3, 1), BOS), x0[:, :-1]], 1), causal=True).float()
+    logits[..., MASK] = -float("inf")
+    want = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none").sum(1)
+    torch.testing.assert_close(fam.nelbo(net, x0), want)
 
 
 # ---- Eso-LM ---------------------------------------------------------------------------------
@@ -242,15 +271,28 @@ def test_esolm_alpha_0_validation():
 
 # ---- AR -------------------------------------------------------------------------------------
 
+def chain_rule_nll(net, x0, first: int, bos: list[int]):
+    """-sum_i log p(x_i | bos + x_<i) for i >= first, one forward per token, [MASK] excluded."""
+    nll = torch.zeros(len(x0))
+    for i in range(first, x0.shape[1]):
+        context = torch.cat([torch.tensor(bos, dtype=torch.long).expand(len(x0), len(bos)), x0[:, :i]], 1)
+        logits = net(context, causal=True)[:, -1].float()
+        logits[:, MASK] = -float("inf")
+        nll -= logits.log_softmax(-1).gather(1, x0[:, i:i + 1]).squeeze(1)
+    return nll
+
+
 def test_ar_loss_is_exact_nll():
-    """Family NLL (one shifted forward) equals the chain rule computed token by token."""
+    """Family NLL (one shifted forward) equals the chain rule computed token by token, under
+    both scoring protocols (BOS + L targets; the reference's first-token context + L - 1)."""
     net = small_net(vocab=V)
     fam = AR(None, V, MASK, BOS)
     x0 = torch.randint(0, 10, (2, 7))
-    nll = torch.zeros(2)
-    for i in range(7):
-        context = torch.cat([torch.full((2, 1), BOS), x0[:, :i]], 1)
-        logp = net(context, causal=True)[:, -1].log_softmax(-1)
-        nll -= logp.gather(1, x0[:, i:i + 1]).squeeze(1)
+    nll = chain_rule_nll(net, x0, 0, [BOS])
     torch.testing.assert_close(fam.nelbo(net, x0), nll, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(fam.loss(net, x0), nll.sum() / x0.numel(), atol=1e-5, rtol=1e-5)
+    ref = AR(AROptions(score="reference"), V, MASK, BOS)
+    nll = chain_rule_nll(net, x0, 1, [])
+    assert ref.scored_tokens(x0) == 2 * 6
+    torch.testing.assert_close(ref.nelbo(net, x0), nll, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(ref.loss(net, x0), nll.sum() / 12, atol=1e-5, rtol=1e-5)

@@ -79,6 +79,8 @@ def expected_trace_length(family, req, steps, mask_id):
         return req.length - len(req.prompt)
     if family == "esolm":   # plus one step per position still masked when the diffusion phase ends
         return req.steps + int((steps[req.steps - 1].tokens[0] == mask_id).sum())
+    if family == "duo":     # the reference protocol: T posterior steps and the greedy tail
+        return req.steps + 1
     return req.steps
 
 
@@ -106,6 +108,8 @@ def test_trace_has_one_entry_per_step_and_ends_at_the_text(tiny_checkpoint, fami
 def test_top_p_tiny_equals_greedy(tiny_checkpoint, family_name):
     model = toolkit.load(tiny_checkpoint(family_name))
     kw = dict(num_samples=2, length=16, steps=5, seed=11)
+    if family_name == "duo":   # by default Duo trims its posterior (the reference), not x_theta
+        kw["options"] = {"nucleus": "x_theta"}
     nucleus = run(model, top_p=1e-9, **kw)[-1].tokens
     greedy = run(model, temperature=0.0, **kw)[-1].tokens
     assert torch.equal(nucleus, greedy)
@@ -153,11 +157,16 @@ def test_bad_requests_are_user_errors(tiny_checkpoint):
             run(model, **kw)
 
 
-def test_duo_greedy_tail_option_parses_strings(tiny_checkpoint):
+def test_duo_tail_options_parse_and_the_first_protocols_switch_still_works(tiny_checkpoint):
     model = toolkit.load(tiny_checkpoint("duo"))
-    assert model.family.check_sampling_options({"greedy_tail": "false"})["greedy_tail"] is False
-    with pytest.raises(UserError):
-        model.family.check_sampling_options({"greedy_tail": "maybe"})
+    check = model.family.check_sampling_options
+    assert check({}) == {"tail": "greedy", "nucleus": "posterior"}   # the reference protocol
+    assert check({"greedy_tail": "false"})["tail"] == "none"
+    assert check({"greedy_tail": True})["tail"] == "greedy"
+    assert check({"tail": "ancestral", "nucleus": "x_theta"}) == {"tail": "ancestral", "nucleus": "x_theta"}
+    for bad in ({"greedy_tail": "maybe"}, {"tail": "sometimes"}, {"nucleus": "logits"}):
+        with pytest.raises(UserError):
+            check(bad)
 
 
 def test_filter_probs_nucleus_keeps_the_smallest_top_set():

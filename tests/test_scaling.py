@@ -14,7 +14,7 @@ from toolkit.presets import CPU_GRID, PAPER_GRID
 from toolkit.scaling.flops import forward_flops, reference_forward_flops, steps_for_budget, train_flops_per_sequence
 from toolkit.scaling.grid import param_counts
 
-# METHODS.md: forward FLOPs per 2048-token sequence (V = 32,001) and (non-embedding, total) params.
+# The reference's per-model files: forward FLOPs per 2048-token sequence (V = 32,001) and (non-embedding, total) params.
 REFERENCE = {"6M": (5.3026e10, 14_258_144, 22_450_400), "34M": (1.7057e11, 44_963_288, 61_347_800),
              "113M": (4.4941e11, 116_989_232, 141_566_000), "170M": (6.23779e11, 163_055_232, 187_632_000),
              "472M": (1.6187e12, 413_262_720, 454_224_000), "1233M": (4.0256e12, 1_016_354_208, 1_073_700_000),

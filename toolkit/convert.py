@@ -5,7 +5,7 @@
 SOURCE is a Lightning `.ckpt` (a `state_dict` of `backbone.`-prefixed keys), a plain state
 dict (`.pt`/`.bin`/`.safetensors`), or a local Hugging Face snapshot directory of the
 released models (config.json + weights + tokenizer files). The reference state-dict layout
-is this toolkit's own (METHODS.md), so the weights load as they are; the shapes give the
+is this toolkit's own (docs/methods.md), so the weights load as they are; the shapes give the
 sizes, a config or `--n-heads` the head count. Pickles are read weights-only: a file that
 holds other objects is refused, never unpickled.
 """
@@ -271,7 +271,7 @@ def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_
     if declared is not None and declared != family:
         raise UserError(f"{source} is a {declared} checkpoint, not {family}")
     inner, ignored = backbone_state(state)
-    cfg = RunConfig(family=family, options=fam.Options())
+    cfg = RunConfig(family=family, options=fam.Options(**fam.imported_options))
     for k, v in infer_model(inner, meta, n_heads, seq_len).items():
         setattr(cfg.model, k, v)
     cfg.model.preset = "imported"

@@ -35,7 +35,7 @@ def parse_list(raw: str, name: str, cast=str) -> list:
 
 def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator: str = "ar",
              mc_samples: int = 32, sequences: int = 16, seed: int = 0, repeats: int = 1,
-             choice_file: str | None = None) -> dict:
+             choice_file: str | None = None, gen_ppl_protocol: str = "reference") -> dict:
     """All requested metrics as one JSON-ready dict (what the CLI prints)."""
     from toolkit.evaluation import dataset_nelbo, gen_ppl, load_evaluator, mean_entropy, throughput
     from toolkit.evaluation.likelihood import validation_blocks
@@ -47,7 +47,7 @@ def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator
         raise UserError("the choice metric needs --choice-file FILE.jsonl")
     for r in requests:
         model.check_request(r)
-    judge = load_evaluator(evaluator, str(model.device)) if "gen_ppl" in metrics else None  # fail early
+    judge = load_evaluator(evaluator, str(model.device), protocol=gen_ppl_protocol) if "gen_ppl" in metrics else None  # fail early
     out: dict = {"checkpoint": model.path, "family": model.name}
     if "nelbo" in metrics:
         out["nelbo"] = dataset_nelbo(model, validation_blocks(model, sequences), mc_samples, seed).to_dict()
@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", default="32", help="reverse steps, or a comma list to sweep")
     add_sampling_args(ap)
     ap.add_argument("--evaluator", default="ar", help="gen_ppl judge: toolkit checkpoint/embedded name or HF model")
+    ap.add_argument("--gen-ppl-protocol", default="reference", choices=("reference", "bos"),
+                    help="Hugging Face judges: reference (the tokenizer's own special tokens, first id of a"
+                         " window unscored, as the paper) or bos (one BOS per window, every text id scored)")
     ap.add_argument("--mc-samples", type=int, default=32, help="Monte Carlo t draws per sequence (antithetic)")
     ap.add_argument("--sequences", type=int, default=16, help="validation blocks for nelbo")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs for throughput (after one warm-up)")
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                          use_cache=not a.no_cache, options=parse_options(a.option))
     requests = [replace(base, steps=s) for s in steps]
     res = evaluate(model, metrics, requests, a.evaluator, a.mc_samples, a.sequences, a.seed, a.repeats,
-                   a.choice_file)
+                   a.choice_file, a.gen_ppl_protocol)
     print(json.dumps(res) if a.json else format_text(res))
     return 0
 

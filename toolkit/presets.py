@@ -4,7 +4,7 @@ A preset is (n_layers, d_model, n_heads). Paper names are ~16 L d^2 non-embeddin
 """
 from __future__ import annotations
 
-# The paper's grid (METHODS.md, "Scaling-law methodology").
+# The paper's grid (docs/methods.md, "Scaling accounting").
 PAPER_GRID: dict[str, tuple[int, int, int]] = {
     "6M": (6, 256, 4), "19M": (8, 384, 6), "34M": (8, 512, 8), "48M": (9, 576, 9),
     "66M": (10, 640, 10), "85M": (13, 640, 10), "113M": (12, 768, 12), "142M": (15, 768, 12),

@@ -3,7 +3,7 @@
 Prints one sample per block (or a JSON document with --json); --trace writes one JSON line
 per reverse step (tokens, changed positions, confidence, t, s, NFE, time) for later study.
 Prompting: --prompt TEXT is a prefix; --infill POS=TEXT fixes TEXT's tokens from position
-POS on (diffusion families). Family options: --option greedy_tail=false, --option alpha_0=0.5.
+POS on (diffusion families). Family options: --option tail=none (duo), --option alpha_0=0.5 (esolm).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def add_sampling_args(ap: argparse.ArgumentParser, steps_help: str = "reverse st
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")
     ap.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                    help="family sampling option, e.g. greedy_tail=false or alpha_0=0.5")
+                    help="family sampling option, e.g. tail=ancestral (duo) or alpha_0=0.5 (esolm)")
     ap.add_argument("--no-cache", action="store_true", help="disable the KV / no-change caches")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")

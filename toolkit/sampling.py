@@ -22,7 +22,7 @@ class SampleRequest:
     prompt: list[int] = field(default_factory=list)     # prefix ids held fixed
     fixed: dict[int, int] = field(default_factory=dict)  # position -> id held fixed (infilling)
     use_cache: bool = True
-    options: dict = field(default_factory=dict)          # family sampling options (greedy_tail, alpha_0)
+    options: dict = field(default_factory=dict)          # family sampling options (tail, nucleus, alpha_0)
 
     def fixed_positions(self) -> dict[int, int]:
         d = dict(enumerate(self.prompt))
@@ -69,16 +69,20 @@ def filter_probs(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 
     logits = logits.float()
     if temperature <= 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
-    probs = (logits / temperature).softmax(-1)
-    if top_p < 1.0:
-        sorted_p, idx = probs.sort(-1, descending=True)
-        before = sorted_p.cumsum(-1) - sorted_p          # mass strictly above each entry
-        keep_sorted = before < top_p
-        keep_sorted[..., 0] = True                        # always keep the most likely id
-        keep = torch.zeros_like(keep_sorted).scatter(-1, idx, keep_sorted)
-        probs = probs * keep
-        probs = probs / probs.sum(-1, keepdim=True)
-    return probs
+    return top_p_filter((logits / temperature).softmax(-1), top_p)
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus truncation of a distribution: keep the most likely ids up to mass top_p, renormalise."""
+    if top_p >= 1.0:
+        return probs
+    sorted_p, idx = probs.sort(-1, descending=True)
+    before = sorted_p.cumsum(-1) - sorted_p          # mass strictly above each entry
+    keep_sorted = before < top_p
+    keep_sorted[..., 0] = True                        # always keep the most likely id
+    keep = torch.zeros_like(keep_sorted).scatter(-1, idx, keep_sorted)
+    probs = probs * keep
+    return probs / probs.sum(-1, keepdim=True)
 
 
 def draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Noise schedule and training-time sampling of t (METHODS.md, "Shared pieces")."""
+"""Noise schedule and training-time sampling of t (docs/methods.md, "Shared pieces")."""
 from __future__ import annotations
 
 import torch

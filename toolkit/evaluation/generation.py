@@ -35,32 +35,54 @@ class ToolkitEvaluator:
 
 
 class HFEvaluator:
-    """A Hugging Face causal LM from the local cache only (never downloads)."""
+    """A Hugging Face causal LM from the local cache only (never downloads).
 
-    def __init__(self, name: str, device="cpu"):
+    Two scoring protocols (the README says which one each figure uses):
+    - `reference` (default; the paper's Gen PPL): the evaluator's tokenizer encodes the text as it
+      normally does (a Llama-style tokenizer adds its BOS, GPT-2's adds nothing); the ids are cut
+      into windows of the evaluator's context and each window's tokens after its first are scored;
+    - `bos`: the text is encoded without special tokens, each window gets one BOS in front and
+      every text token is scored (no token is lost at window starts).
+    """
+
+    PROTOCOLS = ("reference", "bos")
+
+    def __init__(self, name: str, device="cpu", protocol: str = "reference"):
         import transformers
+        if protocol not in self.PROTOCOLS:
+            raise UserError(f"gen-ppl protocol must be one of {', '.join(self.PROTOCOLS)} (got '{protocol}')")
         try:
             self.tok = transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
             self.net = transformers.AutoModelForCausalLM.from_pretrained(name, local_files_only=True).to(device).eval()
         except Exception as e:  # missing files, unknown architecture, ...
             first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
             raise UserError(f"evaluator not found: {name} (Hugging Face, local files only: {first})") from None
-        self.name, self.device = name, device
+        self.name, self.device, self.protocol = name, device, protocol
         self.context = int(getattr(self.net.config, "max_position_embeddings", 1024) or 1024)
+
+    def windows(self, text: str) -> list[list[int]]:
+        """The id windows the evaluator sees; in each, every id after the first is a target."""
+        if self.protocol == "reference":
+            ids = self.tok(text)["input_ids"]
+            return [ids[i: i + self.context] for i in range(0, len(ids), self.context)]
+        bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        return [[bos] + ids[i: i + self.context - 1] for i in range(0, len(ids), self.context - 1)]
 
     @torch.no_grad()
     def nll(self, text: str) -> tuple[float, int]:
-        ids = self.tok(text)["input_ids"]
-        bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
-        total = 0.0
-        for i in range(0, len(ids), self.context - 1):   # each window predicts its tokens after a BOS
-            window = torch.tensor([[bos] + ids[i: i + self.context - 1]], device=self.device)
+        total, scored = 0.0, 0
+        for ids in self.windows(text):
+            if len(ids) < 2:
+                continue
+            window = torch.tensor([ids], device=self.device)
             logits = self.net(window).logits[0, :-1].float()
             total += float(torch.nn.functional.cross_entropy(logits, window[0, 1:], reduction="sum"))
-        return total, len(ids)
+            scored += len(ids) - 1
+        return total, scored
 
 
-def load_evaluator(name: str, device="cpu", mc_samples: int = 16):
+def load_evaluator(name: str, device="cpu", mc_samples: int = 16, protocol: str = "reference"):
     """A toolkit checkpoint path or embedded name first; then a locally cached Hugging Face model."""
     import toolkit
     try:
@@ -74,7 +96,7 @@ def load_evaluator(name: str, device="cpu", mc_samples: int = 16):
         looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1
         if looks_like_path and not Path(name).is_dir():   # a missing local path, not a hub name
             raise UserError(f"evaluator not found: {toolkit_error}") from None
-        return HFEvaluator(name, device)
+        return HFEvaluator(name, device, protocol)
 
 
 def gen_ppl(evaluator, texts: list[str]) -> dict:

@@ -83,17 +83,19 @@ def summarize(nll: torch.Tensor, se: torch.Tensor, tokens: int, exact: bool) -> 
 def dataset_nelbo(model, blocks: torch.Tensor, mc_samples: int = 32, seed: int = 0) -> Estimate:
     """NELBO per token of fixed-length blocks [N, L] (validation data)."""
     nll, se = sequence_nll(model, blocks, mc_samples, seed)
-    return summarize(nll, se, blocks.numel(), model.family.exact_likelihood)
+    return summarize(nll, se, model.family.scored_tokens(blocks), model.family.exact_likelihood)
 
 
 def text_nll(model, ids: list[int], mc_samples: int = 32, seed: int = 0) -> tuple[float, float, int]:
-    """(NLL, se, tokens) of a token list of any length, cut into windows of the model's context."""
+    """(NLL, se, scored tokens) of a token list of any length, cut into windows of the model's context."""
     n = model.max_length
-    total, var = 0.0, 0.0
+    total, var, scored = 0.0, 0.0, 0
     for i in range(0, len(ids), n):
-        nll, se = sequence_nll(model, torch.tensor(ids[i: i + n])[None], mc_samples, seed + i)
+        window = torch.tensor(ids[i: i + n])[None]
+        nll, se = sequence_nll(model, window, mc_samples, seed + i)
         total, var = total + float(nll[0]), var + float(se[0]) ** 2
-    return total, math.sqrt(var), len(ids)
+        scored += model.family.scored_tokens(window)
+    return total, math.sqrt(var), scored
 
 
 def validation_blocks(model, sequences: int = 16) -> torch.Tensor:

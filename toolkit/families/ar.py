@@ -1,6 +1,15 @@
-"""Autoregressive baseline: causal attention, next-token cross-entropy, KV-cached sampling."""
+"""Autoregressive baseline: causal attention, next-token cross-entropy, KV-cached sampling.
+
+As in the reference, the [MASK] id is never predicted: its logit is set to -inf before every
+softmax (loss, NLL and sampling), so a released checkpoint's untrained [MASK] row adds nothing
+to the normaliser. Two scoring protocols (docs/methods.md, "AR"):
+- `score=bos` (toolkit runs): a BOS is prepended and all L tokens of a block are targets;
+- `score=reference` (imported checkpoints, set by `toolkit.convert`): the block's first token is
+  context only and the L - 1 tokens after it are targets, as the reference's `x[:, 1:]` does.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -12,22 +21,47 @@ from toolkit.model.backbone import KVCache
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs
 
 
+SCORING = ("bos", "reference")
+
+
+@dataclass
+class AROptions:
+    score: str = "bos"   # bos: BOS + all L tokens scored | reference: first token is context (L - 1 scored)
+
+    def validate(self) -> None:
+        if self.score not in SCORING:
+            raise UserError(f"score must be one of {', '.join(SCORING)} (got '{self.score}')")
+
+
 @register
 class AR(Family):
     name = "ar"
+    Options = AROptions
+    imported_options = {"score": "reference"}
     exact_likelihood = True
 
-    def _inputs(self, x0):
-        """Shift right behind a BOS id, so all L tokens are predicted (like the diffusion families)."""
+    def _inputs_targets(self, x0):
+        """(inputs, targets) of the scoring protocol: see the module docstring."""
+        if self.options.score == "reference":
+            return x0[:, :-1], x0[:, 1:]
         bos = torch.full_like(x0[:, :1], self.bos_id)
-        return torch.cat([bos, x0[:, :-1]], dim=1)
+        return torch.cat([bos, x0[:, :-1]], dim=1), x0
+
+    def scored_tokens(self, x0) -> int:
+        return x0.shape[0] * (x0.shape[1] - 1) if self.options.score == "reference" else x0.numel()
+
+    def next_token_logits(self, net, tokens, **kwargs):
+        """Causal logits with the [MASK] id suppressed (the reference's -inf on that row)."""
+        return self.without_mask(net(tokens, causal=True, **kwargs))
 
     def nelbo(self, net, x0, t=None, generator=None):
-        logits = net(self._inputs(x0), causal=True)
-        return F.cross_entropy(logits.flatten(0, 1).float(), x0.flatten(), reduction="none").view_as(x0).sum(1)
+        inputs, targets = self._inputs_targets(x0)
+        logits = self.next_token_logits(net, inputs)
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        return ce.view_as(targets).sum(1)
 
     def loss(self, net, x0, t=None, generator=None):
-        return self.nelbo(net, x0).sum() / x0.numel()
+        return self.nelbo(net, x0).sum() / self.scored_tokens(x0)
 
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         if request.fixed:
@@ -46,9 +80,9 @@ class AR(Family):
             uniform = torch.rand(b, generator=gen).to(device)
             if cache is not None:
                 feed = context if cache.length == 0 else context[:, -1:]
-                logits = net(feed, causal=True, cache=cache)[:, -1]
+                logits = self.next_token_logits(net, feed, cache=cache)[:, -1]
             else:
-                logits = net(context, causal=True)[:, -1]
+                logits = self.next_token_logits(net, context)[:, -1]
             nfe += 1
             probs = filter_probs(logits, request.temperature, request.top_p)
             new = draw(probs, uniform)

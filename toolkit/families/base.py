@@ -41,11 +41,13 @@ class Family:
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
     time_conditioned: ClassVar[bool] = False   # does the backbone see sigma_t?
+    # option values of a checkpoint imported from the reference implementation (its protocols)
+    imported_options: ClassVar[dict] = {}
     # sampling-time options a user may change: name -> (default, help); the GUI and CLI read this
     sampling_options: ClassVar[dict[str, tuple[object, str]]] = {}
 
     def __init__(self, options, vocab_size: int, mask_id: int, bos_id: int):
-        self.options = options
+        self.options = options if options is not None else self.Options()
         self.vocab_size = vocab_size
         self.mask_id = mask_id
         self.bos_id = bos_id
@@ -63,6 +65,16 @@ class Family:
 
     #: True when `nelbo` is exact (no Monte Carlo over t).
     exact_likelihood: ClassVar[bool] = False
+
+    def scored_tokens(self, x0: torch.Tensor) -> int:
+        """How many tokens of x0 [B, L] `nelbo` scores (the per-token denominator)."""
+        return x0.numel()
+
+    def without_mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """fp32 logits with the [MASK] id's logit at -inf: the model never predicts [MASK]."""
+        logits = logits.float()
+        logits[..., self.mask_id] = float("-inf")
+        return logits
 
     # -- sampling ----------------------------------------------------------------------
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:

@@ -43,9 +43,7 @@ class MDLM(Family):
 
     def subs_logits(self, logits):
         """SUBS: the model never predicts [MASK]."""
-        logits = logits.float()
-        logits[..., self.mask_id] = float("-inf")
-        return logits
+        return self.without_mask(logits)
 
     def denoise(self, net, z_t, t):
         """Logits of x0 given z_t (the backbone ignores time: sigma = 0)."""

@@ -1,4 +1,4 @@
-"""FLOPs accounting as the paper counts it (METHODS.md, "Scaling-law methodology").
+"""FLOPs accounting as the paper counts it (docs/methods.md, "Scaling accounting").
 
 Three accountings of one forward pass over a sequence of T tokens:
 - `paper`: 2 T (12 L d^2 + d V), attention scores excluded (the budgets and the fits use this);

@@ -1,6 +1,6 @@
 """Model sizes of a scaling study: architecture of a preset name and its parameter counts.
 
-Counts follow the backbone (METHODS.md) and the reference's convention: "non-embedding" is all
+Counts follow the backbone (docs/methods.md) and the reference's convention: "non-embedding" is all
 parameters minus the V x d input embedding, so the output head is included.
 """
 from __future__ import annotations
