@@ -23,6 +23,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -262,15 +263,20 @@ def run_tests(workdir: Path, tests: list[str], timeout: float, fork: bool = True
             except BaseException:   # noqa: BLE001  the child must never return into the parent's loop
                 os._exit(3)
         deadline = start + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.perf_counter() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                return "killed (timeout)", time.perf_counter() - start, ""
-            time.sleep(0.05)
+        try:
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.perf_counter() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    return "killed (timeout)", time.perf_counter() - start, ""
+                time.sleep(0.05)
+        except BaseException:   # interrupted: take the child down with us
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise
         code = os.waitstatus_to_exitcode(status)
         output = log.read_text(errors="replace")
     elapsed = time.perf_counter() - start
@@ -296,6 +302,7 @@ def main(argv=None) -> int:
     ap.add_argument("--report", default=None, help="also write the report to this file")
     args = ap.parse_args(argv)
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so the temporary copy is removed
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
                       PYTHONHASHSEED="0", CUDA_VISIBLE_DEVICES="")
     sys.dont_write_bytecode = True
