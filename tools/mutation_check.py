@@ -300,6 +300,7 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--no-fork", action="store_true", help="a fresh interpreter per mutant (slower)")
     ap.add_argument("--report", default=None, help="also write the report to this file")
+    ap.add_argument("--rerun", default=None, help="only the mutants a previous report lists as SURVIVED")
     args = ap.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # so the temporary copy is removed
@@ -327,6 +328,13 @@ def main(argv=None) -> int:
     if len(mutants) > args.max_mutants:
         mutants = sorted(rng.sample(mutants, args.max_mutants),
                          key=lambda m: (m.path, m.line))
+    if args.rerun:
+        wanted = set()
+        for line in Path(args.rerun).read_text().splitlines():
+            if line.strip().startswith("SURVIVED "):
+                where, _, kind = line.strip()[len("SURVIVED "):].partition(" ")
+                wanted.add((where, kind.split("] ", 1)[-1]))
+        mutants = [m for m in all_mutants(src) if (f"{m.path}:{m.line}", m.kind) in wanted]
     if args.list:
         for m in mutants:
             print(f"{m.path}:{m.line} [{m.function}] {m.kind}: {m.mutated}")
