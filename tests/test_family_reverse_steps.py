@@ -123,18 +123,21 @@ def nucleus(probs, top_p):
     return out / out.sum(-1, keepdim=True)
 
 
-@pytest.mark.parametrize("top_p,tail", [(1.0, "greedy"), (0.8, "greedy"), (1.0, "ancestral"),
-                                         (1.0, "last_step"), (1.0, "none")])
-def test_duo_reverse_steps_follow_the_posterior_then_the_tail(top_p, tail):
+@pytest.mark.parametrize("top_p,tail,temperature,trim", [
+    (1.0, "greedy", 1.0, "posterior"), (0.8, "greedy", 1.0, "posterior"), (1.0, "ancestral", 1.0, "posterior"),
+    (1.0, "last_step", 1.0, "posterior"), (1.0, "none", 1.0, "posterior"), (0.8, "greedy", 0.7, "x_theta")])
+def test_duo_reverse_steps_follow_the_posterior_then_the_tail(top_p, tail, temperature, trim):
     """Steps on the grid t = 1 ... 1e-5 each draw z_s ~ q(z_s | z_t, x_theta(z_t, t)) (top-p trims
     that posterior, as the reference does); the default tail is one arg-max of x_theta at t = 1e-5
     (T + 1 network evaluations); `ancestral` is one more posterior step to alpha = 1, `last_step`
-    makes the T-th step the arg-max, `none` stops after T steps. Confidence is x_theta of the id."""
+    makes the T-th step the arg-max, `none` stops after T steps; `nucleus=x_theta` trims x_theta
+    instead. x_theta is softmax(logits / temperature) without [MASK]; confidence is x_theta of the id."""
     L, T = 4, 3
     B = 1500 if (top_p, tail) == (1.0, "greedy") else 400
     net = BagNet(L, time=0.5, mask_bias=1.5)
     fam = Duo(None, V, MASK, BOS)
-    request = SampleRequest(num_samples=B, length=L, steps=T, seed=1, top_p=top_p, options={"tail": tail})
+    request = SampleRequest(num_samples=B, length=L, steps=T, seed=1, top_p=top_p, temperature=temperature,
+                            options={"tail": tail, "nucleus": trim})
     steps = list(fam.sample(net, request))
     n_posterior = T + (tail == "ancestral") - (tail == "last_step")
     assert len(steps) == T + (tail in ("greedy", "ancestral"))
@@ -152,7 +155,9 @@ def test_duo_reverse_steps_follow_the_posterior_then_the_tail(top_p, tail):
             assert st.t == 1.0
             prev = st.tokens
             continue
-        x_theta = no_mask_probs(net(prev, torch.full((B,), sigma_of(st.t))))
+        x_theta = no_mask_probs(net(prev, torch.full((B,), sigma_of(st.t))) / temperature)
+        if trim == "x_theta":
+            x_theta = nucleus(x_theta.flatten(0, 1), top_p).view(B, L, V)
         assert torch.equal(st.changed, st.tokens != prev)
         check_confidence(st, None, x_theta.flatten(0, 1), torch.ones(B, L, dtype=torch.bool))
         if k >= n_posterior:      # the arg-max tail
@@ -163,7 +168,7 @@ def test_duo_reverse_steps_follow_the_posterior_then_the_tail(top_p, tail):
         a_t, a_s = 1 - st.t, 1 - st.s
         assert 0 <= a_t < a_s <= 1
         q = duo_posterior_reference(x_theta, prev, a_t, a_s).flatten(0, 1)
-        if top_p < 1:
+        if top_p < 1 and trim == "posterior":
             q = nucleus(q, top_p)
         assert_draws(q, st.tokens.flatten(), f"posterior {st.t:.2f}->{st.s:.2f}")
         assert_rate((st.tokens == prev).flatten(), q.gather(1, prev.flatten()[:, None]).squeeze(1), "stays")
@@ -219,3 +224,32 @@ def test_caches_change_no_token(name, alpha_0):
         assert not (runs[0][-1].tokens == MASK).any()
         for pos, tok in SampleRequest(**extra).fixed_positions().items():
             assert (runs[0][-1].tokens[:, pos] == tok).all()
+
+
+def test_esolm_sequential_steps_match_the_training_time_sequential_likelihood():
+    """On a 2-layer random backbone, the probability the sampler gives each token of its left-to-right
+    phase equals exp(-CE) of the training path (sequential_inputs + selected_ce) evaluated on the final
+    sample, with the diffusion-revealed tokens as clean z_0 in their reveal order."""
+    from tests.test_backbone import small_net
+    net = small_net(vocab=V)
+    L, K = 8, 40
+    fam = EsoLM(EsoOptions(alpha_0=0.5), V, MASK, BOS)
+    for seed in range(60):   # a run whose diffusion steps reveal at most one token each: order fully known
+        steps = list(fam.sample(net, SampleRequest(num_samples=2, length=L, steps=K, seed=seed, use_cache=False)))
+        diffusion = steps[:K]
+        if all(int(st.changed[0].sum()) <= 1 for st in diffusion) and len(steps) - K >= 2:
+            break
+    else:
+        pytest.fail("no run with one reveal per step")
+    x = steps[-1].tokens
+    for b in range(2):
+        order = [int(st.changed[b].nonzero()) for st in diffusion if st.changed[b].any()]
+        clean = torch.zeros(L, dtype=torch.bool)
+        clean[order] = True
+        rank = torch.full((L,), L)
+        rank[order] = torch.arange(len(order))
+        z0 = torch.where(clean, x[b], MASK)[None]
+        inputs = fam.sequential_inputs(z0, x[b:b + 1], rank[None])
+        select = torch.cat([~clean, torch.zeros(L, dtype=torch.bool)])[None]
+        ce = fam.selected_ce(net, inputs.pop("tokens"), torch.cat([x[b], x[b]])[None], select, **inputs)[0, :L]
+        torch.testing.assert_close(steps[-1].confidence[b][~clean], (-ce[~clean]).exp(), rtol=1e-4, atol=1e-5)
