@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from toolkit.config import resolve  # noqa: E402
+from toolkit.resolve import resolve  # noqa: E402
 from toolkit.data.tokenizer import load_tokenizer  # noqa: E402
 from toolkit.evaluation.generation import throughput  # noqa: E402
 from toolkit.lm import LanguageModel  # noqa: E402

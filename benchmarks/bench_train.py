@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from toolkit.config import resolve
+from toolkit.resolve import resolve
 from toolkit.scaling.flops import train_flops_per_sequence
-from toolkit.train import Trainer
+from toolkit.trainer import Trainer
 
 
 def matmul_peak(dtype, m: int, k: int, n: int, seconds: float = 1.5) -> float:

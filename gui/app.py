@@ -1,74 +1,29 @@
-"""The Gradio app: watch the families denoise side by side, and explore speed vs quality.
-
-Everything family-specific comes from the models themselves (`Family.sampling_options` for the
-controls, the Step trace for the view); nothing here looks at a family's name.
-"""
+"""The Gradio app: `build_app` composes the tabs (gui/denoise_tab.py, gui/explorer_tab.py); also
+launching it, in the foreground or (tests, benchmarks) in the background."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-import time
-from pathlib import Path
+import socket
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # offline: no telemetry calls
-
-import gradio as gr  # noqa: E402
+import gradio as gr
 
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 
-from gui import explorer, render
-from gui.live import MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, start, trace_json
+from gui import render
+from gui.denoise_tab import denoise_endpoint, denoise_tab
+from gui.explorer_tab import explorer_tab
+from gui.live import MAX_LENGTH
 from gui.models import ModelRegistry
 
-DEFAULT_PROMPT = "It is a truth universally acknowledged"
-FRAME_SECONDS = 0.08        # at most ~12 screen updates a second while sampling
-DEFAULT_DELAY_MS, MAX_DELAY_MS = 25, 500
-TRACE_DIR = Path(tempfile.gettempdir()) / "dlm-gui-traces"
 
-
-def option_controls() -> list[tuple[str, str, gr.components.Component]]:
-    """One control per (family, sampling option) of every registered family."""
-    controls = []
-    for fam_name, fam in sorted(REGISTRY.items()):
-        for opt, (default, help_text) in fam.sampling_options.items():
-            label = f"{fam_name}: {opt}"
-            if isinstance(default, bool):
-                comp = gr.Checkbox(value=default, label=label, info=help_text)
-            elif isinstance(default, (int, float)):
-                comp = gr.Number(value=default, label=label, info=help_text)
-            else:   # no fixed default: blank means the checkpoint's own value
-                comp = gr.Textbox(value="", label=label, info=help_text, placeholder="checkpoint default")
-            controls.append((fam_name, opt, comp))
-    return controls
-
-
-def settings_from(prompt, length, steps, temperature, top_p, seed, option_keys, option_values) -> Settings:
-    options: dict = {}
-    for (fam, opt), value in zip(option_keys, option_values):
-        options.setdefault(fam, {})[opt] = value
-    return Settings(prompt=prompt or "", length=int(length), steps=int(steps), temperature=float(temperature),
-                    top_p=float(top_p), seed=int(seed or 0), options=options)
-
-
-def save_trace(runs, settings) -> str:
-    """Write the trace for download; files older than an hour are swept so the folder stays small."""
-    TRACE_DIR.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - 3600
-    for old in TRACE_DIR.glob("trace-*.json"):
-        try:
-            if old.stat().st_mtime < cutoff:
-                old.unlink()
-        except OSError:
-            pass
-    f = tempfile.NamedTemporaryFile("w", dir=TRACE_DIR, prefix="trace-", suffix=".json", delete=False)
-    with f:
-        json.dump(trace_json(runs, settings), f)
-    return f.name
+def heading() -> str:
+    """The app's title line, naming the registered families (in registry order)."""
+    return ("## Diffusion language models, live\n" + ", ".join(f"`{name}`" for name in REGISTRY)
+            + " sampling side by side, from the same prompt and seed, on your CPU.")
 
 
 def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
+    """Compose the tabs; the only wiring here is what crosses them (a loaded checkpoint joins both)."""
     labels = {k: registry.describe(k) for k in registry.keys}
 
     def choices():
@@ -76,121 +31,10 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
 
     context = max([registry.get(k).max_length for k in registry.keys] or [128])
     length_max = min(MAX_LENGTH, context)
-
     with gr.Blocks(title="Diffusion LMs, live") as demo:
-        gr.Markdown("## Diffusion language models, live\nAR, masked (MDLM), uniform-state (Duo) and Eso-LM "
-                    "sampling side by side, from the same prompt and seed, on your CPU.")
-        with gr.Tab("Denoise"):
-            with gr.Row():
-                with gr.Column(scale=1, min_width=300):
-                    models = gr.CheckboxGroup(choices(), value=registry.keys[:4], label="Models",
-                                              elem_id="models")
-                    with gr.Row():
-                        path = gr.Textbox(label="Add a checkpoint directory", placeholder="runs/my-run",
-                                          scale=3, elem_id="ckpt-path")
-                        add = gr.Button("Load", scale=1, size="sm")
-                    prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (held fixed)", lines=2, elem_id="prompt")
-                    length = gr.Slider(1, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
-                                       elem_id="length")
-                    steps = gr.Slider(1, MAX_STEPS, value=32, step=1, label="Steps", elem_id="steps",
-                                      info="AR always takes one step per token")
-                    with gr.Row():
-                        temperature = gr.Slider(0, MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature")
-                        top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p")
-                    with gr.Row():
-                        seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
-                        slow = gr.Slider(0, MAX_DELAY_MS, value=DEFAULT_DELAY_MS, step=5, label="Slow motion (ms per step)",
-                                         info="a pause between steps so small models can be watched; "
-                                              "not counted in wall time or tokens/s", elem_id="slow")
-                    with gr.Accordion("Family options", open=False):
-                        controls = option_controls()
-                    go = gr.Button("Generate", variant="primary", elem_id="generate")
-                    status = gr.Markdown("", elem_id="status")
-                with gr.Column(scale=3):
-                    panels = gr.HTML(render.LEGEND, elem_id="panels")
-                    scrub = gr.Slider(1, 2, value=1, step=1, label="Scrub through the trace (after a run)",
-                                      interactive=False, elem_id="scrub")
-                    plot = gr.Plot(label="Per step: tokens changed (bars) and mean confidence (line)", show_label=False,
-                                   elem_id="run-plot")
-                    download = gr.DownloadButton("Download trace (JSON)", visible=False, elem_id="download")
-            runs_state = gr.State(None, time_to_live=3600)   # traces are dropped an hour after a run
-
-        option_keys = [(fam, opt) for fam, opt, _ in controls]
-
-        def generate(prompt_v, keys, length_v, steps_v, temp_v, top_p_v, seed_v, slow_v, *opt_values):
-            settings = settings_from(prompt_v, length_v, steps_v, temp_v, top_p_v, seed_v, option_keys, opt_values)
-            try:
-                runs = start(registry, list(keys or []), settings)
-            except UserError as e:
-                gr.Warning(str(e))
-                yield (render.message_html(str(e)), f"⚠️ {e}", None, gr.update(), None, gr.update(visible=False))
-                return
-            tic, shown = time.perf_counter(), 0.0
-            delay = min(max(float(slow_v or 0), 0.0), MAX_DELAY_MS) / 1000
-            for _ in interleave(runs):
-                if delay:
-                    time.sleep(delay)
-                now = time.perf_counter()
-                if now - shown >= FRAME_SECONDS:
-                    shown = now
-                    yield (render.render_runs(runs, labels=labels), "Sampling…", gr.update(), gr.update(),
-                           gr.update(), gr.update())
-            total = max([len(r.trace) for r in runs] or [1])
-            failed = [f"{r.key}: {r.error}" for r in runs if r.error]
-            paused = " (with slow-motion pauses)" if delay else ""
-            msg = f"Done in {time.perf_counter() - tic:.2f} s{paused}." + (" Errors: " + "; ".join(failed) if failed else "")
-            yield (render.render_runs(runs, labels=labels), msg, render.run_plot(runs),
-                   gr.update(minimum=1, maximum=max(total, 2), value=total, interactive=total > 1),
-                   runs, gr.update(value=save_trace(runs, settings), visible=True))
-
-        go.click(generate, [prompt, models, length, steps, temperature, top_p, seed, slow, *[c for *_, c in controls]],
-                 [panels, status, plot, scrub, runs_state, download], api_name="generate",
-                 show_progress="hidden")     # the default overlay would dim the live panels
-
-        def scrub_to(runs, upto):
-            if not runs:
-                return gr.update()
-            return render.render_runs(runs, upto=int(upto), labels=labels)
-
-        scrub.input(scrub_to, [runs_state, scrub], panels, trigger_mode="always_last", api_visibility="private")
-
-        with gr.Tab("Speed-quality explorer"):
-            gr.Markdown("For each model and step count: sample, time it, score **Gen PPL** under the AR "
-                        f"evaluator (`{registry.evaluator_key}`) and unigram **entropy** (low = repetitive). "
-                        "Points on the dashed line are Pareto-optimal: nothing else is both faster and better. "
-                        "Samples whose entropy is below half the maximum (log of the length) are marked "
-                        "repetitive (x) and kept off the frontier: low Gen PPL from repetition is not quality.")
-            with gr.Row():
-                with gr.Column(scale=1, min_width=300):
-                    x_models = gr.CheckboxGroup(choices(), value=registry.keys[:4], label="Models")
-                    x_steps = gr.Textbox("4, 8, 16, 32, 64", label="Step counts", elem_id="x-steps")
-                    x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
-                                         elem_id="x-length")
-                    x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
-                    x_seed = gr.Number(0, label="Seed", precision=0)
-                    x_go = gr.Button("Run sweep", variant="primary", elem_id="x-go")
-                    x_status = gr.Markdown("", elem_id="x-status")
-                with gr.Column(scale=2):
-                    x_plot = gr.Plot(label="Gen PPL vs tokens/s", show_label=False, elem_id="x-plot")
-                    x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False, elem_id="x-table")
-
-        def run_sweep(keys, step_text, length_v, samples_v, seed_v):
-            try:
-                counts = explorer.parse_steps(step_text)
-                settings = Settings(length=int(length_v), seed=int(seed_v or 0))
-                rows = []
-                total = len(keys or []) * len(counts)
-                for rows in explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v)):
-                    yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
-                           f"Running… {len(rows)} point(s) of up to {total}")
-                yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
-                       f"Done: {len(rows)} point(s).")
-            except UserError as e:
-                gr.Warning(str(e))
-                yield gr.update(), gr.update(), f"⚠️ {e}"
-
-        x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed], [x_plot, x_table, x_status],
-                   api_name="explore", show_progress="minimal")
+        gr.Markdown(heading())
+        denoise = denoise_tab(registry, labels, choices(), length_max)
+        x_models = explorer_tab(registry, choices(), length_max)
 
         def add_path(p, selected, x_selected):
             try:
@@ -202,33 +46,12 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
             return (gr.update(choices=choices(), value=list(dict.fromkeys([*(selected or []), key]))),
                     gr.update(choices=choices(), value=list(x_selected or [])), f"Loaded {key} ({labels[key]})")
 
-        add.click(add_path, [path, models, x_models], [models, x_models, status], api_visibility="private")
-
-        def denoise(prompt: str, families: list[str], length: int = 64, steps: int = 32, seed: int = 0) -> dict:
-            """Sample with each model; return the final texts and per-model step counts."""
-            settings = Settings(prompt=prompt or "", length=int(length), steps=int(steps), seed=int(seed))
-            keys = [families] if isinstance(families, str) else list(families or [])
-            try:
-                runs = start(registry, keys, settings)
-            except UserError as e:
-                raise gr.Error(str(e)) from None
-            for _ in interleave(runs):
-                pass
-            return {"texts": {r.key: r.texts()[0] for r in runs},
-                    "steps": {r.key: len(r.trace) for r in runs},
-                    "nfe": {r.key: r.last.nfe if r.last is not None else 0 for r in runs},
-                    "seconds": {r.key: round(r.seconds, 4) for r in runs},
-                    "errors": {r.key: r.error for r in runs if r.error}}
-
-        gr.api(denoise, api_name="denoise")
+        denoise.add.click(add_path, [denoise.path, denoise.models, x_models], [denoise.models, x_models, denoise.status],
+                          api_visibility="private")
+        gr.api(denoise_endpoint(registry), api_name="denoise")
 
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     return demo
-
-
-def _table(rows):
-    import pandas as pd
-    return pd.DataFrame(rows, columns=explorer.COLUMNS)
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kwargs):
@@ -236,7 +59,6 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    import socket
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

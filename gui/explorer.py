@@ -2,21 +2,25 @@
 
 For each selected model and step count it samples, times the sampler, scores the samples'
 generative perplexity under an AR evaluator and their unigram entropy (a guard against the
-low-PPL, repetitive failure mode). This is the paper's central comparison, run locally.
+low-PPL, repetitive failure mode). This is the paper's central comparison, run locally; with
+several decoding strategies selected, each (model, strategy) pair is its own curve, compared
+at the same step counts (equal NFE for every strategy but adaptive thresholds).
 """
 from __future__ import annotations
 
 import math
 
 from toolkit.errors import UserError
+from toolkit.evaluation.metrics import Samples, rounded, score_samples
 
 from gui.live import MAX_STEPS, Run, Settings, check_settings
 from gui.render import short_name
+from gui.strategies import SAMPLER_KEY
 
 MAX_POINTS = 24      # (model, step count) pairs per sweep
 MAX_SAMPLES = 16
 
-COLUMNS = ["model", "family", "steps", "nfe", "seconds", "tokens_per_s", "gen_ppl", "entropy", "repetitive", "pareto"]
+COLUMNS = ["model", "family", "sampler", "steps", "nfe", "seconds", "tokens_per_s", "gen_ppl", "entropy", "repetitive", "pareto"]
 
 
 def parse_steps(text: str) -> list[int]:
@@ -58,33 +62,45 @@ def is_repetitive(entropy: float, tokens: int) -> bool:
     return tokens > 1 and entropy < 0.5 * math.log(tokens)
 
 
-def score(run: Run, evaluator) -> tuple[float, float]:
-    """(Gen PPL under the evaluator, mean unigram entropy) of a finished run's samples."""
-    from toolkit.evaluation.generation import ToolkitEvaluator, gen_ppl, unigram_entropy
-    rows = run.last.tokens[:, len(run.prompt_ids):].tolist()
-    texts = run.texts()
-    ppl = gen_ppl(ToolkitEvaluator(evaluator), texts)["gen_ppl"]
-    return ppl, sum(unigram_entropy(r) for r in rows) / len(rows)
+def score(run: Run, evaluator) -> dict:
+    """NFE, tokens/s, Gen PPL (under the evaluator) and entropy of a finished run's generated part,
+    rounded for the table (toolkit.evaluation.metrics is the one definition of each)."""
+    samples = Samples(texts=run.texts(), tokens=run.last.tokens[:, len(run.prompt_ids):].tolist(),
+                      nfe=run.last.nfe, seconds=run.seconds, generated=run.generated_tokens)
+    scores = score_samples(samples, ("nfe", "tokens_per_s", "gen_ppl", "entropy"), evaluator)
+    return rounded({k: scores[k] for k in ("nfe", "tokens_per_s", "gen_ppl", "entropy")})
 
 
-def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings, num_samples: int):
-    """Yield the growing list of result rows, one (model, step count) at a time."""
+def with_sampler(settings: Settings, family: str, sampler: str) -> Settings:
+    options = {**settings.options, family: {**settings.options.get(family, {}), SAMPLER_KEY: sampler}}
+    return Settings(**{**settings.__dict__, "options": options})
+
+
+def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings, num_samples: int,
+          samplers: tuple[str, ...] | list[str] = ("ancestral",)):
+    """Yield the growing list of result rows, one (model, strategy, step count) at a time.
+
+    A strategy a model's family does not offer is skipped for that model."""
     if not 1 <= num_samples <= MAX_SAMPLES:
         raise UserError(f"samples per point must be between 1 and {MAX_SAMPLES} (got {num_samples})")
-    if len(keys) * len(step_counts) > MAX_POINTS:
-        raise UserError(f"at most {MAX_POINTS} (model, step count) points per sweep "
-                        f"(asked for {len(keys)} x {len(step_counts)})")
     unknown = [k for k in keys if k not in registry.keys]
     if unknown:
         raise UserError(f"unknown model {unknown[0]!r} (available: {', '.join(registry.keys)})")
     models = {k: registry.get(k) for k in keys}
+    samplers = list(samplers or ["ancestral"])
+    pairs = [(k, s) for k in keys for s in samplers if s in getattr(models[k].family, "samplers", ("ancestral",))]
+    if keys and not pairs:
+        raise UserError(f"none of the selected models offers the strategies {', '.join(samplers)}")
+    if len(pairs) * len(step_counts) > MAX_POINTS:
+        raise UserError(f"at most {MAX_POINTS} (model, strategy, step count) points per sweep "
+                        f"(asked for {len(pairs)} x {len(step_counts)})")
     check_settings(settings, models)
     evaluator = registry.evaluator()
     rows: list[dict] = []
-    for key in keys:
+    for key, sampler in pairs:
         seen_steps = set()
         for steps in step_counts:
-            s = Settings(**{**settings.__dict__, "steps": steps})
+            s = with_sampler(Settings(**{**settings.__dict__, "steps": steps}), models[key].family.name, sampler)
             run = Run(key, models[key], s, num_samples)
             while not run.done:
                 run.advance()
@@ -94,11 +110,12 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
             if taken in seen_steps:      # the sampler ignores the step count (e.g. one step per token)
                 continue
             seen_steps.add(taken)
-            ppl, ent = score(run, evaluator)
-            rows.append({"model": key, "family": run.model.family.name, "steps": taken, "nfe": run.last.nfe,
-                         "seconds": round(run.seconds, 4), "tokens_per_s": round(run.generated_tokens / run.seconds, 1),
-                         "gen_ppl": round(ppl, 2), "entropy": round(ent, 3),
-                         "repetitive": is_repetitive(ent, s.length - len(run.prompt_ids)), "pareto": False})
+            m = score(run, evaluator)
+            rows.append({"model": key, "family": run.model.family.name, "sampler": sampler,
+                         "steps": taken, "nfe": m["nfe"],
+                         "seconds": round(run.seconds, 4), "tokens_per_s": m["tokens_per_s"],
+                         "gen_ppl": m["gen_ppl"], "entropy": m["entropy"],
+                         "repetitive": is_repetitive(m["entropy"], s.length - len(run.prompt_ids)), "pareto": False})
             front = set(pareto_front(rows))
             for i, r in enumerate(rows):
                 r["pareto"] = i in front
@@ -107,18 +124,18 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
 
 def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     """Gen PPL (log) vs tokens/s (log), one colour per model, step counts annotated, frontier drawn."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure   # deferred: matplotlib is slow to import
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     if not rows:
         ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
         return fig
     colours = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#6e7781", "#bf3989", "#0550ae"]
-    for n, key in enumerate(dict.fromkeys(r["model"] for r in rows)):
-        pts = [r for r in rows if r["model"] == key]
+    for n, (key, sampler) in enumerate(dict.fromkeys((r["model"], r.get("sampler", "ancestral")) for r in rows)):
+        pts = [r for r in rows if r["model"] == key and r.get("sampler", "ancestral") == sampler]
         colour = colours[n % len(colours)]
         ax.plot([r["tokens_per_s"] for r in pts], [r["gen_ppl"] for r in pts], "-", lw=1, color=colour, alpha=0.85,
-                label=short_name(key))
+                label=short_name(key) + ("" if sampler == "ancestral" else f" · {sampler}"))
         for rep, marker in ((False, "o"), (True, "x")):
             sel = [r for r in pts if bool(r.get("repetitive")) == rep]
             ax.plot([r["tokens_per_s"] for r in sel], [r["gen_ppl"] for r in sel], marker, ms=6, color=colour)
@@ -131,7 +148,7 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
     ax.scatter([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], s=90, facecolors="none",
                edgecolors="black", lw=1.2)
     if all(r["tokens_per_s"] > 0 for r in rows):
-        from matplotlib.ticker import NullFormatter
+        from matplotlib.ticker import NullFormatter   # deferred: see above
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
     if all(r["gen_ppl"] > 0 and math.isfinite(r["gen_ppl"]) for r in rows):

@@ -7,10 +7,12 @@ its own steps, so interleaving does not inflate a model's wall time or tokens/s.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from toolkit.errors import UserError
 from toolkit.sampling import SampleRequest
+
+from gui.strategies import request_fields
 
 MAX_STEPS = 512          # reverse steps a user may ask for
 MAX_LENGTH = 512         # tokens, also capped by each model's context
@@ -26,6 +28,7 @@ class Settings:
     top_p: float = 1.0
     seed: int = 0
     options: dict = field(default_factory=dict)   # family name -> {option: raw value ("" = default)}
+    #   (plus the decoding strategy under "sampler" / "sampler_options", see gui/strategies.py)
 
 
 def check_settings(s: Settings, models: dict) -> None:
@@ -85,6 +88,7 @@ class Run:
         self.masked_start = True
         self._strings: dict[int, str] = {}
         try:
+            self.request = replace(self.request, **request_fields(model, settings.options))
             model.check_request(self.request)
             self.masked_start = starts_masked(model)
             self._it = iter(model.sample(self.request))

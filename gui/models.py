@@ -8,24 +8,25 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from toolkit.checkpoint import EMBEDDED_DIR, resolve_path
+from toolkit.checkpoints import EMBEDDED_DIR, load, resolve_path
+from toolkit.checkpoints.rundir import CONFIG
 from toolkit.errors import UserError
-
-DEFAULT_ORDER = ("ar", "mdlm", "duo", "esolm")
-
+from toolkit.evaluation.generation import DEFAULT_EVALUATOR
+from toolkit.families import REGISTRY
 
 def embedded_names() -> list[str]:
-    """Embedded checkpoints present in this installation, the paper's order first."""
+    """Embedded checkpoints present in this installation, those named after a family first (in the
+    registry's order), then any others."""
     if not EMBEDDED_DIR.is_dir():
         return []
-    found = sorted(d.name for d in EMBEDDED_DIR.iterdir() if (d / "config.json").is_file())
-    return [n for n in DEFAULT_ORDER if n in found] + [n for n in found if n not in DEFAULT_ORDER]
+    found = sorted(d.name for d in EMBEDDED_DIR.iterdir() if (d / CONFIG).is_file())
+    return [n for n in REGISTRY if n in found] + [n for n in found if n not in REGISTRY]
 
 
 class ModelRegistry:
     """Maps a display key (an embedded name or a path) to a loaded LanguageModel."""
 
-    def __init__(self, keys: list[str] | None = None, evaluator: str | None = "ar"):
+    def __init__(self, keys: list[str] | None = None, evaluator: str | None = DEFAULT_EVALUATOR):
         self._lock = threading.Lock()
         self._models: dict = {}
         self.keys: list[str] = []
@@ -46,14 +47,13 @@ class ModelRegistry:
         return key
 
     def get(self, key: str):
-        import toolkit
         with self._lock:
             if key not in self._models:
-                self._models[key] = toolkit.load(key)
+                self._models[key] = load(key)
             return self._models[key]
 
     def evaluator(self):
-        """The AR model that scores Gen PPL (default: the embedded `ar`)."""
+        """The model that scores Gen PPL (default: the embedded autoregressive checkpoint)."""
         if not self.evaluator_key:
             raise UserError("no evaluator model configured (start the app with --evaluator)")
         return self.get(self.evaluator_key)

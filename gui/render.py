@@ -1,7 +1,8 @@
 """HTML panels (one per model) and the per-run plot, drawn from the runs' traces.
 
 A token's colour is its state at the shown step -- still masked, just revealed (was masked),
-changed (was another token: how uniform-state diffusion moves), stable -- and its opacity is
+changed (was another token: how uniform-state diffusion moves), re-masked (a revealed token
+sent back to [MASK] so a later step can correct it: ReMDM), stable -- and its opacity is
 the model's confidence in it. Prompt tokens are set apart.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ CSS = """
 .tok.revealed { background: #a6e3a1; }
 .tok.changed { background: #ffb86b; }
 .tok.stable { background: transparent; }
+.tok.remasked { background: #f4a6b7; color: #82071e; text-decoration: line-through; }
 .tok.prompt { background: #cfe2ff; font-weight: 600; }
 .dlm-final { margin-top: 6px; font-size: 12px; color: #424a53; white-space: pre-wrap; border-top: 1px dashed #d0d4dc;
              padding-top: 4px; }
@@ -32,7 +34,7 @@ CSS = """
 
 LEGEND = ('<div class="dlm-legend dlm-text">'
           '<span class="tok prompt">prompt</span><span class="tok masked">▒ masked</span>'
-          '<span class="tok revealed">just revealed</span><span class="tok changed">changed this step</span>'
+          '<span class="tok revealed">just revealed</span><span class="tok changed">changed this step</span><span class="tok remasked">▒ re-masked</span>'
           '<span class="tok stable">stable</span> · opacity = model confidence (log scale: faint = p &lt; 0.001)</div>')
 
 
@@ -46,11 +48,14 @@ def token_states(run, index: int) -> list[tuple[str, float, int]]:
     prev = run.trace[index - 1]["tokens"] if index > 0 else None
     mask = run.model.family.mask_id
     changed = set(rec["changed"])
+    remasked = set(rec.get("remasked", ()))
     n_prompt = len(run.prompt_ids)
     out = []
     for i, (tok, conf) in enumerate(zip(rec["tokens"], rec["confidence"])):
         if i < n_prompt:
             state = "prompt"
+        elif i in remasked:
+            state = "remasked"
         elif tok == mask:
             state = "masked"
         elif i in changed:
@@ -97,8 +102,8 @@ def render_panel(run, upto: int | None = None, label: str = "") -> str:
     st = run.stats(index + 1)
     spans = []
     for state, conf, tok in token_states(run, index):
-        text = "▒" if state == "masked" else _esc(run.token_string(tok))
-        opacity = 1.0 if state in ("masked", "prompt") else confidence_opacity(conf)
+        text = "▒" if state in ("masked", "remasked") else _esc(run.token_string(tok))
+        opacity = 1.0 if state in ("masked", "remasked", "prompt") else confidence_opacity(conf)
         spans.append(f'<span class="tok {state}" style="opacity:{opacity:.2f}" title="p={conf:.3f}">{text}</span>')
     final = ""
     if st["done"]:
@@ -131,7 +136,7 @@ def step_curves(run) -> tuple[list[int], list[int], list[float]]:
 
 def run_plot(runs):
     """Small multiples: per model, bars of tokens changed per step and a line of mean confidence."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure   # deferred: matplotlib is slow to import
     shown = [r for r in runs if r.trace]
     if not shown:
         return None

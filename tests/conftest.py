@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.config import resolve
+from toolkit.resolve import resolve
 from toolkit.families import REGISTRY
 
 
 def train_tiny(out, family: str, *extra: str, steps: int = 4) -> str:
     """Train a very small model for a few steps and return its run directory."""
-    from toolkit.train import Trainer
+    from toolkit.trainer import Trainer
     cfg = resolve([f"family={family}", "model=cpu-xxs", "seq_len=32", "batch_size=4", f"max_steps={steps}",
                    "log_every=2", "eval_every=2", "eval_batches=2", "lr=3e-3", "progress=false",
                    f"out={out}", *extra])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import toolkit
-from toolkit.convert import main as convert_main
+from toolkit.cli.convert import main as convert_main
 from toolkit.data.tokenizer import EMBEDDED_TOKENIZER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,7 +330,7 @@ def test_sentencepiece_vocabulary_gets_the_appended_mask(tmp_path):
 
 
 def test_declared_family_priorities():
-    from toolkit.convert import declared_family
+    from toolkit.checkpoints.convert import declared_family
     duo_snapshot = "/x/models--nvidia--SDLLM-Duo-1.7B-Base/snapshots/a"
     assert declared_family({"model_type": "mdlm"}, duo_snapshot) == "duo"     # class names are shared
     assert declared_family({"algo": {"name": "esolm"}, "parameterization": "subs"}, "/x/y") == "esolm"
@@ -377,3 +377,15 @@ def test_stub_objects_never_runs_code_from_the_pickle(tmp_path):
                     "--tokenizer", EMBEDDED_TOKENIZER)
     assert e.value.code == 2
     assert not marker.exists()
+
+
+def test_families_are_recognised_by_their_reference_names():
+    """Each family's `reference_names` pattern: explicit algo names first, then SDLLM-<Family>
+    repositories, then class names; Eso-LM (derived from MDLM) wins over MDLM's `subs`."""
+    from toolkit.checkpoints.convert import declared_family, family_of
+    assert [family_of(t) for t in ("EsoLM", "eso_lm", "udlm", "DUO_BASE", "mdlm", "subs", "ar", "autoregressive")] == \
+        ["esolm", "esolm", "duo", "duo", "mdlm", "mdlm", "ar", "ar"]
+    assert family_of("esolm subs") == "esolm" and family_of("dit") is None
+    assert declared_family({"algo": {"name": "esolm", "parameterization": "subs"}}, "x") == "esolm"
+    assert declared_family({}, "/cache/nvidia/SDLLM-Duo-1.7B-Base") == "duo"
+    assert declared_family({"parameterization": "subs"}, "ckpt") == "mdlm"

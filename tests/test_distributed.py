@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolkit.config import resolve
+from toolkit.resolve import resolve
 from toolkit.data.packing import batch_indices
-from toolkit.distributed_state import named_optimizer_state, positional_optimizer_state
-from toolkit.train import TIMING_KEYS, Trainer, chunk_rows, local_chunk
+from toolkit.trainer.distributed import named_optimizer_state, positional_optimizer_state
+from toolkit.trainer import TIMING_KEYS, Trainer, chunk_rows, local_chunk
 
 ROOT = Path(__file__).resolve().parents[1]
 # constant lr (no warmup, no decay) so a run stopped at step 2 and resumed equals an uninterrupted one
@@ -178,7 +178,7 @@ def test_sweep_array_template_runs_its_line(tmp_path):
 
 def test_one_gpu_for_every_rank_is_refused(monkeypatch):
     from toolkit.errors import UserError
-    from toolkit.train import Distributed
+    from toolkit.trainer import Distributed
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="use device=cuda"):
         Distributed("cuda:1")

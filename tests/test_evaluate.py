@@ -326,7 +326,7 @@ def test_more_bad_input_in_process(tiny_checkpoint, capsys, args):
 
 # -- lm-evaluation-harness ----------------------------------------------------------------
 def test_adapter_without_the_harness_api(tiny_checkpoint):
-    from toolkit.lm_eval_adapter import ToolkitLM
+    from toolkit.evaluation.lm_eval_adapter import ToolkitLM
     lm = ToolkitLM(tiny_checkpoint("ar"))
     (score, _), = lm.loglikelihood([("Her father", " was")])
     assert score == pytest.approx(loglikelihood(lm.model, "Her father", " was")[0])
@@ -341,7 +341,7 @@ def test_lm_eval_harness_runs_a_local_task(tiny_checkpoint, tmp_path):
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager
-    from toolkit.lm_eval_adapter import ToolkitLM
+    from toolkit.evaluation.lm_eval_adapter import ToolkitLM
     assert get_model("dlm-toolkit") is ToolkitLM
     (tmp_path / "tiny.yaml").write_text(
         "task: dlm_tiny_choice\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"

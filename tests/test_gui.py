@@ -102,7 +102,7 @@ def test_family_option_error_stays_in_its_panel(registry):
 def test_option_controls_come_from_sampling_options():
     import gradio as gr
 
-    from gui.app import option_controls
+    from gui.denoise_tab import option_controls
     with gr.Blocks():
         controls = option_controls()
     expected = {(f, o) for f, fam in REGISTRY.items() for o in fam.sampling_options}
@@ -187,7 +187,7 @@ def test_eight_concurrent_clients(registry, server):
 @pytest.mark.skipif(set(FAMILIES) - set(embedded_names()), reason="embedded demo models not installed yet")
 def test_embedded_demo_models():
     """The four embedded checkpoints load by name, stay small, and sample in the app's runner."""
-    from toolkit.checkpoint import EMBEDDED_DIR
+    from toolkit.checkpoints import EMBEDDED_DIR
     size = sum(f.stat().st_size for name in FAMILIES for f in (EMBEDDED_DIR / name).iterdir())
     assert size < 25e6
     assert not any((EMBEDDED_DIR / n / "state.pt").exists() for n in FAMILIES)

@@ -196,7 +196,7 @@ def test_esolm_sequential_tail_goes_left_to_right(tiny_checkpoint):
 
 
 def test_sample_cli_infill_and_options_in_process(tiny_checkpoint, capsys):
-    from toolkit.sample import main
+    from toolkit.cli.sample import main
     path = tiny_checkpoint("duo")
     model = toolkit.load(path)
     fixed_ids = model.encode(" Darcy")

@@ -43,7 +43,7 @@ def test_param_counts_match_reference(name):
 
 @pytest.mark.parametrize("name", ["cpu-xxs", "cpu-m", "6M"])
 def test_param_counts_equal_the_backbone(name):
-    from toolkit.config import resolve
+    from toolkit.resolve import resolve
     from toolkit.model.backbone import Backbone
     cfg = resolve([f"model={name}"])
     cfg.model.vocab_size = 4098
@@ -64,7 +64,7 @@ def test_steps_for_budget():
 
 
 def test_flops_cli_json(capsys):
-    from toolkit.scaling.__main__ import main
+    from toolkit.cli.scaling import main
     out = main(["flops", "170M", "--seq-len", "2048", "--vocab", "32001", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["forward_per_sequence"]["paper"] == out["forward_per_sequence"]["paper"]
@@ -151,7 +151,7 @@ def test_plan_filters_and_notes():
 
 
 def test_grid_cli(capsys):
-    from toolkit.scaling.__main__ import main
+    from toolkit.cli.scaling import main
     rows = main(["grid", "--json", "--vocab", "4098"])
     assert len(rows) == len(CPU_GRID) + len(PAPER_GRID)
     assert json.loads(capsys.readouterr().out)[0]["size"] == "cpu-4xs"
@@ -159,7 +159,7 @@ def test_grid_cli(capsys):
 
 def test_fit_cli_and_analysis(tmp_path, capsys):
     from toolkit.scaling import analysis
-    from toolkit.scaling.__main__ import main
+    from toolkit.cli.scaling import main
     n, c, loss = synthetic_isoflop(3)
     rows = [{"variant": v, "size": f"s{i % 6}", "params": int(nn), "budget": cc, "tokens": int(cc / (6 * nn)),
              "val_nelbo": ll + shift, "status": "finished"}
@@ -182,8 +182,8 @@ def tiny_budget():
 
 
 def test_sweep_interrupted_then_restarted_skips_finished_runs(tmp_path, capsys):
-    from toolkit.config import resolve
-    from toolkit.train import Trainer
+    from toolkit.resolve import resolve
+    from toolkit.trainer import Trainer
     from training import sweep
     out = tmp_path / "sw"
     args = TINY + [f"budgets={tiny_budget():.6g}", f"out={out}"]
@@ -261,7 +261,7 @@ def _cli_error(capsys, fn, argv):
 
 
 def test_bad_input_gives_one_line_errors(tmp_path, capsys):
-    from toolkit.scaling.__main__ import main as scaling_main
+    from toolkit.cli.scaling import main as scaling_main
     from training.sweep import main as sweep_main
     out = f"out={tmp_path / 'sw'}"
     assert "too small for one step" in _cli_error(capsys, sweep_main, TINY + ["budgets=1e3", out])
@@ -306,7 +306,7 @@ def test_summary_recovers_a_known_compute_saving(tmp_path):
 
 
 def test_fit_cli_rejects_an_unknown_compare_variant(tmp_path, capsys):
-    from toolkit.scaling.__main__ import main
+    from toolkit.cli.scaling import main
     n, c, loss = synthetic_isoflop(1)
     pd.DataFrame({"variant": "mdlm", "size": [f"s{i % 6}" for i in range(len(n))], "params": n, "budget": c,
                   "tokens": 1, "val_nelbo": loss}).to_csv(tmp_path / "results.csv", index=False)

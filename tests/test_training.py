@@ -11,7 +11,7 @@ import pytest
 
 import toolkit
 from tests.conftest import train_tiny
-from toolkit.train import TIMING_KEYS
+from toolkit.trainer import TIMING_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 

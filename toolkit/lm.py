@@ -13,7 +13,10 @@ from toolkit.errors import UserError
 from toolkit.families import get_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
+from toolkit.samplers import resolve as resolve_sampler
+from toolkit.samplers import sample as run_sampler
 from toolkit.sampling import SampleRequest, Step
+from toolkit.schedule import antithetic_times
 
 
 def build_family(cfg: RunConfig, tokenizer):
@@ -80,13 +83,14 @@ class LanguageModel:
         if bad:
             raise UserError(f"fixed positions outside 0..{req.length - 1}: {bad}")
         self.family.check_sampling_options(req.options)
+        resolve_sampler(self.family, req)
 
     @torch.no_grad()
     def sample(self, request: SampleRequest) -> Iterator[Step]:
         """Iterate over the reverse steps (the trace); the last Step holds the final tokens."""
         self.check_request(request)
         self.net.eval()
-        yield from self.family.sample(self.net, request, self.device)
+        yield from run_sampler(self.family, self.net, request, self.device)
 
     def generate(self, request: SampleRequest) -> tuple[list[str], Step]:
         last = None
@@ -98,7 +102,6 @@ class LanguageModel:
     @torch.no_grad()
     def nelbo(self, x0: torch.Tensor, t: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         """Per-sequence NELBO in nats [B] (one Monte Carlo draw of t unless given)."""
-        from toolkit.schedule import antithetic_times
         self.net.eval()
         x0 = x0.to(self.device)
         if t is None:

@@ -23,6 +23,8 @@ class SampleRequest:
     fixed: dict[int, int] = field(default_factory=dict)  # position -> id held fixed (infilling)
     use_cache: bool = True
     options: dict = field(default_factory=dict)          # family sampling options (tail, nucleus, alpha_0)
+    sampler: str = "ancestral"                           # decoding strategy (toolkit/samplers/)
+    sampler_options: dict = field(default_factory=dict)  # that strategy's options (k, threshold, ...)
 
     def fixed_positions(self) -> dict[int, int]:
         d = dict(enumerate(self.prompt))
@@ -41,14 +43,18 @@ class Step:
     confidence: torch.Tensor  # probability the model gave the current id (1 for fixed/prompt)
     nfe: int                  # network evaluations so far
     elapsed: float            # seconds since sampling started
+    remasked: torch.Tensor | None = None   # bool: positions turned back into [MASK] (ReMDM); None = none
 
     def to_dict(self, batch_index: int | None = None) -> dict:
         pick = (lambda x: x[batch_index]) if batch_index is not None else (lambda x: x)
+        remasked = self.remasked if self.remasked is not None else torch.zeros_like(self.changed)
         return {"step": self.step, "t": self.t, "s": self.s, "nfe": self.nfe,
                 "elapsed": round(self.elapsed, 6),
                 "tokens": pick(self.tokens).tolist(),
                 "changed": pick(self.changed).nonzero().squeeze(-1).tolist() if batch_index is not None
                 else [row.nonzero().squeeze(-1).tolist() for row in self.changed],
+                "remasked": pick(remasked).nonzero().squeeze(-1).tolist() if batch_index is not None
+                else [row.nonzero().squeeze(-1).tolist() for row in remasked],
                 "confidence": [round(c, 4) for c in pick(self.confidence).flatten().tolist()]
                 if batch_index is not None else [[round(c, 4) for c in r] for r in self.confidence.tolist()]}
 

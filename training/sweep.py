@@ -31,10 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-from toolkit.config import parse_overrides, parse_value, resolve
+from toolkit.checkpoints import rundir
+from toolkit.data import load_data
 from toolkit.errors import UserError, cli_main
+from toolkit.resolve import resolve
 from toolkit.scaling.grid import size
 from toolkit.scaling.plan import Plan, Point, make_plan, parse_budget, parse_variant
+from toolkit.trainer import Trainer
+from toolkit.values import parse_overrides, parse_value
 
 TEMPLATES = Path(__file__).parent / "templates"
 SWEEP_KEYS = {"family", "budgets", "sizes", "out", "parallel", "launcher", "min_steps", "max_epochs",
@@ -83,7 +87,6 @@ def build_plan(keys: dict, passthrough: list[str]) -> tuple[Plan, dict]:
     for v in variants:   # every run's config must resolve before anything starts
         resolve(v.overrides() + passthrough + [f"model={sizes[0]}"])
     cfg = resolve(variants[0].overrides() + passthrough)
-    from toolkit.data import load_data
     data = load_data(cfg.data)
     info = {"vocab_size": data.tokenizer.get_vocab_size(), "train_tokens": int(data.train.numel()),
             "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len}
@@ -96,27 +99,14 @@ def build_plan(keys: dict, passthrough: list[str]) -> tuple[Plan, dict]:
 
 
 # -- one run's state ---------------------------------------------------------------------------
-def read_metrics(run: Path) -> list[dict]:
-    f = run / "metrics.jsonl"
-    if not f.is_file():
-        return []
-    out = []
-    for line in f.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break   # a line cut short by a kill: what follows cannot be trusted
-    return out
-
-
 def run_status(run: Path, max_steps: int) -> str:
     """finished | partial (resumable checkpoint) | stale (metrics but no checkpoint) | new."""
-    lines = read_metrics(run)
+    lines = rundir.read_metrics(run)
     if lines and lines[-1].get("step") == max_steps and "val_nelbo" in lines[-1]:
         return "finished"
-    if (run / "checkpoint" / "state.pt").is_file():
+    if rundir.has_train_state(rundir.checkpoint_dir(run)):
         return "partial"
-    return "stale" if (run / "metrics.jsonl").exists() else "new"
+    return "stale" if rundir.has_metrics(run) else "new"
 
 
 def run_args(point: Point, run: Path) -> list[str]:
@@ -169,7 +159,7 @@ def write_scripts(out: Path, plan: Plan, keys: dict, runs: dict[str, Path]) -> N
 
 
 def write_plan(out: Path, plan: Plan, runs: dict[str, Path]) -> None:
-    import pandas as pd
+    import pandas as pd   # deferred: pandas is slow to import; only the results table needs it
     rows = [{"run": p.name, "variant": p.variant.label, "size": p.size, "budget": p.budget,
              "max_steps": p.max_steps, "batch_size": p.batch_size, "seq_len": p.seq_len, "tokens": p.tokens,
              "epochs": round(p.epochs, 4), "params": p.params,
@@ -191,7 +181,7 @@ def run_local(plan: Plan, keys: dict, runs: dict[str, Path]) -> list[str]:
             args.append("threads=1")
         claim(run, args)
         if status == "stale":   # died before its first checkpoint: nothing to resume from
-            (run / "metrics.jsonl").unlink()
+            rundir.remove_metrics(run)
         todo.append((p, run, args, status))
     if keys["max_runs"] > 0:
         todo = todo[: keys["max_runs"]]
@@ -231,7 +221,6 @@ def run_local(plan: Plan, keys: dict, runs: dict[str, Path]) -> list[str]:
 
 def _run_inline(todo: list[tuple]) -> list[str]:
     """The same runs, one after another in this process (no start-up cost per run)."""
-    from toolkit.train import Trainer
     for p, run, args, status in todo:
         t0 = time.perf_counter()
         print(f"start  {p.name} ({'resume' if status == 'partial' else 'new'}, {p.max_steps} steps)", flush=True)
@@ -257,11 +246,11 @@ def submit_slurm(out: Path) -> None:
 # -- results ----------------------------------------------------------------------------------------
 def collect(out: Path, plan: Plan, runs: dict[str, Path]):
     """One row per planned run (finished or not) -> results.csv."""
-    import pandas as pd
+    import pandas as pd   # deferred: pandas is slow to import; only the results table needs it
     rows = []
     for p in plan.points:
         run = runs[p.name]
-        lines = read_metrics(run)
+        lines = rundir.read_metrics(run)
         last = lines[-1] if lines else {}
         status = run_status(run, p.max_steps)
         rows.append({"variant": p.variant.label, "family": p.variant.family, "options": p.variant.options_text,

@@ -26,8 +26,8 @@ def time_steps(variant_args: list[str], size: str, passthrough: list[str], steps
     With one thread, CPU seconds are what the steps would take on an idle core, whatever the
     machine's load while measuring; wall seconds include the waiting for a core.
     """
-    from toolkit.config import resolve
-    from toolkit.train import Trainer
+    from toolkit.resolve import resolve
+    from toolkit.trainer import Trainer
     cfg = resolve(variant_args + passthrough + [f"model={size}", "max_steps=1000", "progress=false",
                                                  "out=/tmp/estimate-unused"])
     trainer = Trainer(cfg)
@@ -62,7 +62,7 @@ def main():
         rates[(label, size)] = time_steps(variants[label].overrides(), size, passthrough, a.steps)
         wall, cpu = rates[(label, size)]
         print(f"{label:<22}{size:<9}{wall:>9.0f} tokens/s wall{cpu:>9.0f} tokens/s per CPU second", flush=True)
-    from toolkit.config import resolve
+    from toolkit.resolve import resolve
     t = resolve(passthrough).train
     # validation: at step 0, every eval_every steps and at the end; a forward costs ~1/3 of a step
     n_evals = 1 + (plan["max_steps"] - 1) // t.eval_every + 1

@@ -54,7 +54,7 @@ def hub_documents(name: str, split: str = "train", text_field: str = "text",
                   max_documents: int | None = None, streaming: bool = True) -> Iterator[str]:
     """Documents of a Hugging Face dataset (streamed so large corpora never sit in memory)."""
     try:
-        import datasets
+        import datasets   # deferred: optional (hub datasets only) and slow to import
     except ImportError:  # pragma: no cover - datasets is a core dependency
         raise UserError("the 'datasets' package is needed for hub datasets") from None
     try:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from toolkit.config import DataConfig
-from toolkit.data.corpus import documents
+from toolkit.data.corpus import AUSTEN_PATH, documents
 from toolkit.data.tokenizer import load_tokenizer
 from toolkit.errors import UserError
 
@@ -59,7 +59,6 @@ def token_stream(cfg: DataConfig, tokenizer) -> np.ndarray:
 def _cache_key(cfg: DataConfig, tokenizer) -> str | None:
     src = Path(cfg.data)
     if cfg.data == "austen":
-        from toolkit.data.corpus import AUSTEN_PATH
         src = AUSTEN_PATH
     if not src.is_file():
         return None  # hub datasets: the datasets library caches its own downloads

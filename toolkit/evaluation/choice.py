@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from toolkit.errors import UserError
 from toolkit.evaluation.likelihood import sequence_nll
 from toolkit.sampling import SampleRequest
@@ -18,7 +20,6 @@ from toolkit.sampling import SampleRequest
 def _nll(model, ids, mc_samples, seed) -> float:
     if not ids:
         return 0.0
-    import torch
     return float(sequence_nll(model, torch.tensor(ids)[None], mc_samples, seed)[0][0])
 
 

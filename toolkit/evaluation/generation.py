@@ -14,9 +14,13 @@ from pathlib import Path
 
 import torch
 
+from toolkit.checkpoints import load
 from toolkit.errors import UserError
 from toolkit.evaluation.likelihood import text_nll
 from toolkit.sampling import SampleRequest
+
+
+DEFAULT_EVALUATOR = "ar"   # the embedded autoregressive checkpoint scores Gen PPL unless told otherwise
 
 
 class ToolkitEvaluator:
@@ -48,7 +52,7 @@ class HFEvaluator:
     PROTOCOLS = ("reference", "bos")
 
     def __init__(self, name: str, device="cpu", protocol: str = "reference"):
-        import transformers
+        import transformers   # deferred: optional (the [eval] extra) and slow to import
         if protocol not in self.PROTOCOLS:
             raise UserError(f"gen-ppl protocol must be one of {', '.join(self.PROTOCOLS)} (got '{protocol}')")
         try:
@@ -84,12 +88,11 @@ class HFEvaluator:
 
 def load_evaluator(name: str, device="cpu", mc_samples: int = 16, protocol: str = "reference"):
     """A toolkit checkpoint path or embedded name first; then a locally cached Hugging Face model."""
-    import toolkit
     try:
-        return ToolkitEvaluator(toolkit.load(name, device), mc_samples)
+        return ToolkitEvaluator(load(name, device), mc_samples)
     except UserError as toolkit_error:
         try:
-            import transformers  # noqa: F401
+            import transformers  # noqa: F401  (deferred: optional, the [eval] extra)
         except ImportError:
             raise UserError(f"evaluator not found: {toolkit_error}; and `transformers` is not installed"
                             " for Hugging Face evaluators (pip install 'dlm-toolkit[eval]')") from None

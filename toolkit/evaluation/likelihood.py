@@ -6,11 +6,14 @@ and the same standard error. The standard error is the Monte Carlo one (the text
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from toolkit.data.packing import load_data
 from toolkit.errors import UserError
 from toolkit.schedule import antithetic_times
 
@@ -100,10 +103,6 @@ def text_nll(model, ids: list[int], mc_samples: int = 32, seed: int = 0) -> tupl
 
 def validation_blocks(model, sequences: int = 16) -> torch.Tensor:
     """The first `sequences` validation blocks of the checkpoint's own data config."""
-    import dataclasses
-    from pathlib import Path
-
-    from toolkit.data.packing import load_data
     if sequences <= 0:
         raise UserError(f"sequences must be > 0 (got {sequences})")
     cfg = model.cfg.data

@@ -36,6 +36,7 @@ class AROptions:
 @register
 class AR(Family):
     name = "ar"
+    reference_names = r"\bar\b|autoregressive"   # how the reference and its releases name it
     Options = AROptions
     imported_options = {"score": "reference"}
     exact_likelihood = True

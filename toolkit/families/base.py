@@ -13,6 +13,7 @@ import torch
 from toolkit.errors import UserError
 from toolkit.sampling import SampleRequest, Step
 from toolkit.schedule import LogLinear
+from toolkit.values import parse_value
 
 REGISTRY: dict[str, type["Family"]] = {}
 
@@ -23,7 +24,6 @@ def register(cls: type["Family"]) -> type["Family"]:
 
 
 def get_family(name: str) -> type["Family"]:
-    import toolkit.families  # noqa: F401  (imports every family module, filling the registry)
     if name not in REGISTRY:
         raise UserError(f"unknown family '{name}' (known: {', '.join(sorted(REGISTRY))})")
     return REGISTRY[name]
@@ -41,10 +41,15 @@ class Family:
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
     time_conditioned: ClassVar[bool] = False   # does the backbone see sigma_t?
+    # a regex for the names the reference implementation and its releases give the family
+    # (algo names, model classes, SDLLM-<Family> repositories): how `convert` recognises it
+    reference_names: ClassVar[str] = ""
     # option values of a checkpoint imported from the reference implementation (its protocols)
     imported_options: ClassVar[dict] = {}
     # sampling-time options a user may change: name -> (default, help); the GUI and CLI read this
     sampling_options: ClassVar[dict[str, tuple[object, str]]] = {}
+    # decoding strategies (toolkit/samplers/) this family supports; the first is its default
+    samplers: ClassVar[tuple[str, ...]] = ("ancestral",)
 
     def __init__(self, options, vocab_size: int, mask_id: int, bos_id: int):
         self.options = options if options is not None else self.Options()
@@ -91,7 +96,6 @@ class Family:
                 raise UserError(f"family {self.name} has no sampling option '{k}'"
                                 f" (known: {', '.join(merged) or 'none'})")
             if isinstance(v, str) and merged[k] is not None:   # from a CLI/GUI: 'false' must mean False
-                from toolkit.config import parse_value
                 v = parse_value(v, type(merged[k]), k)
             merged[k] = type(merged[k])(v) if merged[k] is not None else v
         return merged

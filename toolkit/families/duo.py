@@ -23,6 +23,7 @@ from toolkit.errors import UserError
 from toolkit.families.base import Family, masked_tokens_init, register
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, top_p_filter
 from toolkit.schedule import EPS
+from toolkit.values import parse_value
 
 SAMPLING_EPS = 1e-5   # the reference's last time: the grid is linspace(1, 1e-5, T + 1)
 TAILS = ("greedy", "ancestral", "none", "last_step")
@@ -65,6 +66,7 @@ def duo_posterior(probs, z_t, alpha_t, alpha_s):
 @register
 class Duo(Family):
     name = "duo"
+    reference_names = r"\bduo(?:\b|_)|\budlm\b"   # how the reference and its releases name it (DUO_BASE too)
     time_conditioned = True
     sampling_options = {
         "tail": ("greedy", "after the T steps at t=1e-5: greedy (arg-max of x_theta, +1 NFE), ancestral "
@@ -92,7 +94,6 @@ class Duo(Family):
     def check_sampling_options(self, options: dict) -> dict:
         options = dict(options)
         if "greedy_tail" in options:   # the first protocol's switch: true -> greedy tail, false -> none
-            from toolkit.config import parse_value
             greedy = options.pop("greedy_tail")
             greedy = parse_value(greedy, bool, "greedy_tail") if isinstance(greedy, str) else bool(greedy)
             options.setdefault("tail", "greedy" if greedy else "none")

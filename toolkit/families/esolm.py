@@ -66,7 +66,10 @@ def sequential_mask(clean: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
 @register
 class EsoLM(MDLM):
     name = "esolm"
+    reference_names = r"eso[-_]?lm"   # how the reference and its releases name it
     Options = EsoOptions
+    samplers = ("ancestral", "confidence", "block")
+    decode_attention = "causal_order"    # causal over tokens in reveal order: prefix caches are exact
     sampling_options = {"alpha_0": (None, "diffusion fraction at sampling time (default: the trained alpha_0)")}
 
     # -- the two phases' forward passes --------------------------------------------------

@@ -32,7 +32,10 @@ class MaskedOptions:
 @register
 class MDLM(Family):
     name = "mdlm"
+    reference_names = r"\bmdlm\b|\bsubs\b"   # how the reference and its releases name it
     Options = MaskedOptions
+    samplers = ("ancestral", "confidence", "remdm", "block")
+    decode_attention = "bidirectional"   # the denoiser sees every position (toolkit/samplers/block.py)
 
     # -- forward process ---------------------------------------------------------------
     def corrupt(self, x0, t, generator=None):

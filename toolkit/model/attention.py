@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from toolkit.errors import UserError
+
 try:  # xformers has no CPU path; only used when installed and the tensors are on a GPU
     import xformers
     import xformers.ops as xops
@@ -41,7 +43,6 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     if name == "auto":
         return "xformers" if (xops is not None and dev.type == "cuda") else "sdpa"
     if name == "xformers" and (xops is None or dev.type != "cuda"):
-        from toolkit.errors import UserError
         raise UserError("attention=xformers needs the xformers package and a CUDA device"
                         + (f": {XFORMERS_MISSING}" if xops is None else ""))
     return name

@@ -12,7 +12,7 @@ REQUIRED = ("variant", "size", "params", "budget", "tokens", "val_nelbo")
 
 def load_results(path: str | Path, finished_only: bool = True):
     """The results table (CSV or parquet) as a DataFrame; a UserError if missing, malformed or empty."""
-    import pandas as pd
+    import pandas as pd   # deferred: pandas is slow to import; only tables need it
     p = Path(path)
     if p.is_dir():
         p = p / "results.csv"
@@ -54,7 +54,7 @@ def fit_variants_parametric(df, n_boot: int = 100, seed: int = 0, params_col: st
 
 def minima_table(fits: dict[str, IsoFlopFit]):
     """One row per (variant, budget): N*, D*, L*, whether the vertex lies inside the trained sizes."""
-    import pandas as pd
+    import pandas as pd   # deferred: pandas is slow to import; only tables need it
     rows = [{"variant": v, "budget": x.budget, "n_star": x.n_star, "d_star": x.d_star, "loss_star": x.loss_star,
              "in_range": x.in_range, "sizes": x.n_points} for v, f in fits.items() for x in f.valleys]
     return pd.DataFrame(rows)
@@ -62,7 +62,7 @@ def minima_table(fits: dict[str, IsoFlopFit]):
 
 def exponents_table(fits: dict[str, IsoFlopFit], parametric: dict[str, ParametricFit] | None = None):
     """One row per variant: approach-2 exponents with intervals, and approach 3 where fitted."""
-    import pandas as pd
+    import pandas as pd   # deferred: pandas is slow to import; only tables need it
     rows = []
     for v, f in fits.items():
         row = {"variant": v}

@@ -177,7 +177,7 @@ def _residuals(theta, ln_n, ln_d, ln_l):
 
 def _minimize(starts, ln_n, ln_d, ln_l, delta):
     """Robust (Huber, scale delta) least squares in log space from each start; the best result."""
-    from scipy.optimize import least_squares
+    from scipy.optimize import least_squares   # deferred: scipy is slow to import; only approach 3 needs it
     best = None
     lower, upper = [-np.inf] * 3 + [0.0, 0.0], [np.inf] * 3 + [EXPONENT_MAX, EXPONENT_MAX]
     for x0 in starts:
@@ -192,7 +192,7 @@ def _minimize(starts, ln_n, ln_d, ln_l, delta):
 
 def _starts(n, d, y, keep: int = 3) -> list[tuple]:
     """Starting points: on a grid of (alpha, beta), E, A, B >= 0 by relative least squares (linear in them)."""
-    from scipy.optimize import nnls
+    from scipy.optimize import nnls   # deferred: see above
     scored = []
     for alpha in np.linspace(0.05, 1.5, 16):
         for beta in np.linspace(0.05, 1.5, 16):

@@ -10,8 +10,10 @@ import math
 from dataclasses import dataclass, field, fields
 
 from toolkit.errors import UserError
+from toolkit.families import get_family
 from toolkit.scaling.flops import require_steps
 from toolkit.scaling.grid import param_counts, size
+from toolkit.values import parse_value
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,6 @@ class Variant:
 
 def parse_variant(spec: str) -> Variant:
     """`mdlm:loss=low_var` -> Variant('mdlm', (('loss', 'low_var'),)); unknown names are UserErrors."""
-    from toolkit.families import get_family
     parts = [p.strip() for p in spec.split(":")]
     family = parts[0]
     if not family:
@@ -50,7 +51,6 @@ def parse_variant(spec: str) -> Variant:
             raise UserError(f"family {family} has no option '{k}' (known: {', '.join(sorted(known)) or 'none'})")
         opts.append((k, v))
     variant = Variant(family, tuple(sorted(opts)))
-    from toolkit.config import parse_value
     options = fam.Options()
     for k, v in variant.options:
         setattr(options, k, parse_value(v, type(getattr(options, k)), k))

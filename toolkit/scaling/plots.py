@@ -9,7 +9,7 @@ from toolkit.scaling.fit import IsoFlopFit
 
 
 def _style():
-    import seaborn as sns
+    import seaborn as sns   # deferred: plotting libraries are optional and slow to import
     sns.set_theme(style="whitegrid", context="notebook")
     return sns
 
@@ -17,8 +17,8 @@ def _style():
 def plot_isoflop(results, fits: dict[str, IsoFlopFit], variants: list[str] | None = None,
                  params_col: str = "params", loss_col: str = "val_nelbo"):
     """One panel per variant: loss vs non-embedding params per budget, fitted parabola, vertex marked."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
+    import matplotlib.pyplot as plt   # deferred: see _style
+    from matplotlib.ticker import NullFormatter   # deferred: see _style
     sns = _style()
     variants = variants or sorted(results["variant"].unique())
     fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 3.6), sharex=True, sharey=True,
@@ -52,7 +52,7 @@ def plot_isoflop(results, fits: dict[str, IsoFlopFit], variants: list[str] | Non
 
 def plot_optima(fits: dict[str, IsoFlopFit]):
     """N*(C) and L*(C) per variant on log-log axes with their power-law fits."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # deferred: see _style
     sns = _style()
     fig, (ax_n, ax_l) = plt.subplots(1, 2, figsize=(9, 3.6))
     colors = dict(zip(sorted(fits), sns.color_palette("tab10", len(fits))))

@@ -16,5 +16,5 @@ train() { python -m training.train config="training/recipes/demo-$1.yaml" out="$
 wait "$slow"
 wait "$rest"
 
-python -m gui.demo_models export "$OUT"
-python -m gui.model_card --out gui/MODEL_CARD.md
+python -m training.recipes.demo_models export "$OUT"
+python -m training.recipes.model_card --out gui/MODEL_CARD.md

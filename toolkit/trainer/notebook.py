@@ -1,18 +1,18 @@
 """Run directories from a notebook's point of view: train one, read its metrics, plot curves."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from toolkit.config import resolve
+from toolkit.checkpoints import rundir
+from toolkit.resolve import resolve
+from toolkit.trainer.loop import Trainer
 
 
 def train_run(out: str | Path, resume_if_exists: bool = True, **overrides) -> Path:
     """Train with `key=value` overrides given as keyword arguments; reuse a finished run."""
-    from toolkit.train import Trainer
     out = Path(out)
     args = [f"{k}={v}" for k, v in overrides.items()] + [f"out={out}", "progress=false"]
-    if resume_if_exists and (out / "metrics.jsonl").is_file():
+    if resume_if_exists and rundir.metrics_file(out).is_file():
         args.append("resume=true")
     Trainer(resolve(args)).fit()
     return out
@@ -20,14 +20,13 @@ def train_run(out: str | Path, resume_if_exists: bool = True, **overrides) -> Pa
 
 def read_metrics(run: str | Path):
     """metrics.jsonl as a pandas DataFrame (one row per logged step)."""
-    import pandas as pd
-    lines = Path(run, "metrics.jsonl").read_text().splitlines()
-    return pd.DataFrame([json.loads(x) for x in lines if x.strip()])
+    import pandas as pd   # deferred: only notebooks need pandas
+    return pd.DataFrame(rundir.read_metrics(run))
 
 
 def plot_curves(runs: dict[str, str | Path], x: str = "flops", y: str = "val_nelbo", ax=None, logx: bool = True):
     """One line per run of `y` against `x` (e.g. validation NELBO against training FLOPs)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # deferred: plotting is optional and slow to import
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for label, run in runs.items():
         df = read_metrics(run)

@@ -1,6 +1,6 @@
 """lm-evaluation-harness adapter: every toolkit family as an `lm_eval` model named `dlm-toolkit`.
 
-    python -m toolkit.lm_eval_adapter run --model dlm-toolkit \
+    python -m toolkit.evaluation.lm_eval_adapter run --model dlm-toolkit \
         --model_args pretrained=runs/x,mc_samples=128 --tasks piqa,arc_easy
 
 Log-likelihoods follow the paper's protocol (toolkit.evaluation.choice): AR exact, the
@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
+import toolkit
+
 from toolkit.evaluation.choice import loglikelihood
+from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 from toolkit.evaluation.likelihood import text_nll
 from toolkit.sampling import SampleRequest
 
@@ -29,12 +34,10 @@ def _args(request):
 
 
 class ToolkitLM(_Base):
-    def __init__(self, pretrained: str = "ar", device: str = "cpu", mc_samples: int = 64, seed: int = 0,
+    def __init__(self, pretrained: str = DEFAULT_EVALUATOR, device: str = "cpu", mc_samples: int = 64, seed: int = 0,
                  steps: int = 0, check_greedy: bool = True, batch_size=None, **_ignored):
         if _Base is not object:
             super().__init__()
-        import toolkit
-        import torch
         device = str(device or "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():   # the harness defaults to cuda
             print(f"warning: {device} is not available, using cpu", file=sys.stderr)
@@ -91,7 +94,7 @@ def main() -> int:
     if register_model is None:
         print("error: lm-evaluation-harness is not installed (pip install 'dlm-toolkit[eval]')", file=sys.stderr)
         return 2
-    from lm_eval.__main__ import cli_evaluate
+    from lm_eval.__main__ import cli_evaluate   # deferred: optional (the [eval] extra)
     cli_evaluate()
     return 0
 

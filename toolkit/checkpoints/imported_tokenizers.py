@@ -13,7 +13,7 @@ import binascii
 import json
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from toolkit.errors import UserError
 
@@ -104,11 +104,10 @@ def tiktoken_to_tokenizer(path: Path, specials: dict[str, int] | None = None,
 def sentencepiece_to_tokenizer(path: Path) -> Tokenizer:
     """A SentencePiece BPE model (TinyLlama/Llama style: byte fallback, '▁' for spaces)."""
     try:
-        import sentencepiece as spm
+        import sentencepiece as spm   # deferred: optional (the [convert] extra)
     except ImportError:
         raise UserError(f"{path} is a SentencePiece model: install the 'sentencepiece' package to convert it, "
                         "or pass a tokenizer.json") from None
-    from tokenizers import normalizers
     sp = spm.SentencePieceProcessor(model_file=str(path))
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     vocab = {p: i for i, p in enumerate(pieces)}

@@ -1,4 +1,5 @@
-"""Full (unsharded) model/optimizer state for checkpoints, under DDP, FSDP2 or one process.
+"""Distributed state: torchrun's environment (`Distributed`), and full (unsharded) model/optimizer
+state for checkpoints under DDP, FSDP2 or one process.
 
 Checkpoints always hold full tensors, and the optimizer state is keyed by parameter name
 (not by position), the layout PyTorch's distributed-checkpoint API uses. So a run can resume
@@ -6,7 +7,12 @@ on a different number of ranks, and switch between one process, DDP and FSDP2.
 """
 from __future__ import annotations
 
+import os
+
 import torch
+import torch.distributed as dist
+
+from toolkit.errors import UserError
 
 
 def _param_names(net, opt) -> list[str]:
@@ -43,6 +49,7 @@ def full_state_dict(net, opt, sharded: bool) -> dict:
     """{"model": full tensors on CPU, "optimizer": name-keyed}; collective under FSDP2."""
     if not sharded:
         return {"model": net.state_dict(), "optimizer": named_optimizer_state(opt.state_dict(), _param_names(net, opt))}
+    # deferred: the distributed-checkpoint API is only needed (and only importable everywhere) under FSDP2
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict)
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -57,6 +64,7 @@ def load_full_state_dict(net, opt, model_state: dict, opt_state: dict, sharded: 
         net.load_state_dict(model_state)
         opt.load_state_dict(positional_optimizer_state(opt_state, names))
         return
+    # deferred: see full_state_dict
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                          set_optimizer_state_dict)
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False)
@@ -69,3 +77,56 @@ def unwrap(model) -> torch.nn.Module:
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or getattr(model, "_orig_mod")
     return model
+
+
+class Distributed:
+    """torchrun's environment, or a single process."""
+
+    def __init__(self, device_pref: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda") or device_pref.startswith("cuda")
+        if self.world > 1 and device_pref.startswith("cuda:"):
+            raise UserError(f"device={device_pref} pins every rank to one GPU: use device=cuda (rank r gets cuda:LOCAL_RANK)")
+        if device_pref.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"device={device_pref} but no CUDA device is available")
+        if cuda:
+            self.device = torch.device(device_pref if ":" in device_pref else f"cuda:{self.local_rank}")
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        self.owns_group = False
+        if self.world > 1 and not dist.is_initialized():
+            if cuda:  # binding the device up front lets NCCL set up its communicators eagerly
+                dist.init_process_group("nccl", device_id=self.device)
+            else:
+                dist.init_process_group("gloo")
+            self.owns_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, x: float) -> float:
+        if self.world == 1:
+            return x
+        t = torch.tensor([x], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return float(t)
+
+    def all_mean(self, x: float) -> float:
+        return self.all_sum(x) / self.world
+
+    def barrier(self):
+        if self.world > 1:
+            if self.device.type == "cuda":
+                dist.barrier(device_ids=[self.device.index])
+            else:
+                dist.barrier()
+
+    def close(self):
+        """Tear down the process group this helper created (not one the caller set up)."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False

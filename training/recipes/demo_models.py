@@ -1,6 +1,6 @@
-"""Copy trained demo runs into the package as the embedded models `ar`, `mdlm`, `duo`, `esolm`.
+"""Copy trained demo runs into the package as the embedded models (one per family, named after it).
 
-    python -m gui.demo_models export runs        # runs/demo-<name>/checkpoint -> toolkit/assets/models/<name>
+    python -m training.recipes.demo_models export runs        # runs/demo-<name>/checkpoint -> toolkit/assets/models/<name>
 
 Only what inference needs travels (weights, config, tokenizer): the optimizer state (state.pt)
 would triple the size and is useless to a user of the demo.
@@ -11,16 +11,17 @@ import argparse
 import shutil
 from pathlib import Path
 
-from toolkit.checkpoint import EMBEDDED_DIR, resolve_path
+import toolkit
+from toolkit.checkpoints import EMBEDDED_DIR, resolve_path
 from toolkit.errors import UserError, cli_main
+from toolkit.families import REGISTRY
 
-NAMES = ("ar", "mdlm", "duo", "esolm")
+NAMES = tuple(REGISTRY)   # one embedded demo model per family, named after it
 KEEP = ("model.safetensors", "config.json", "tokenizer.json")
 
 
 def export(run_dir: str | Path, name: str, dest_root: Path = EMBEDDED_DIR) -> Path:
     """Copy one run's final checkpoint into `dest_root/name` and check that it loads."""
-    import toolkit
     src = resolve_path(str(run_dir))
     missing = [f for f in KEEP if not (src / f).is_file()]
     if missing:
@@ -41,10 +42,10 @@ def export(run_dir: str | Path, name: str, dest_root: Path = EMBEDDED_DIR) -> Pa
 
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m gui.demo_models", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m training.recipes.demo_models", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    ex = sub.add_parser("export", help="copy runs/demo-<name> into toolkit/assets/models/<name>")
-    ex.add_argument("runs", help="folder holding demo-ar, demo-mdlm, demo-duo, demo-esolm")
+    ex = sub.add_parser("export", help="copy RUNS/demo-<name> into toolkit/assets/models/<name>")
+    ex.add_argument("runs", help="folder holding demo-<name> for each family name")
     ex.add_argument("--names", nargs="+", default=list(NAMES))
     args = ap.parse_args(argv)
     total = 0

@@ -1,7 +1,7 @@
 """Compute the embedded demo models' card: size, tokens seen, validation NELBO/PPL, and Gen PPL,
 entropy and speed of their samples at a few step counts.
 
-    python -m gui.model_card --out gui/MODEL_CARD.md      # ~a few minutes on one CPU thread
+    python -m training.recipes.model_card --out gui/MODEL_CARD.md      # ~a few minutes on one CPU thread
 
 Every figure is measured here from the checkpoints themselves, so the card can be regenerated
 after retraining (`training/recipes/train_demo_models.sh` ends by doing so).
@@ -15,9 +15,14 @@ from pathlib import Path
 
 import torch
 
+import toolkit
 from toolkit.errors import cli_main
+from toolkit.evaluation.likelihood import dataset_nelbo, validation_blocks
+from toolkit.evaluation.metrics import Samples, score_samples
+from toolkit.families import REGISTRY
+from toolkit.sampling import SampleRequest
 
-NAMES = ("ar", "mdlm", "duo", "esolm")
+NAMES = tuple(REGISTRY)   # the embedded demo models are named after their families
 
 
 def param_counts(model) -> dict:
@@ -28,15 +33,13 @@ def param_counts(model) -> dict:
 
 def sample_stats(model, evaluator, steps: int, length: int, samples: int, seed: int, options=None) -> dict:
     """Gen PPL (under `evaluator`), mean unigram entropy and tokens/s of unconditional samples."""
-    from toolkit.evaluation.generation import ToolkitEvaluator, gen_ppl, unigram_entropy
-    from toolkit.sampling import SampleRequest
     req = SampleRequest(num_samples=samples, length=length, steps=steps, seed=seed, options=dict(options or {}))
     tic = time.perf_counter()
     texts, last = model.generate(req)
     seconds = time.perf_counter() - tic
-    rows = last.tokens.tolist()
-    return {"options": dict(options or {}), "requested": steps, "steps": last.step, "nfe": last.nfe, "gen_ppl": gen_ppl(ToolkitEvaluator(evaluator), texts)["gen_ppl"],
-            "entropy": sum(unigram_entropy(r) for r in rows) / len(rows), "tokens_per_s": samples * length / seconds}
+    scores = score_samples(Samples(texts, last.tokens.tolist(), last.nfe, seconds, samples * length), evaluator=evaluator)
+    return {"options": dict(options or {}), "requested": steps, "steps": last.step,
+            **{k: scores[k] for k in ("nfe", "gen_ppl", "entropy", "tokens_per_s")}}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -47,9 +50,6 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 def compute(names=NAMES, evaluator_name: str = "ar", step_counts=(8, 32, 128), samples: int = 8,
             val_sequences: int = 32, mc_samples: int = 8, seed: int = 0, variants=()) -> dict:
-    import toolkit
-    from toolkit.evaluation.generation import ToolkitEvaluator, gen_ppl, unigram_entropy
-    from toolkit.evaluation.likelihood import dataset_nelbo, validation_blocks
     evaluator = toolkit.load(evaluator_name)
     card = {"evaluator": evaluator_name, "samples": samples, "val_sequences": val_sequences,
             "mc_samples": mc_samples, "models": []}
@@ -71,8 +71,8 @@ def compute(names=NAMES, evaluator_name: str = "ar", step_counts=(8, 32, 128), s
         card["models"].append(entry)
         if name == evaluator_name:      # reference: real validation text under the same evaluator
             texts = [m.decode(row) for row in val[:samples]]
-            card["data"] = {"gen_ppl": gen_ppl(ToolkitEvaluator(evaluator), texts)["gen_ppl"],
-                            "entropy": sum(unigram_entropy(r) for r in val[:samples].tolist()) / samples}
+            real = score_samples(Samples(texts, val[:samples].tolist()), ("gen_ppl", "entropy"), evaluator)
+            card["data"] = {"gen_ppl": real["gen_ppl"], "entropy": real["entropy"]}
     return card
 
 
@@ -145,7 +145,7 @@ exact for AR).
 
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m gui.model_card", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m training.recipes.model_card", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="write the markdown card here (default: print it)")
     ap.add_argument("--json", default=None, help="also write the raw figures as JSON")
     ap.add_argument("--samples", type=int, default=8)

@@ -1,0 +1,65 @@
+"""The "Speed-quality explorer" tab: a sweep over models and step counts, plotted as Gen PPL against
+tokens/s with the Pareto frontier (the computation is gui/explorer.py)."""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from toolkit.errors import UserError
+from toolkit.evaluation.metrics import METRICS
+
+from gui import explorer
+from gui.live import Settings
+from gui.models import ModelRegistry
+from gui.strategies import strategy_names
+
+
+def _table(rows):
+    return pd.DataFrame(rows, columns=explorer.COLUMNS)
+
+
+def explorer_tab(registry: ModelRegistry, choices: list, length_max: int) -> gr.CheckboxGroup:
+    """Lay out the tab (inside an open gr.Blocks), wire the sweep; returns its model selector."""
+    ppl, ent = METRICS["gen_ppl"], METRICS["entropy"]
+    with gr.Tab("Speed-quality explorer"):
+        gr.Markdown(f"For each model and step count: sample, time it, score **{ppl.label}** under the AR "
+                    f"evaluator (`{registry.evaluator_key}`) and unigram **{ent.label}** (low = repetitive). "
+                    "Points on the dashed line are Pareto-optimal: nothing else is both faster and better. "
+                    "Samples whose entropy is below half the maximum (log of the length) are marked "
+                    "repetitive (x) and kept off the frontier: low Gen PPL from repetition is not quality.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                x_models = gr.CheckboxGroup(choices, value=registry.keys[:4], label="Models")
+                x_steps = gr.Textbox("4, 8, 16, 32, 64", label="Step counts", elem_id="x-steps")
+                x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
+                                     elem_id="x-length")
+                x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
+                x_samplers = gr.CheckboxGroup(strategy_names(), value=["ancestral"], label="Decoding strategies",
+                                              info="each with its default options; skipped where a family lacks it",
+                                              elem_id="x-samplers")
+                x_seed = gr.Number(0, label="Seed", precision=0)
+                x_go = gr.Button("Run sweep", variant="primary", elem_id="x-go")
+                x_status = gr.Markdown("", elem_id="x-status")
+            with gr.Column(scale=2):
+                x_plot = gr.Plot(label="Gen PPL vs tokens/s", show_label=False, elem_id="x-plot")
+                x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False, elem_id="x-table")
+
+    def run_sweep(keys, step_text, length_v, samples_v, seed_v, strategies=("ancestral",)):
+        try:
+            counts = explorer.parse_steps(step_text)
+            settings = Settings(length=int(length_v), seed=int(seed_v or 0))
+            rows = []
+            total = len(keys or []) * len(counts) * len(strategies or ["ancestral"])
+            for rows in explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v),
+                                       list(strategies or ["ancestral"])):
+                yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
+                       f"Running… {len(rows)} point(s) of up to {total}")
+            yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
+                   f"Done: {len(rows)} point(s).")
+        except UserError as e:
+            gr.Warning(str(e))
+            yield gr.update(), gr.update(), f"⚠️ {e}"
+
+    x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed, x_samplers], [x_plot, x_table, x_status],
+               api_name="explore", show_progress="minimal")
+    return x_models

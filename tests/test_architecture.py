@@ -1,0 +1,108 @@
+"""The import rules of docs/architecture.md, checked on the source (every import statement, at any
+depth: one inside a function counts as much as one at the top)."""
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import toolkit.cli
+from toolkit.cli import COMMANDS
+from toolkit.families import REGISTRY
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLKIT = ROOT / "toolkit"
+
+
+def imported_modules(path: Path, package: str | None = None) -> list[tuple[int, str]]:
+    """(line, module) for every import in the file, resolving relative imports against its package."""
+    if package is None:
+        package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}".rstrip(".")
+            out.append((node.lineno, base))
+            out += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]   # `from toolkit import families`
+    return out
+
+
+def offenders(files, banned: tuple[str, ...]) -> list[str]:
+    return [f"{f.relative_to(ROOT)}:{line} imports {mod}" for f in files for line, mod in imported_modules(f)
+            if any(mod == b or mod.startswith(b + ".") for b in banned)]
+
+
+def test_the_checker_sees_nested_relative_and_from_imports(tmp_path):
+    f = tmp_path / "probe.py"
+    f.write_text("def f():\n    import gui.app\n"
+                 "class C:\n    def m(self):\n        from training import sweep\n"
+                 "from . import families\nfrom toolkit import model\nfrom ..cli import common\n")
+    found = {m for _, m in imported_modules(f, package="toolkit.checkpoints")}
+    assert {"gui.app", "training.sweep", "toolkit.checkpoints.families", "toolkit.model", "toolkit.cli.common"} <= found
+
+
+def test_toolkit_never_imports_gui_or_training():
+    assert offenders(sorted(TOOLKIT.rglob("*.py")), ("gui", "training")) == []
+
+
+def test_config_is_a_leaf():
+    """config.py may not reach the families or the model, directly or inside a function."""
+    assert offenders([TOOLKIT / "config.py"], ("toolkit.families", "toolkit.model")) == []
+
+
+@pytest.mark.parametrize("leaf", ["errors.py", "values.py", "presets.py"])
+def test_bottom_modules_import_nothing_above_them(leaf):
+    mods = {m for _, m in imported_modules(TOOLKIT / leaf) if m.startswith("toolkit")}
+    assert all(m == "toolkit.errors" or m.startswith("toolkit.errors.") for m in mods), mods
+
+
+def test_lower_layers_do_not_import_the_registry_or_upper_layers():
+    lower = [TOOLKIT / n for n in ("config.py", "schedule.py", "sampling.py")]
+    lower += sorted((TOOLKIT / "model").rglob("*.py")) + sorted((TOOLKIT / "data").rglob("*.py"))
+    upper = ("toolkit.families", "toolkit.resolve", "toolkit.lm", "toolkit.checkpoints", "toolkit.trainer",
+             "toolkit.evaluation", "toolkit.scaling", "toolkit.cli")
+    assert offenders(lower, upper) == []
+    families = sorted((TOOLKIT / "families").rglob("*.py"))
+    assert offenders(families, upper[1:]) == []
+
+
+def test_function_level_imports_say_why():
+    """A function-level import only defers a heavy or optional dependency, and says so."""
+    bad = []
+    for f in sorted(TOOLKIT.rglob("*.py")) + sorted((ROOT / "gui").rglob("*.py")) + sorted((ROOT / "training").rglob("*.py")):
+        lines = f.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        near = lines[max(0, node.lineno - 4): node.lineno]
+                        if not any("deferred" in line for line in near):
+                            bad.append(f"{f.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert bad == []
+
+
+def test_command_table_matches_the_cli_folder():
+    modules = {m.name for m in pkgutil.iter_modules(toolkit.cli.__path__)} - {"common", "usage"}
+    assert {path.rsplit(".", 1)[1] for path, _ in COMMANDS.values()} == modules
+    for name, (path, about) in COMMANDS.items():
+        assert callable(importlib.import_module(path).main) and about
+
+
+def test_no_family_name_outside_the_families():
+    """The CLIs, the trainer and the GUI read the registry: no string literal names a family."""
+    files = (sorted((TOOLKIT / "cli").rglob("*.py")) + sorted((TOOLKIT / "trainer").rglob("*.py"))
+             + sorted((ROOT / "gui").rglob("*.py")) + [ROOT / "training" / "train.py", TOOLKIT / "lm.py",
+                                                       TOOLKIT / "resolve.py"])
+    names = set(REGISTRY)
+    found = [f"{f.relative_to(ROOT)}:{node.lineno}: {node.value!r}" for f in files
+             for node in ast.walk(ast.parse(f.read_text()))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names]
+    assert found == []

@@ -1,0 +1,28 @@
+"""`toolkit.load`: a checkpoint directory (or run directory, or embedded name) as a ready LanguageModel."""
+from __future__ import annotations
+
+import torch
+
+from toolkit.checkpoints.rundir import load_weights, read_config, resolve_path, tokenizer_file
+from toolkit.data.tokenizer import load_tokenizer
+from toolkit.errors import UserError
+from toolkit.lm import LanguageModel
+from toolkit.model.backbone import Backbone
+
+
+def load_checkpoint(name_or_path: str, device: str = "cpu") -> LanguageModel:
+    """Load any checkpoint directory (or embedded model name) into a ready LanguageModel."""
+    ckpt = resolve_path(name_or_path)
+    cfg, meta = read_config(ckpt)
+    tokenizer = load_tokenizer(tokenizer_file(ckpt, meta), (cfg.data.eos_token, cfg.data.mask_token))
+    if cfg.model.vocab_size != tokenizer.get_vocab_size():
+        raise UserError(f"{ckpt}: model vocabulary {cfg.model.vocab_size} != tokenizer's {tokenizer.get_vocab_size()}")
+    state = load_weights(ckpt)
+    net = Backbone(cfg.model)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{ckpt}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    net.to(dtype=torch.float32)
+    model = LanguageModel(cfg, tokenizer, net, device=device)
+    model.path = str(ckpt)
+    return model

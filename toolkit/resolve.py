@@ -1,0 +1,117 @@
+"""The one place that turns `key=value` overrides and recipes into a checked RunConfig.
+
+Keys may be dotted (`optim.lr=1e-3`) or bare when unique (`lr=1e-3`, `loss=low_var`);
+`family=` picks the family (its options become keys), `model=` a size preset, and
+`config=FILE.yaml` reads a recipe whose keys are applied before the command line's.
+It sits above toolkit/families/ because a family's options dataclass comes from the registry.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from toolkit.config import RunConfig
+from toolkit.errors import UserError
+from toolkit.families import get_family
+from toolkit.values import parse_overrides, parse_value
+
+
+def config_from_dict(d: dict) -> RunConfig:
+    """A RunConfig from a saved config.json (checkpoints, run directories)."""
+    return RunConfig.from_dict(d, get_family(d["family"]).Options())
+
+
+def field_types(obj) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints.get(f.name, f.type) for f in fields(obj)}
+
+
+def load_recipe(path: str) -> list[tuple[str, str]]:
+    import yaml   # deferred: only recipes need it
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of key: value")
+    return [(str(k), "" if v is None else str(v).lower() if isinstance(v, bool) else str(v))
+            for k, v in data.items()]
+
+
+def resolve(args: list[str] | None = None, base: RunConfig | None = None) -> RunConfig:
+    """Build a RunConfig from `key=value` strings (recipes first, then the command line)."""
+    pairs = parse_overrides(args or [])
+    expanded: list[tuple[str, str]] = []
+    for k, v in pairs:
+        expanded.extend(load_recipe(v) if k == "config" else [(k, v)])
+    family = base.family if base else RunConfig.family
+    for k, v in expanded:
+        if k == "family":
+            family = v
+    fam = get_family(family)  # raises UserError on an unknown name
+    cfg = base or RunConfig()
+    if cfg.options is None or cfg.family != family:
+        cfg.family, cfg.options = family, fam.Options()
+    for k, v in expanded:
+        if k in ("family",):
+            continue
+        if k == "model" and "." not in k:
+            cfg.model.apply_preset(v)
+            continue
+        set_key(cfg, k, v)
+    validate(cfg)
+    return cfg
+
+
+def set_key(cfg: RunConfig, key: str, raw: str) -> None:
+    if "." in key:
+        section_name, name = key.split(".", 1)
+        if section_name == "family":
+            section_name = "options"
+        if section_name not in RunConfig.SECTIONS:
+            raise UserError(f"unknown config section '{section_name}' in '{key}'")
+        candidates = [(section_name, getattr(cfg, section_name))]
+    else:
+        name = key
+        candidates = [(s, getattr(cfg, s)) for s in RunConfig.SECTIONS]
+    hits = [(s, obj) for s, obj in candidates if name in field_types(obj)]
+    if not hits:
+        known = sorted({f for _, obj in candidates for f in field_types(obj)})
+        raise UserError(f"unknown config key '{key}' for family {cfg.family} (known: {', '.join(known)})")
+    if len(hits) > 1:
+        raise UserError(f"ambiguous key '{key}': use one of {', '.join(f'{s}.{name}' for s, _ in hits)}")
+    section, obj = hits[0]
+    setattr(obj, name, parse_value(raw, field_types(obj)[name], key))
+
+
+def validate(cfg: RunConfig) -> None:
+    t, m, d, o = cfg.train, cfg.model, cfg.data, cfg.optim
+    checks = [
+        (t.max_steps > 0, f"max_steps must be > 0 (got {t.max_steps})"),
+        (t.batch_size > 0, f"batch_size must be > 0 (got {t.batch_size})"),
+        (t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
+         f"grad_accum ({t.grad_accum}) must be > 0 and divide batch_size ({t.batch_size})"),
+        (d.seq_len > 1, f"seq_len must be > 1 (got {d.seq_len})"),
+        (0 < d.val_fraction < 1, f"val_fraction must be in (0, 1) (got {d.val_fraction})"),
+        (o.lr > 0, f"lr must be > 0 (got {o.lr})"),
+        (0 <= o.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1] (got {o.min_lr_ratio})"),
+        (m.d_model % m.n_heads == 0 and (m.d_model // m.n_heads) % 2 == 0,
+         f"d_model ({m.d_model}) must split into n_heads ({m.n_heads}) heads of even size"),
+        (m.attention in ("auto", "sdpa", "xformers", "math"),
+         f"attention must be auto, sdpa, xformers or math (got '{m.attention}')"),
+        (t.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32 (got '{t.precision}')"),
+        (t.log_every > 0 and t.eval_every > 0 and t.save_every > 0 and t.eval_batches > 0,
+         "log_every, eval_every, save_every and eval_batches must be > 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UserError(msg)
+    m.max_seq_len = max(m.max_seq_len, d.seq_len)
+    validate_options = getattr(cfg.options, "validate", None)
+    if validate_options:
+        validate_options()

@@ -1,0 +1,123 @@
+"""The sampler interface and registry (see toolkit/samplers/__init__.py for the overview)."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import ClassVar, Iterator
+
+from toolkit.values import parse_value
+from toolkit.errors import UserError
+from toolkit.sampling import SampleRequest, Step
+
+DEFAULT = "ancestral"
+SAMPLERS: dict[str, "Sampler"] = {}
+
+
+@dataclasses.dataclass
+class NoOptions:
+    def validate(self) -> None:
+        pass
+
+
+class Sampler:
+    """Base class: `name`, a one-line `summary`, an `Options` dataclass and `run`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def run(self, family, net, request: SampleRequest, options, device) -> Iterator[Step]:
+        raise NotImplementedError
+
+    def check(self, family, request: SampleRequest, options) -> None:
+        """Raise UserError for options this family cannot honour (called before sampling starts)."""
+
+    def option_help(self) -> dict[str, tuple[object, str]]:
+        """name -> (default, help) from the Options fields' metadata (for --help and the GUI)."""
+        return {f.name: (f.default, f.metadata.get("help", "")) for f in dataclasses.fields(self.Options)}
+
+
+def register(cls: type[Sampler]) -> type[Sampler]:
+    SAMPLERS[cls.name] = cls()
+    return cls
+
+
+def opt(default, help_text: str):
+    """An Options field with a help string."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+def names() -> list[str]:
+    return sorted(SAMPLERS, key=lambda n: (n != DEFAULT, n))
+
+
+def supported(family) -> tuple[str, ...]:
+    return tuple(getattr(family, "samplers", (DEFAULT,)))
+
+
+def get_sampler(name: str, family) -> Sampler:
+    """The sampler `name` if `family` supports it, else a one-line UserError."""
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler '{name}' (known: {', '.join(names())})")
+    if name not in supported(family):
+        raise UserError(f"family {family.name} does not support sampler '{name}'"
+                        f" (supported: {', '.join(supported(family))})")
+    return SAMPLERS[name]
+
+
+def parse_options(sampler: Sampler, raw: dict):
+    """Typed Options from a dict of values (strings from a CLI/GUI are parsed by field type)."""
+    types = typing.get_type_hints(sampler.Options)
+    known = {f.name for f in dataclasses.fields(sampler.Options)}
+    values = {}
+    for k, v in raw.items():
+        if k not in known:
+            raise UserError(f"sampler {sampler.name} has no option '{k}' (known: {', '.join(sorted(known)) or 'none'})")
+        typ = types[k]
+        if isinstance(v, str):
+            v = parse_value(v, typ, k)
+        elif typ in (int, float) and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if typ is int and v != int(v):
+                raise UserError(f"{k}: expected int, got {v}")
+            v = typ(v)
+        values[k] = v
+    out = sampler.Options(**values)
+    out.validate()
+    return out
+
+
+def resolve(family, request: SampleRequest):
+    """(sampler, typed options) for a request; raises UserError for a bad pair or option."""
+    sampler = get_sampler(request.sampler or DEFAULT, family)
+    options = parse_options(sampler, request.sampler_options)
+    sampler.check(family, request, options)
+    return sampler, options
+
+
+def sample(family, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
+    sampler, options = resolve(family, request)
+    yield from sampler.run(family, net, request, options, device)
+
+
+def split_options(family, sampler_name: str, raw: dict) -> tuple[dict, dict]:
+    """Route KEY=VALUE options (CLI --option, GUI) to the family or to the sampler by name."""
+    sampler = get_sampler(sampler_name or DEFAULT, family)
+    fam_keys = set(family.sampling_defaults())
+    smp_keys = {f.name for f in dataclasses.fields(sampler.Options)}
+    fam, smp = {}, {}
+    for k, v in raw.items():
+        if k in fam_keys:
+            fam[k] = v
+        elif k in smp_keys:
+            smp[k] = v
+        else:
+            try:   # a name the family still accepts (e.g. an older option's alias)
+                family.check_sampling_options({k: v})
+                fam[k] = v
+                continue
+            except UserError:
+                pass
+            raise UserError(f"family {family.name} has no sampling option '{k}', nor has sampler {sampler.name}"
+                            f" (family: {', '.join(sorted(fam_keys)) or 'none'};"
+                            f" sampler: {', '.join(sorted(smp_keys)) or 'none'})")
+    return fam, smp

@@ -1,0 +1,59 @@
+"""Turning command-line choices into requests: --sampler NAME, --option KEY=VALUE, sweep specs.
+
+Kept here (not in the CLIs) so that `sample`, `evaluate` and any other front end route options
+the same way: a key the family knows goes to the family, a key the strategy knows to the strategy.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import replace
+
+from toolkit.errors import UserError
+from toolkit.samplers.base import SAMPLERS, get_sampler, names, split_options, supported
+from toolkit.sampling import SampleRequest
+
+
+def request_fields(family, name: str, raw: dict) -> dict:
+    """SampleRequest fields for strategy `name` and KEY=VALUE options split between family and strategy."""
+    family_opts, sampler_opts = split_options(family, name, raw)
+    return {"sampler": name, "options": family_opts, "sampler_options": sampler_opts}
+
+
+def listing(family=None) -> str:
+    """Every strategy with its options (and, given a family, whether it supports it)."""
+    lines = []
+    for n in names():
+        s = SAMPLERS[n]
+        mark = "" if family is None else ("  [supported]" if n in supported(family) else "  [not for this family]")
+        lines.append(f"{n}: {s.summary}{mark}")
+        lines += [f"    {k}={d!r}  {h}" for k, (d, h) in s.option_help().items()]
+    return "\n".join(lines)
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """'confidence:k=4,top_k=50' -> ('confidence', {'k': '4', 'top_k': '50'})."""
+    name, _, inline = spec.partition(":")
+    opts = {}
+    for pair in (p for p in inline.split(",") if p.strip()):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--sampler expects NAME or NAME:KEY=VALUE,... (got '{spec}')")
+        opts[key.strip()] = value.strip()
+    return name.strip(), opts
+
+
+def sweep_requests(family, base: SampleRequest, specs: list[str], shared: dict, steps: list[int]) -> list[SampleRequest]:
+    """One request per (strategy spec, step count). `shared` options go to the family, or to every
+    listed strategy that has that option; a key nobody knows is a UserError."""
+    fam_keys = set(family.sampling_defaults())
+    parsed = [(get_sampler(name, family), inline) for name, inline in map(parse_spec, specs or ["ancestral"])]
+    fields = {s.name: {f.name for f in dataclasses.fields(s.Options)} for s, _ in parsed}
+    for k in shared:
+        if k not in fam_keys and not any(k in keys for keys in fields.values()):
+            raise UserError(f"unknown option '{k}' for family {family.name} and samplers {', '.join(fields)}")
+    out = []
+    for sampler, inline in parsed:
+        fam = {k: v for k, v in shared.items() if k in fam_keys}
+        smp = {**{k: v for k, v in shared.items() if k in fields[sampler.name]}, **inline}
+        out += [replace(base, steps=s, sampler=sampler.name, options=fam, sampler_options=smp) for s in steps]
+    return out

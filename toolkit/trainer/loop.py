@@ -1,0 +1,190 @@
+"""The training loop: AdamW + warmup-cosine + clipping, bf16 autocast, metrics.jsonl, checkpoints, resume.
+
+Runs on CPU, one GPU, or many processes under torchrun (DDP or FSDP2). The pieces read on their
+own: one optimizer step (step.py), validation (validation.py), log records (metrics_log.py),
+saving and resuming (checkpointing.py), ranks and full state dicts (distributed.py).
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from toolkit.checkpoints import rundir
+from toolkit.config import RunConfig
+from toolkit.data import load_data
+from toolkit.errors import UserError
+from toolkit.lm import build_family
+from toolkit.model.attention import resolve_backend
+from toolkit.model.backbone import Backbone
+from toolkit.scaling.flops import train_flops_per_sequence
+from toolkit.trainer import checkpointing
+from toolkit.trainer.distributed import Distributed
+from toolkit.trainer.metrics_log import LogWindow, initial_record, print_runtime, progress_bar
+from toolkit.trainer.step import lr_at, train_step
+from toolkit.trainer.validation import validate
+
+
+class Trainer:
+    """Holds one run's pieces (data, family, network, optimizer, ranks) and runs `fit`; the step,
+    validation, logging and checkpointing each live in their own module of this package."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.dist = Distributed(t.device)
+        chunks = self.dist.world * t.grad_accum
+        if t.batch_size % chunks:
+            raise UserError(f"batch_size ({t.batch_size}) must divide into world size x grad_accum ({chunks})")
+        self.chunk_size = t.batch_size // chunks
+        # one process per node tokenizes (and caches) first; the others then read its cache
+        leader = self.dist.local_rank == 0
+        if not leader:
+            self.dist.barrier()
+        self.data = load_data(cfg.data)
+        if leader:
+            self.dist.barrier()
+        cfg.model.vocab_size = self.data.tokenizer.get_vocab_size()
+        self.family = build_family(cfg, self.data.tokenizer)
+        torch.manual_seed(t.seed)
+        self.net = Backbone(cfg.model).to(self.dist.device)
+        self.net.backend = resolve_backend(cfg.model.attention, self.dist.device)
+        self.model = self._wrap(self.net)
+        self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
+        self.precision = t.precision if t.precision != "auto" else ("bf16" if self.dist.device.type == "cuda" else "fp32")
+        self.out = Path(t.out)
+        self.step = 0
+        self.window = LogWindow()
+        m = cfg.model
+        self.flops_per_seq = train_flops_per_sequence(m.n_layers, m.d_model, m.vocab_size, cfg.data.seq_len)
+
+    def _wrap(self, net):
+        """DDP or FSDP2 (under torchrun), then torch.compile if asked.
+
+        The state-dict names of `net` never change (no `module.`/`_orig_mod.` prefixes):
+        checkpoints are written from `self.net`, whatever the wrapping.
+        """
+        model, compile_ = net, self.cfg.train.compile
+        if self.sharded:
+            from torch.distributed.fsdp import fully_shard   # deferred: FSDP2 is only needed under torchrun
+            # the root FSDP module is not resharded after forward, so the in-place SUBS edit
+            # of its output logits is harmless; its warning about views would only be noise
+            warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
+            for block in net.blocks:
+                if compile_:
+                    block.compile()   # in place: per-block graphs, FSDP hooks stay outside them
+                fully_shard(block)
+            fully_shard(net)
+            return model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel   # deferred: only needed under torchrun
+            # no buffer broadcast: the only buffers are rotary/time tables every rank builds alike.
+            # Eso-LM (alpha_0 < 1) calls the network twice per loss; DDP copes because each
+            # parameter's gradient is summed by autograd before its (single) reduction hook runs.
+            params = inspect.signature(DistributedDataParallel.__init__).parameters   # renamed in torch 2.13
+            no_sync_buffers = {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": False}
+            model = DistributedDataParallel(
+                net, device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None, **no_sync_buffers)
+        if compile_:
+            model = torch.compile(model)   # after DDP, so DDP's graph splitting applies
+        return model
+
+    def _optimizer(self):
+        o = self.cfg.optim
+        decay = [p for n, p in self.net.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.net.named_parameters() if p.dim() < 2]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}],
+                                 lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    @property
+    def sharded(self) -> bool:
+        return self.cfg.train.fsdp and self.dist.world > 1
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.train.batch_size * self.cfg.data.seq_len
+
+    def describe(self) -> dict:
+        """How this run executes (device, ranks, attention backend...): printed and saved."""
+        return {"world_size": self.dist.world, "device": str(self.dist.device),
+                "parallel": "fsdp2" if self.sharded else ("ddp" if self.dist.world > 1 else "none"),
+                "attention": self.net.backend, "precision": self.precision,
+                "compile": bool(self.cfg.train.compile), "torch": torch.__version__}
+
+    def log(self, record: dict) -> None:
+        if self.dist.main:
+            rundir.append_metrics(self.out, record)
+
+    def validate(self) -> float:
+        return validate(self)
+
+    def train_step(self) -> float:
+        return train_step(self)
+
+    def save(self) -> None:
+        checkpointing.save(self)
+
+    def start(self) -> bool:
+        """Create (or resume) the run directory; True when resumed from a checkpoint."""
+        t = self.cfg.train
+        # every rank checks (same filesystem), so a refusal stops them all, not only rank 0
+        if rundir.has_metrics(self.out) and not t.resume:
+            raise UserError(f"{self.out} already holds a run: pass resume=true to continue it, or another out=")
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+        resumed = t.resume and checkpointing.try_resume(self)
+        if self.dist.main:
+            info = self.describe()
+            rundir.write_run_info(self.out, self.cfg, info)
+            if t.progress:
+                print_runtime(info)
+        if not resumed:
+            self.log(initial_record(self.validate()))
+        return resumed
+
+    def fit(self) -> dict:
+        t = self.cfg.train
+        self.start()
+        self.net.train()
+        progress = progress_bar(t.max_steps, self.step, self.cfg.family) if t.progress and self.dist.main else None
+        self.window.start()
+        while self.step < t.max_steps:
+            loss = self.train_step()
+            self.step += 1
+            self.window.add(loss, self.tokens_per_step)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss:.3f}")
+            last = self.step == t.max_steps
+            evaluate = self.step % t.eval_every == 0 or last
+            if self.step % t.log_every == 0 or evaluate:
+                record = self.window.record(self.step, self.step * self.tokens_per_step,
+                                            self.step * t.batch_size * self.flops_per_seq, lr_at(self.step - 1, self.cfg))
+                if evaluate:
+                    record["val_nelbo"] = round(self.validate(), 6)
+                self.log(record)
+                self.window.start()
+            if self.step % t.save_every == 0 or last:
+                self.save()
+                self.window.restart_clock()
+        if progress is not None:
+            progress.close()
+        self.dist.close()
+        return {"step": self.step, "out": str(self.out)}

@@ -1,0 +1,78 @@
+"""One optimizer step: the learning rate, the global batch cut into chunks, seeded draws, clipping.
+
+Every random draw of a step comes from a generator seeded by (seed, step, chunk), and the data
+order is a pure function of (seed, step): a resumed run repeats an uninterrupted one exactly, and
+a global batch split into the same chunks gives the same loss on 1 process or on N.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+
+from toolkit.config import RunConfig
+from toolkit.data import batch_indices
+from toolkit.schedule import stratified_times
+
+
+def lr_at(step: int, cfg: RunConfig) -> float:
+    """Linear warmup (max(1% of steps, 100) by default, capped at 10%) then cosine to min_lr."""
+    o, total = cfg.optim, cfg.train.max_steps
+    warmup = o.warmup_steps if o.warmup_steps >= 0 else min(max(total // 100, 100), total // 10)
+    if step < warmup:
+        return o.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    floor = o.lr * o.min_lr_ratio
+    return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def local_chunk(rank: int, grad_accum: int, micro: int) -> int:
+    """Which chunk of the global batch rank `rank` processes in micro-step `micro`.
+
+    The global batch is cut into world * grad_accum equal chunks; rank r takes chunks
+    r*grad_accum .. r*grad_accum + grad_accum - 1, so ranks never share a sample and
+    (world=1, grad_accum=2) processes exactly the chunks that (world=2, grad_accum=1) does.
+    """
+    return rank * grad_accum + micro
+
+
+def chunk_rows(rows: torch.Tensor, chunk: int, chunk_size: int) -> torch.Tensor:
+    """Rows (data indices) of one chunk of the global batch."""
+    return rows[chunk * chunk_size: (chunk + 1) * chunk_size]
+
+
+def step_generator(seed: int, step: int, chunk: int, device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(((seed * 1_000_003 + step) * 1_009 + chunk) % (2 ** 63))
+    return g
+
+
+def train_step(tr) -> float:
+    """One optimizer step over the global batch of step `tr.step`; returns its mean loss (all ranks)."""
+    t = tr.cfg.train
+    lr = lr_at(tr.step, tr.cfg)
+    for group in tr.opt.param_groups:
+        group["lr"] = lr
+    rows = batch_indices(len(tr.data.train), t.batch_size, tr.step, t.seed)
+    times = stratified_times(t.batch_size, step_generator(t.seed, tr.step, -1, "cpu"))
+    total = 0.0
+    for micro in range(t.grad_accum):
+        chunk = local_chunk(tr.dist.rank, t.grad_accum, micro)
+        x0 = tr.data.train[chunk_rows(rows, chunk, tr.chunk_size)].to(tr.dist.device, non_blocking=True)
+        t_chunk = chunk_rows(times, chunk, tr.chunk_size).to(tr.dist.device)
+        g = step_generator(t.seed, tr.step, chunk, tr.dist.device)
+        last_micro = micro == t.grad_accum - 1
+        sync = nullcontext()
+        if tr.sharded:   # FSDP2: reduce-scatter gradients only on the last micro-step
+            tr.net.set_requires_gradient_sync(last_micro)
+        elif tr.dist.world > 1 and not last_micro:
+            sync = tr.model.no_sync()
+        with sync, tr.autocast():
+            loss = tr.family.loss(tr.model, x0, t_chunk, g) / t.grad_accum
+        loss.backward()
+        total += float(loss.detach())
+    torch.nn.utils.clip_grad_norm_(tr.net.parameters(), tr.cfg.optim.grad_clip)
+    tr.opt.step()
+    tr.opt.zero_grad(set_to_none=True)
+    return tr.dist.all_mean(total)
