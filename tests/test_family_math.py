@@ -19,7 +19,7 @@ from toolkit.families.esolm import EsoLM, EsoOptions
 from toolkit.families.mdlm import MDLM, MaskedOptions
 from toolkit.sampling import SampleRequest
 from toolkit.schedule import stratified_times
-from toolkit.train import chunk_rows, local_chunk, step_generator
+from toolkit.trainer.step import chunk_rows, local_chunk, step_generator
 
 V, MASK, BOS = 12, 11, 10     # ids 0..9 are words; the vocabulary (and Duo's noise) has all 12
 Z = 5.0                       # tolerance of the statistical checks, in standard errors
