@@ -1,6 +1,9 @@
 """`python -m gui [--port 7860] [--host 127.0.0.1] [--models NAME|DIR ...]`: start the demo.
 
-Local only by default; a public share link only with --share.
+Local only by default (127.0.0.1:7860, or Gradio's GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when the
+flags are not given); a public share link only with --share. Shared (another interface or --share),
+the checkpoint-path field is off unless --allow-roots names the folders it may read, and each client
+runs at most --runs-per-client requests at once.
 """
 from __future__ import annotations
 
@@ -9,12 +12,19 @@ import argparse
 from toolkit.errors import UserError, cli_main
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 
+from gui.policy import AccessPolicy, host_and_port
+
 
 @cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m gui", description="Watch diffusion LMs denoise, live.")
-    ap.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost only)")
-    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--host", default=None,
+                    help="interface to bind (default: $GRADIO_SERVER_NAME, else 127.0.0.1: localhost only)")
+    ap.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
+    ap.add_argument("--allow-roots", nargs="+", default=(), metavar="DIR",
+                    help="when shared: folders whose checkpoints users may load by path (default: none)")
+    ap.add_argument("--runs-per-client", type=int, default=None,
+                    help="requests one client may run at once (default: 2 when shared, unlimited locally)")
     ap.add_argument("--models", nargs="+", default=None,
                     help="embedded names or checkpoint directories (default: every embedded model)")
     ap.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="AR checkpoint scoring Gen PPL in the explorer")
@@ -24,6 +34,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.concurrency < 1:
         raise UserError("--concurrency must be >= 1")
+    host, port = host_and_port(args.host, args.port)
+    policy = AccessPolicy.for_launch(host, args.share, args.allow_roots, args.runs_per_client)
     # deferred: torch and gradio take seconds to import; --help and argument errors should not wait
     import torch
 
@@ -36,7 +48,7 @@ def main(argv=None):
         raise UserError("no models: the embedded checkpoints are missing; pass --models DIR ...")
     for key in registry.keys:
         registry.get(key)       # fail now, with a clear message, rather than at the first click
-    launch(build_app(registry, args.concurrency), args.host, args.port, args.share)
+    launch(build_app(registry, args.concurrency, policy), host, port, args.share)
 
 
 if __name__ == "__main__":

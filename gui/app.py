@@ -14,6 +14,7 @@ from gui.denoise_tab import denoise_endpoint, denoise_tab
 from gui.explorer_tab import explorer_tab
 from gui.live import MAX_LENGTH
 from gui.models import ModelRegistry
+from gui.policy import AccessPolicy
 
 
 def heading() -> str:
@@ -22,8 +23,12 @@ def heading() -> str:
             + " sampling side by side, from the same prompt and seed, on your CPU.")
 
 
-def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
-    """Compose the tabs; the only wiring here is what crosses them (a loaded checkpoint joins both)."""
+def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolicy | None = None,
+              queue_size: int = 64) -> gr.Blocks:
+    """Compose the tabs; the only wiring here is what crosses them (a loaded checkpoint joins both).
+    `policy` says what a shared app refuses (gui/policy.py); more than `queue_size` waiting requests
+    are refused with Gradio's "queue is full" error, never dropped."""
+    policy = policy or AccessPolicy()
     labels = {k: registry.describe(k) for k in registry.keys}
 
     def choices():
@@ -33,12 +38,13 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
     length_max = min(MAX_LENGTH, context)
     with gr.Blocks(title="Diffusion LMs, live") as demo:
         gr.Markdown(heading())
-        denoise = denoise_tab(registry, labels, choices(), length_max)
-        x_models = explorer_tab(registry, choices(), length_max)
+        denoise = denoise_tab(registry, labels, choices(), length_max, policy)
+        x_models = explorer_tab(registry, choices(), length_max, policy)
 
         def add_path(p, selected, x_selected):
             try:
-                key = registry.add(p)
+                policy.check_path(p or "")
+                key = registry.add(p or "")
             except UserError as e:
                 gr.Warning(str(e))
                 return gr.update(), gr.update(), f"⚠️ {e}"
@@ -48,9 +54,9 @@ def build_app(registry: ModelRegistry, concurrency: int = 2) -> gr.Blocks:
 
         denoise.add.click(add_path, [denoise.path, denoise.models, x_models], [denoise.models, x_models, denoise.status],
                           api_visibility="private")
-        gr.api(denoise_endpoint(registry), api_name="denoise")
+        gr.api(denoise_endpoint(registry, policy), api_name="denoise")
 
-    demo.queue(default_concurrency_limit=concurrency, max_size=64)
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo
 
 
@@ -64,8 +70,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def serve_in_background(registry: ModelRegistry, concurrency: int = 2, port: int | None = None):
+def serve_in_background(registry: ModelRegistry, concurrency: int = 2, port: int | None = None,
+                        policy: AccessPolicy | None = None, queue_size: int = 64):
     """Start the app in this process on a free localhost port (tests, benchmarks): (demo, url)."""
-    demo = build_app(registry, concurrency)
+    demo = build_app(registry, concurrency, policy, queue_size)
     _, url, _ = launch(demo, port=port or free_port(), prevent_thread_lock=True, quiet=True)
     return demo, url

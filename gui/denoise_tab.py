@@ -18,8 +18,10 @@ from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 
 from gui import render
-from gui.live import MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, start, trace_json
+from gui.live import (MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, start, trace_json,
+                      whole_number)
 from gui.models import ModelRegistry
+from gui.policy import AccessPolicy, client_of
 from gui.strategies import sampler_controls
 
 DEFAULT_PROMPT = "It is a truth universally acknowledged"
@@ -48,8 +50,12 @@ def settings_from(prompt, length, steps, temperature, top_p, seed, option_keys, 
     options: dict = {}
     for (fam, opt), value in zip(option_keys, option_values):
         options.setdefault(fam, {})[opt] = value
-    return Settings(prompt=prompt or "", length=int(length), steps=int(steps), temperature=float(temperature),
-                    top_p=float(top_p), seed=int(seed or 0), options=options)
+    try:
+        temperature, top_p = float(temperature), float(top_p)
+    except (TypeError, ValueError):
+        raise UserError(f"temperature and top-p must be numbers (got {temperature!r}, {top_p!r})") from None
+    return Settings(prompt=prompt or "", length=whole_number(length, "length"), steps=whole_number(steps, "steps"),
+                    temperature=temperature, top_p=top_p, seed=whole_number(seed or 0, "seed"), options=options)
 
 
 def save_trace(runs, settings) -> str:
@@ -77,16 +83,20 @@ class DenoiseTab:
     status: gr.Markdown
 
 
-def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max: int) -> DenoiseTab:
+def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max: int,
+                policy: AccessPolicy | None = None) -> DenoiseTab:
     """Lay out the tab (inside an open gr.Blocks) and wire its handlers."""
+    policy = policy or AccessPolicy()
     with gr.Tab("Denoise"):
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 models = gr.CheckboxGroup(choices, value=registry.keys[:4], label="Models", elem_id="models")
                 with gr.Row():
-                    path = gr.Textbox(label="Add a checkpoint directory", placeholder="runs/my-run",
-                                      scale=3, elem_id="ckpt-path")
-                    add = gr.Button("Load", scale=1, size="sm")
+                    path = gr.Textbox(label="Add a checkpoint directory", scale=3, elem_id="ckpt-path",
+                                      interactive=policy.paths_enabled,
+                                      placeholder="runs/my-run" if policy.paths_enabled else
+                                      "off: this app is shared (the operator can allow folders)")
+                    add = gr.Button("Load", scale=1, size="sm", interactive=policy.paths_enabled)
                 prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (held fixed)", lines=2, elem_id="prompt")
                 length = gr.Slider(1, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
                                    elem_id="length")
@@ -117,16 +127,25 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
 
     option_keys = [(fam, opt) for fam, opt, _ in controls]
 
-    def generate(prompt_v, keys, length_v, steps_v, temp_v, top_p_v, seed_v, slow_v, *opt_values):
-        settings = settings_from(prompt_v, length_v, steps_v, temp_v, top_p_v, seed_v, option_keys, opt_values)
+    def generate(request: gr.Request, prompt_v, keys, length_v, steps_v, temp_v, top_p_v, seed_v, slow_v,
+                 *opt_values):
         try:
-            runs = start(registry, list(keys or []), settings)
+            settings = settings_from(prompt_v, length_v, steps_v, temp_v, top_p_v, seed_v, option_keys, opt_values)
+            with policy.run_slot(client_of(request)):
+                yield from _generate(settings, keys, slow_v)
         except UserError as e:
             gr.Warning(str(e))
             yield (render.message_html(str(e)), f"⚠️ {e}", None, gr.update(), None, gr.update(visible=False))
-            return
+
+    def _generate(settings, keys, slow_v):
+        runs = start(registry, list(keys or []), settings)
         tic, shown = time.perf_counter(), 0.0
-        delay = min(max(float(slow_v or 0), 0.0), MAX_DELAY_MS) / 1000
+        try:
+            delay = min(max(float(slow_v or 0), 0.0), MAX_DELAY_MS) / 1000
+        except (TypeError, ValueError):
+            raise UserError(f"slow motion must be a number of milliseconds (got {slow_v!r})") from None
+        if delay != delay:   # NaN
+            delay = 0.0
         for _ in interleave(runs):
             if delay:
                 time.sleep(delay)
@@ -156,19 +175,23 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
     return DenoiseTab(models, path, add, status)
 
 
-def denoise_endpoint(registry: ModelRegistry):
+def denoise_endpoint(registry: ModelRegistry, policy: AccessPolicy | None = None):
     """The `denoise` API: final texts and per-model step counts, NFE and seconds (no streaming)."""
+    policy = policy or AccessPolicy()
 
-    def denoise(prompt: str, families: list[str], length: int = 64, steps: int = 32, seed: int = 0) -> dict:
+    def denoise(prompt: str, families: list[str], length: int = 64, steps: int = 32, seed: int = 0,
+                request: gr.Request = None) -> dict:
         """Sample with each model; return the final texts and per-model step counts."""
-        settings = Settings(prompt=prompt or "", length=int(length), steps=int(steps), seed=int(seed))
         keys = [families] if isinstance(families, str) else list(families or [])
         try:
-            runs = start(registry, keys, settings)
+            settings = Settings(prompt=prompt or "", length=whole_number(length, "length"),
+                                steps=whole_number(steps, "steps"), seed=whole_number(seed, "seed"))
+            with policy.run_slot(client_of(request)):
+                runs = start(registry, keys, settings)
+                for _ in interleave(runs):
+                    pass
         except UserError as e:
             raise gr.Error(str(e)) from None
-        for _ in interleave(runs):
-            pass
         return {"texts": {r.key: r.texts()[0] for r in runs},
                 "steps": {r.key: len(r.trace) for r in runs},
                 "nfe": {r.key: r.last.nfe if r.last is not None else 0 for r in runs},

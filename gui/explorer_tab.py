@@ -9,8 +9,9 @@ from toolkit.errors import UserError
 from toolkit.evaluation.metrics import METRICS
 
 from gui import explorer
-from gui.live import Settings
+from gui.live import Settings, whole_number
 from gui.models import ModelRegistry
+from gui.policy import AccessPolicy, client_of
 from gui.strategies import strategy_names
 
 
@@ -18,7 +19,8 @@ def _table(rows):
     return pd.DataFrame(rows, columns=explorer.COLUMNS)
 
 
-def explorer_tab(registry: ModelRegistry, choices: list, length_max: int) -> gr.CheckboxGroup:
+def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
+                 policy: AccessPolicy | None = None) -> gr.CheckboxGroup:
     """Lay out the tab (inside an open gr.Blocks), wire the sweep; returns its model selector."""
     ppl, ent = METRICS["gen_ppl"], METRICS["entropy"]
     with gr.Tab("Speed-quality explorer"):
@@ -44,16 +46,19 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int) -> gr.
                 x_plot = gr.Plot(label="Gen PPL vs tokens/s", show_label=False, elem_id="x-plot")
                 x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False, elem_id="x-table")
 
-    def run_sweep(keys, step_text, length_v, samples_v, seed_v, strategies=("ancestral",)):
+    policy = policy or AccessPolicy()
+
+    def run_sweep(request: gr.Request, keys, step_text, length_v, samples_v, seed_v, strategies=("ancestral",)):
         try:
             counts = explorer.parse_steps(step_text)
-            settings = Settings(length=int(length_v), seed=int(seed_v or 0))
+            settings = Settings(length=whole_number(length_v, "length"), seed=whole_number(seed_v or 0, "seed"))
             rows = []
             total = len(keys or []) * len(counts) * len(strategies or ["ancestral"])
-            for rows in explorer.sweep(registry, list(keys or []), counts, settings, int(samples_v),
-                                       list(strategies or ["ancestral"])):
-                yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
-                       f"Running… {len(rows)} point(s) of up to {total}")
+            with policy.run_slot(client_of(request)):
+                for rows in explorer.sweep(registry, list(keys or []), counts, settings,
+                                           whole_number(samples_v, "samples"), list(strategies or ["ancestral"])):
+                    yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
+                           f"Running… {len(rows)} point(s) of up to {total}")
             yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
                    f"Done: {len(rows)} point(s).")
         except UserError as e:

@@ -17,6 +17,7 @@ from gui.strategies import request_fields
 MAX_STEPS = 512          # reverse steps a user may ask for
 MAX_LENGTH = 512         # tokens, also capped by each model's context
 MAX_TEMPERATURE = 5.0
+MAX_PROMPT_CHARS = 20_000  # a prompt must fit the context anyway; this bounds the tokenizer's work
 
 
 @dataclass
@@ -31,6 +32,17 @@ class Settings:
     #   (plus the decoding strategy under "sampler" / "sampler_options", see gui/strategies.py)
 
 
+def whole_number(value, name: str) -> int:
+    """An integer from a UI/API value; anything else is a UserError naming the field."""
+    try:
+        f = float(value)
+        if f != int(f):
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{name} must be a whole number (got {value!r})") from None
+
+
 def check_settings(s: Settings, models: dict) -> None:
     """Bounds shared by the UI and the API; raises UserError with a message a user can act on."""
     if not models:
@@ -38,9 +50,11 @@ def check_settings(s: Settings, models: dict) -> None:
     cap = min([MAX_LENGTH] + [m.max_length for m in models.values()])
     if not 1 <= s.length <= cap:
         raise UserError(f"length must be between 1 and {cap} tokens for the selected models (got {s.length})")
+    if len(s.prompt) > MAX_PROMPT_CHARS:
+        raise UserError(f"the prompt is {len(s.prompt)} characters: at most {MAX_PROMPT_CHARS}")
     if not 1 <= s.steps <= MAX_STEPS:
         raise UserError(f"steps must be between 1 and {MAX_STEPS} (got {s.steps})")
-    if not 0 <= s.temperature <= MAX_TEMPERATURE:
+    if not 0 <= s.temperature <= MAX_TEMPERATURE:   # NaN fails this too
         raise UserError(f"temperature must be between 0 and {MAX_TEMPERATURE} (got {s.temperature})")
     if not 0 < s.top_p <= 1:
         raise UserError(f"top-p must be in (0, 1] (got {s.top_p})")

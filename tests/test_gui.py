@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from gui import explorer, render
 from gui.live import MAX_STEPS, Settings, check_settings, interleave, start, trace_json
@@ -182,6 +186,39 @@ def test_eight_concurrent_clients(registry, server):
     assert not errors and sorted(results) == list(range(8))
     assert all(set(r["texts"]) == set(registry.keys) for r in results.values())
     assert len({r["texts"][registry.keys[1]] for r in results.values()}) > 1    # the seeds differ
+
+
+def test_load_waves_answer_everything_in_bounded_memory(registry, server):
+    """The CI load test (benchmarks/gui_load.py's hammer): two waves of 8 clients, each request answered,
+    the server alive afterwards, and the second wave adds (almost) no memory: nothing accumulates."""
+    from gui_load import hammer, peak_rss_mb, rss_mb
+    first = hammer(server, registry.keys, 8, 12, 3, timeout=240)
+    after_first = rss_mb()
+    second = hammer(server, registry.keys, 8, 12, 3, timeout=240)
+    grown = rss_mb() - after_first
+    print(f"load: 2 x 8 clients, latency max {second['latency_max_s']} s, peak RSS {peak_rss_mb():.0f} MB, "
+          f"second wave {grown:+.1f} MB")
+    for r in (first, second):
+        assert r["completed"] == 8 and r["unanswered"] == 0 and r["server_alive_after"], r
+    assert grown < 100, f"memory grew by {grown:.0f} MB over a second wave of the same requests"
+
+
+def test_full_queue_refuses_visibly(registry):
+    """More clients than the queue holds: each request gets an answer or an explicit 'queue is full'."""
+    from gui.app import serve_in_background
+    from gui_load import hammer
+    import time
+    demo, url = serve_in_background(registry, concurrency=1, queue_size=1)
+    real_get = registry.get
+    registry.get = lambda key: time.sleep(1.5) or real_get(key)     # each request holds the worker a while
+    try:
+        r = hammer(url, registry.keys[:1], 6, 12, 4, timeout=240)
+    finally:
+        registry.get = real_get
+        demo.close()
+    assert r["unanswered"] == 0 and r["completed"] + len(r["errors"]) == 6 and r["completed"] >= 1
+    assert r["errors"], "six clients at once with room for two: some must have been refused"
+    assert all("queue" in e.lower() for e in r["errors"]), r["errors"]
 
 
 @pytest.mark.skipif(set(FAMILIES) - set(embedded_names()), reason="embedded demo models not installed yet")

@@ -76,6 +76,10 @@ class TrainConfig:
     save_every: int = 500
     out: str = "runs/default"
     resume: bool = False
+    overwrite: bool = False       # replace a run already in `out` (otherwise refused unless resume=true)
+    keep_last: int = 1            # >1: also keep the last N checkpoints in out/checkpoints/step-N
+    keep_best: bool = False       # also keep the checkpoint of the lowest val_nelbo in out/best
+    on_nonfinite: str = "stop"    # NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip the step
     threads: int = 0              # CPU threads; 0 = torch default
     progress: bool = True
 

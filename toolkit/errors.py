@@ -8,6 +8,9 @@ from functools import wraps
 class UserError(Exception):
     """A problem with the user's input (config, path, value); printed as one line."""
 
+    def __str__(self) -> str:   # user text quoted in a message may hold line breaks: keep it one line
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 def cli_main(fn):
     """Decorate a CLI entry point: UserError -> 'error: ...' on stderr and exit code 2."""

@@ -18,6 +18,8 @@ from toolkit.samplers import sample as run_sampler
 from toolkit.sampling import SampleRequest, Step
 from toolkit.schedule import antithetic_times
 
+MAX_SAMPLING_STEPS = 1_000_000   # beyond this a step count is a typo (and its time grid would not fit in memory)
+
 
 def build_family(cfg: RunConfig, tokenizer):
     fam_cls = get_family(cfg.family)
@@ -52,6 +54,10 @@ class LanguageModel:
 
     # -- text helpers --------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:   # bytes that were not UTF-8, smuggled in as surrogates (argv, files)
+            raise UserError("the text is not valid UTF-8") from None
         return self.tokenizer.encode(text).ids
 
     def decode(self, ids, show_mask: bool = False) -> str:
@@ -69,6 +75,8 @@ class LanguageModel:
     def check_request(self, req: SampleRequest) -> None:
         if req.steps <= 0:
             raise UserError(f"steps must be > 0 (got {req.steps})")
+        if req.steps > MAX_SAMPLING_STEPS:
+            raise UserError(f"steps must be at most {MAX_SAMPLING_STEPS} (got {req.steps})")
         if req.length <= 0 or req.length > self.max_length:
             raise UserError(f"length must be in 1..{self.max_length} for this model (got {req.length})")
         if req.num_samples <= 0:
@@ -77,8 +85,12 @@ class LanguageModel:
             raise UserError(f"the prompt is {len(req.prompt)} tokens: it must be shorter than length={req.length}")
         if not 0 < req.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1] (got {req.top_p})")
-        if req.temperature < 0:
+        if not req.temperature >= 0:   # NaN fails this too
             raise UserError(f"temperature must be >= 0 (got {req.temperature})")
+        vocab = self.cfg.model.vocab_size
+        wrong = [int(t) for t in [*req.prompt, *req.fixed.values()] if not 0 <= int(t) < vocab]
+        if wrong:
+            raise UserError(f"token ids outside this model's vocabulary 0..{vocab - 1}: {wrong[:5]}")
         bad = [p for p in req.fixed if not 0 <= p < req.length]
         if bad:
             raise UserError(f"fixed positions outside 0..{req.length - 1}: {bad}")

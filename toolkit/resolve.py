@@ -7,12 +7,14 @@ It sits above toolkit/families/ because a family's options dataclass comes from 
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from toolkit.config import RunConfig
+from toolkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from toolkit.errors import UserError
 from toolkit.families import get_family
 from toolkit.values import parse_overrides, parse_value
@@ -21,6 +23,28 @@ from toolkit.values import parse_overrides, parse_value
 def config_from_dict(d: dict) -> RunConfig:
     """A RunConfig from a saved config.json (checkpoints, run directories)."""
     return RunConfig.from_dict(d, get_family(d["family"]).Options())
+
+
+def config_type_problem(d: dict) -> str | None:
+    """Why a saved config (a checkpoint's config.json) has the wrong shape or value types, or None."""
+    if not isinstance(d.get("family"), str):
+        return "family must be a string"
+    sections = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+    for s in RunConfig.SECTIONS:
+        section = d.get(s, {})
+        if not isinstance(section, dict):
+            return f"{s} must be a mapping (got {type(section).__name__})"
+        if s not in sections:
+            continue   # the family's own options: checked by its validate()
+        types = field_types(sections[s]())
+        for k, v in section.items():
+            typ = types.get(k)
+            ok = (typ not in (int, float, bool, str) or (typ is bool and isinstance(v, bool))
+                  or (typ is str and isinstance(v, str))
+                  or (typ in (int, float) and isinstance(v, int if typ is int else (int, float)) and not isinstance(v, bool)))
+            if not ok:
+                return f"{s}.{k} must be {typ.__name__} (got {v!r})"
+    return None
 
 
 def field_types(obj) -> dict[str, Any]:
@@ -89,10 +113,17 @@ def set_key(cfg: RunConfig, key: str, raw: str) -> None:
     setattr(obj, name, parse_value(raw, field_types(obj)[name], key))
 
 
+MAX_STEPS = 10 ** 9   # beyond this a step count is a typo, not a plan
+
+
 def validate(cfg: RunConfig) -> None:
     t, m, d, o = cfg.train, cfg.model, cfg.data, cfg.optim
     checks = [
         (t.max_steps > 0, f"max_steps must be > 0 (got {t.max_steps})"),
+        (t.max_steps <= MAX_STEPS, f"max_steps must be at most {MAX_STEPS:.0e} (got {t.max_steps})"),
+        (t.keep_last >= 1, f"keep_last must be >= 1 (got {t.keep_last})"),
+        (t.on_nonfinite in ("stop", "skip"), f"on_nonfinite must be stop or skip (got '{t.on_nonfinite}')"),
+        (t.resume + t.overwrite < 2, "resume=true and overwrite=true contradict each other: pick one"),
         (t.batch_size > 0, f"batch_size must be > 0 (got {t.batch_size})"),
         (t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
          f"grad_accum ({t.grad_accum}) must be > 0 and divide batch_size ({t.batch_size})"),
@@ -100,7 +131,9 @@ def validate(cfg: RunConfig) -> None:
         (0 < d.val_fraction < 1, f"val_fraction must be in (0, 1) (got {d.val_fraction})"),
         (o.lr > 0, f"lr must be > 0 (got {o.lr})"),
         (0 <= o.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1] (got {o.min_lr_ratio})"),
-        (m.d_model % m.n_heads == 0 and (m.d_model // m.n_heads) % 2 == 0,
+        (min(m.n_layers, m.d_model, m.n_heads, m.cond_dim, m.mlp_ratio) > 0,
+         "n_layers, d_model, n_heads, cond_dim and mlp_ratio must be > 0"),
+        (m.n_heads > 0 and m.d_model % m.n_heads == 0 and (m.d_model // m.n_heads) % 2 == 0,
          f"d_model ({m.d_model}) must split into n_heads ({m.n_heads}) heads of even size"),
         (m.attention in ("auto", "sdpa", "xformers", "math"),
          f"attention must be auto, sdpa, xformers or math (got '{m.attention}')"),
@@ -111,6 +144,10 @@ def validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    for section in (m, d, o, t, cfg.options):
+        for k, v in (dataclasses.asdict(section).items() if dataclasses.is_dataclass(section) else ()):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"{k} must be a finite number (got {v})")
     m.max_seq_len = max(m.max_seq_len, d.seq_len)
     validate_options = getattr(cfg.options, "validate", None)
     if validate_options:

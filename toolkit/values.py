@@ -25,7 +25,7 @@ def parse_value(raw: str, typ: Any, key: str) -> Any:
                     raise ValueError
                 return int(v)
             return v
-        except ValueError:
+        except (ValueError, OverflowError):   # OverflowError: int('inf')
             raise UserError(f"{key}: expected {typ.__name__}, got '{raw}'") from None
     return raw
 

@@ -19,7 +19,11 @@ def load_checkpoint(name_or_path: str, device: str = "cpu") -> LanguageModel:
         raise UserError(f"{ckpt}: model vocabulary {cfg.model.vocab_size} != tokenizer's {tokenizer.get_vocab_size()}")
     state = load_weights(ckpt)
     net = Backbone(cfg.model)
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:   # a tensor of another shape than the config says
+        first = next((x.strip() for x in str(e).splitlines()[1:] if x.strip()), str(e))
+        raise UserError(f"{ckpt}: weights do not match the config ({first[:200]})") from None
     if missing or unexpected:
         raise UserError(f"{ckpt}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     net.to(dtype=torch.float32)

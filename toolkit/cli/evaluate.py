@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     check_metrics(metrics)   # before loading anything
     steps = parse_list(a.steps, "steps", int)
     model = load_model(a.checkpoint, a.device, a.threads)
-    base = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=steps[0],
+    base = SampleRequest(num_samples=a.num_samples, length=model.max_length if a.length is None else a.length, steps=steps[0],
                          temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                          use_cache=not a.no_cache)
     requests = sweep_requests(model.family, base, a.sampler, parse_options(a.option), steps)

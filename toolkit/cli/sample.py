@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.sampler == "list":
         print(listing(model.family))
         return 0
-    req = SampleRequest(num_samples=a.num_samples, length=a.length or model.max_length, steps=a.steps,
+    req = SampleRequest(num_samples=a.num_samples, length=model.max_length if a.length is None else a.length, steps=a.steps,
                         temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                         prompt=model.encode(a.prompt) if a.prompt else [],
                         fixed=parse_infill(model, a.infill), use_cache=not a.no_cache,

@@ -23,6 +23,7 @@ from toolkit.model.backbone import Backbone
 from toolkit.scaling.flops import train_flops_per_sequence
 from toolkit.trainer import checkpointing
 from toolkit.trainer.distributed import Distributed
+from toolkit.trainer.guards import BestKeeper
 from toolkit.trainer.metrics_log import LogWindow, initial_record, print_runtime, progress_bar
 from toolkit.trainer.step import lr_at, train_step
 from toolkit.trainer.validation import validate
@@ -60,6 +61,10 @@ class Trainer:
         self.out = Path(t.out)
         self.step = 0
         self.window = LogWindow()
+        self.skipped = 0              # steps skipped for a non-finite loss/gradient (on_nonfinite=skip)
+        self.saved_step = None        # the step of the last checkpoint written or resumed from
+        self.best = BestKeeper(self.out / rundir.BEST) if t.keep_best else None
+        self.lock = None
         m = cfg.model
         self.flops_per_seq = train_flops_per_sequence(m.n_layers, m.d_model, m.vocab_size, cfg.data.seq_len)
 
@@ -144,12 +149,19 @@ class Trainer:
         """Create (or resume) the run directory; True when resumed from a checkpoint."""
         t = self.cfg.train
         # every rank checks (same filesystem), so a refusal stops them all, not only rank 0
-        if rundir.has_metrics(self.out) and not t.resume:
-            raise UserError(f"{self.out} already holds a run: pass resume=true to continue it, or another out=")
+        rundir.check_out(self.out, self.cfg.to_dict(), t.resume, t.overwrite)
         if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create out={self.out}: {e.strerror or e}") from None
+            self.lock = rundir.RunLock(self.out).acquire()
+            if t.overwrite:
+                rundir.clear_run(self.out)
         self.dist.barrier()
         resumed = t.resume and checkpointing.try_resume(self)
+        if self.dist.main and not resumed:   # nothing to resume from (killed before the first save): start clean
+            rundir.remove_metrics(self.out)
         if self.dist.main:
             info = self.describe()
             rundir.write_run_info(self.out, self.cfg, info)
@@ -160,6 +172,13 @@ class Trainer:
         return resumed
 
     def fit(self) -> dict:
+        try:
+            return self._fit()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _fit(self) -> dict:
         t = self.cfg.train
         self.start()
         self.net.train()
@@ -177,9 +196,13 @@ class Trainer:
             if self.step % t.log_every == 0 or evaluate:
                 record = self.window.record(self.step, self.step * self.tokens_per_step,
                                             self.step * t.batch_size * self.flops_per_seq, lr_at(self.step - 1, self.cfg))
+                if self.skipped:
+                    record["skipped_steps"] = self.skipped
                 if evaluate:
                     record["val_nelbo"] = round(self.validate(), 6)
                 self.log(record)
+                if evaluate:
+                    checkpointing.save_best(self, record["val_nelbo"])
                 self.window.start()
             if self.step % t.save_every == 0 or last:
                 self.save()

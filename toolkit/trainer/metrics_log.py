@@ -6,6 +6,7 @@ records at `eval_every` steps add val_nelbo. Only TIMING_KEYS differ between ide
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -33,16 +34,17 @@ class LogWindow:
         self.loss_sum, self.loss_count, self.elapsed = loss_sum, loss_count, elapsed
 
     def add(self, loss: float, tokens: int) -> None:
-        self.loss_sum += loss
-        self.loss_count += 1
         self.tokens += tokens
+        if math.isfinite(loss):   # a skipped step (on_nonfinite=skip) stays out of the mean
+            self.loss_sum += loss
+            self.loss_count += 1
 
     def record(self, step: int, tokens: int, flops: float, lr: float) -> dict:
         """The log record closing this window; the loss sums restart from zero."""
         now = time.perf_counter()
         self.elapsed += now - self.tic
         rec = {"step": step, "tokens": tokens, "flops": flops,
-               "train_loss": round(self.loss_sum / self.loss_count, 6), "lr": lr,
+               "train_loss": round(self.loss_sum / self.loss_count, 6) if self.loss_count else None, "lr": lr,
                "tokens_per_s": round(self.tokens / max(now - self.tic, 1e-9), 1),
                "elapsed_s": round(self.elapsed, 3)}
         self.loss_sum, self.loss_count = 0.0, 0

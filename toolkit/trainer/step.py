@@ -11,9 +11,11 @@ from contextlib import nullcontext
 
 import torch
 
+from toolkit import faults
 from toolkit.config import RunConfig
 from toolkit.data import batch_indices
 from toolkit.schedule import stratified_times
+from toolkit.trainer.guards import check_finite, nonfinite
 
 
 def lr_at(step: int, cfg: RunConfig) -> float:
@@ -72,7 +74,13 @@ def train_step(tr) -> float:
             loss = tr.family.loss(tr.model, x0, t_chunk, g) / t.grad_accum
         loss.backward()
         total += float(loss.detach())
-    torch.nn.utils.clip_grad_norm_(tr.net.parameters(), tr.cfg.optim.grad_clip)
+        faults.point("train.backward")
+    norm = torch.nn.utils.clip_grad_norm_(tr.net.parameters(), tr.cfg.optim.grad_clip)
+    problem = check_finite(total, norm, tr.dist.all_sum)
+    if problem:   # nothing is applied: the weights stay those of the last good step
+        tr.opt.zero_grad(set_to_none=True)
+        return nonfinite(tr, problem)
     tr.opt.step()
+    faults.point("train.optimizer")
     tr.opt.zero_grad(set_to_none=True)
     return tr.dist.all_mean(total)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from toolkit import faults
 from toolkit.schedule import antithetic_times
 from toolkit.trainer.step import step_generator
 
@@ -32,5 +33,6 @@ def validate(tr) -> float:
             nelbo = tr.family.nelbo(tr.net, x0, antithetic_times(len(rows), g, tr.dist.device), g)
         if i < t.eval_batches:
             total += float(nelbo.sum()) / x0.shape[1]
+        faults.point("eval.batch")
     tr.net.train()
     return tr.dist.all_sum(total) / (t.eval_batches * tr.chunk_size)

@@ -1,0 +1,102 @@
+"""Who may ask the app for what: local by default; when shared, bounded requests and no arbitrary paths.
+
+A demo on 127.0.0.1 trusts its user. Listening on another interface or through a --share link, the
+checkpoint-path field is off unless the operator names allowed roots (a path must resolve inside one,
+symlinks followed), and each client may run only a few requests at once.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.checkpoints.rundir import EMBEDDED_DIR
+from toolkit.errors import UserError
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+PUBLIC_RUNS_PER_CLIENT = 2
+
+
+def host_and_port(host: str | None, port: int | None) -> tuple[str, int]:
+    """Flags first, then Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, then localhost:7860."""
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
+    if port is None:
+        raw = os.environ.get("GRADIO_SERVER_PORT")
+        try:
+            port = int(raw) if raw else DEFAULT_PORT
+        except ValueError:
+            raise UserError(f"GRADIO_SERVER_PORT must be a port number (got '{raw}')") from None
+    if not 0 < port < 65536:
+        raise UserError(f"port must be in 1..65535 (got {port})")
+    return host, port
+
+
+@dataclass
+class AccessPolicy:
+    public: bool = False                       # reachable by others: bind beyond localhost, or --share
+    allowed_roots: tuple[Path, ...] = ()       # where checkpoint paths may point when public
+    runs_per_client: int = 0                   # concurrent requests per client; 0 = unlimited
+    _running: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def for_launch(cls, host: str, share: bool, roots=(), runs_per_client: int | None = None) -> "AccessPolicy":
+        public = share or host not in LOCAL_HOSTS
+        resolved = []
+        for r in roots or ():
+            p = Path(r).expanduser().resolve()
+            if not p.is_dir():
+                raise UserError(f"--allow-roots: {r} is not a directory")
+            resolved.append(p)
+        if runs_per_client is None:
+            runs_per_client = PUBLIC_RUNS_PER_CLIENT if public else 0
+        if runs_per_client < 0:
+            raise UserError(f"--runs-per-client must be >= 0 (got {runs_per_client})")
+        return cls(public=public, allowed_roots=tuple(resolved), runs_per_client=runs_per_client)
+
+    @property
+    def paths_enabled(self) -> bool:
+        return not self.public or bool(self.allowed_roots)
+
+    def check_path(self, raw: str) -> None:
+        """Refuse (UserError) a checkpoint path this policy does not allow; embedded names always pass."""
+        if not self.public:
+            return
+        if not self.allowed_roots:
+            raise UserError("loading checkpoints by path is off while the app is shared "
+                            "(the operator can allow folders with --allow-roots DIR ...)")
+        name = raw.strip()
+        if name and "/" not in name and "\\" not in name and (EMBEDDED_DIR / name / "config.json").is_file():
+            return
+        p = Path(name).expanduser().resolve()
+        if not any(p == root or root in p.parents for root in self.allowed_roots):
+            raise UserError(f"{raw.strip()} is outside the allowed checkpoint folders "
+                            f"({', '.join(str(r) for r in self.allowed_roots)})")
+
+    @contextmanager
+    def run_slot(self, client: str | None):
+        """Hold one of the client's concurrent-run slots for the duration of a request."""
+        if not self.runs_per_client or client is None:
+            yield
+            return
+        with self._lock:
+            n = self._running.get(client, 0)
+            if n >= self.runs_per_client:
+                raise UserError(f"you already have {n} request(s) running: wait for them to finish")
+            self._running[client] = n + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running[client] -= 1
+                if not self._running[client]:
+                    del self._running[client]
+
+
+def client_of(request) -> str | None:
+    """The requesting client's address (a gr.Request), or None outside a request."""
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) if client is not None else None
