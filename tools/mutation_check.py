@@ -38,7 +38,8 @@ TARGETS = ["toolkit/families/*.py", "toolkit/schedule.py"]
 # functions (or methods) whose math the check mutates; others (validation, registry, records) are skipped
 FOCUS = {
     "alpha", "alpha_prime", "sigma", "reveal_probability", "stratified_times", "antithetic_times",
-    "__init__", "_inputs", "nelbo", "loss", "sample", "corrupt", "subs_logits", "denoise", "masked_ce",
+    "__init__", "_inputs_targets", "next_token_logits", "without_mask", "scored_tokens", "nelbo", "loss",
+    "sample", "corrupt", "subs_logits", "denoise",
     "weight", "selected_ce", "diffusion_terms", "duo_nelbo_terms", "duo_posterior", "x_theta",
     "permuted_order", "permuted_causal_mask", "sequential_mask", "sequential_inputs", "sequential_logits",
     "sequential_nll", "reveal", "_logits_cached", "_logits_full", "masked_tokens_init",

@@ -54,11 +54,6 @@ class MDLM(Family):
         """Logits of x0 given z_t (the backbone ignores time: sigma = 0)."""
         return self.subs_logits(net(z_t))
 
-    def masked_ce(self, logits, x0, masked):
-        """[B, L] cross-entropy at masked positions, 0 elsewhere."""
-        ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none").view_as(x0)
-        return ce * masked
-
     def weight(self, t):
         """-alpha'_t / (1 - alpha_t): the continuous-time ELBO weight (1/t for alpha_0 = 1)."""
         return -self.schedule.alpha_prime(t) / (1 - self.schedule.alpha(t))
