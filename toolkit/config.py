@@ -46,6 +46,10 @@ class DataConfig:
     max_documents: int = 0        # hub datasets: 0 = all
     eos_token: str = "[EOS]"      # the tokenizer's document separator (imported vocabularies: '</s>')
     mask_token: str = "[MASK]"    # the absorbing [MASK] state (imported vocabularies: '<mask>')
+    format: str = "text"          # text (packed pre-training) | pairs (prompt/response fine-tuning)
+    prompt_field: str = "question"   # pairs: which field holds the prompt
+    response_field: str = "answer"   # pairs: which field holds the response
+    data_config: str = ""         # hub datasets: the dataset's configuration name (gsm8k: main)
 
 
 @dataclass
@@ -82,6 +86,11 @@ class TrainConfig:
     on_nonfinite: str = "stop"    # NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip the step
     threads: int = 0              # CPU threads; 0 = torch default
     progress: bool = True
+    init: str = ""                # start from this checkpoint (run dir, embedded name, converted dir)
+    lora_rank: int = 0            # > 0: train LoRA adapters of this rank on the blocks' linear layers
+    lora_alpha: float = 16.0      # LoRA scale numerator (the update is alpha / rank * B A)
+    lora_dropout: float = 0.0     # dropout on the LoRA branch's input
+    lora_targets: str = "attn_qkv,attn_out,mlp.0,mlp.2"   # linear layers of each block to adapt
 
 
 @dataclass

@@ -81,8 +81,11 @@ class LanguageModel:
             raise UserError(f"length must be in 1..{self.max_length} for this model (got {req.length})")
         if req.num_samples <= 0:
             raise UserError(f"num_samples must be > 0 (got {req.num_samples})")
-        if len(req.prompt) >= req.length:
-            raise UserError(f"the prompt is {len(req.prompt)} tokens: it must be shorter than length={req.length}")
+        if req.prompts and (len(req.prompts) != req.num_samples or len({len(p) for p in req.prompts}) != 1):
+            raise UserError(f"prompts: expected {req.num_samples} prefixes of one length"
+                            f" (got {len(req.prompts)} of lengths {sorted({len(p) for p in req.prompts})})")
+        if req.prompt_length >= req.length:
+            raise UserError(f"the prompt is {req.prompt_length} tokens: it must be shorter than length={req.length}")
         if not 0 < req.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1] (got {req.top_p})")
         if not req.temperature >= 0:   # NaN fails this too

@@ -25,11 +25,22 @@ class SampleRequest:
     options: dict = field(default_factory=dict)          # family sampling options (tail, nucleus, alpha_0)
     sampler: str = "ancestral"                           # decoding strategy (toolkit/samplers/)
     sampler_options: dict = field(default_factory=dict)  # that strategy's options (k, threshold, ...)
+    prompts: list[list[int]] = field(default_factory=list)  # one prefix per sample (equal lengths); overrides prompt
 
     def fixed_positions(self) -> dict[int, int]:
-        d = dict(enumerate(self.prompt))
+        """Positions held fixed in every sample (the per-sample `prompts` are not included)."""
+        d = {} if self.prompts else dict(enumerate(self.prompt))
         d.update(self.fixed)
         return d
+
+    @property
+    def prompt_length(self) -> int:
+        return len(self.prompts[0]) if self.prompts else len(self.prompt)
+
+    def prompt_rows(self, device="cpu") -> torch.Tensor:
+        """[num_samples, prompt_length] prefix ids: the shared prompt, or one per sample (batched tasks)."""
+        rows = self.prompts or [list(self.prompt)] * self.num_samples
+        return torch.tensor(rows, dtype=torch.long, device=device).view(self.num_samples, self.prompt_length)
 
 
 @dataclass

@@ -8,6 +8,13 @@ from toolkit.data.tokenizer import load_tokenizer
 from toolkit.errors import UserError
 from toolkit.lm import LanguageModel
 from toolkit.model.backbone import Backbone
+from toolkit.model.lora import is_lora_state, merged_state
+
+
+def plain_weights(ckpt, cfg) -> dict:
+    """The backbone's weights; a LoRA fine-tune's adapters are merged into them."""
+    state = load_weights(ckpt)
+    return merged_state(cfg, state) if is_lora_state(state) else state
 
 
 def load_checkpoint(name_or_path: str, device: str = "cpu") -> LanguageModel:
@@ -17,7 +24,7 @@ def load_checkpoint(name_or_path: str, device: str = "cpu") -> LanguageModel:
     tokenizer = load_tokenizer(tokenizer_file(ckpt, meta), (cfg.data.eos_token, cfg.data.mask_token))
     if cfg.model.vocab_size != tokenizer.get_vocab_size():
         raise UserError(f"{ckpt}: model vocabulary {cfg.model.vocab_size} != tokenizer's {tokenizer.get_vocab_size()}")
-    state = load_weights(ckpt)
+    state = plain_weights(ckpt, cfg)
     net = Backbone(cfg.model)
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)

@@ -7,6 +7,9 @@
 - entropy: mean unigram entropy (nats) of the samples; low values flag repetitive text.
 - throughput: generated tokens/s for the sampling settings, after a warm-up run.
 - choice: multiple-choice accuracy on a local jsonl file (--choice-file).
+- accuracy: generative task accuracy (--task arith|gsm8k|FILE.jsonl): one sampled answer per
+  problem, its final number (`#### N`) against the gold one; 95% Wilson interval, NFE, tokens/s;
+  every generation is written to --generations (default: next to the checkpoint), resumable.
 --steps accepts a comma list (8,16,32) to sweep the sample-based metrics for a Pareto plot;
 --sampler NAME[:KEY=VALUE,...] (repeatable) compares decoding strategies at the same step counts
 (NFE = steps for ancestral, confidence with k=0, remdm and block; see docs/samplers.md).
@@ -16,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from toolkit.cli.common import ArgParser, add_sampling_args, load_model, parse_list, parse_options
 from toolkit.cli.usage import sampling_options_text
-from toolkit.errors import cli_main
+from toolkit.errors import UserError, cli_main
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 from toolkit.evaluation.suite import check_metrics, evaluate, format_text
 from toolkit.samplers.requests import sweep_requests
@@ -31,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = ArgParser(prog="python -m toolkit.evaluate", description=__doc__.splitlines()[0],
                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=sampling_options_text())
     ap.add_argument("checkpoint")
-    ap.add_argument("--metrics", default="nelbo,gen_ppl,entropy,throughput")
+    ap.add_argument("--metrics", default=None, help="comma list (default: nelbo,gen_ppl,entropy,throughput;"
+                    " accuracy alone with --task)")
     ap.add_argument("--steps", default="32", help="reverse steps, or a comma list to sweep")
     add_sampling_args(ap, multi_sampler=True)
     ap.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="gen_ppl judge: toolkit checkpoint/embedded name or HF model")
@@ -42,9 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequences", type=int, default=16, help="validation blocks for nelbo")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs for throughput (after one warm-up)")
     ap.add_argument("--choice-file", default=None, help="jsonl of {context, choices, answer}")
+    ap.add_argument("--task", default=None, help="accuracy: arith, gsm8k, or a JSONL of question/answer rows")
+    ap.add_argument("--problems", type=int, default=500, help="accuracy: how many problems (0 = all)")
+    ap.add_argument("--batch-size", type=int, default=64, help="accuracy: problems sampled together")
+    ap.add_argument("--generations", default=None, help="accuracy: JSONL of every generation (resumed if present)")
+    ap.add_argument("--prompt-field", default="question")
+    ap.add_argument("--response-field", default="answer")
+    ap.add_argument("--arith-steps", type=int, default=2, help="arith: operations per problem")
+    ap.add_argument("--max-operand", type=int, default=20, help="arith: operands drawn from 1..N")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    metrics = parse_list(a.metrics, "metrics")
+    metrics = parse_list(a.metrics or ("accuracy" if a.task else "nelbo,gen_ppl,entropy,throughput"), "metrics")
+    if a.problems < 0 or a.batch_size <= 0:
+        raise UserError("--problems must be >= 0 and --batch-size > 0")
     check_metrics(metrics)   # before loading anything
     steps = parse_list(a.steps, "steps", int)
     model = load_model(a.checkpoint, a.device, a.threads)
@@ -52,8 +67,14 @@ def main(argv: list[str] | None = None) -> int:
                          temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                          use_cache=not a.no_cache)
     requests = sweep_requests(model.family, base, a.sampler, parse_options(a.option), steps)
+    task = None
+    if a.task:
+        generations = a.generations or str(Path(model.path or ".") / f"generations-{Path(a.task).stem}.jsonl")
+        task = {"task": a.task, "problems": a.problems, "batch_size": a.batch_size, "generations": generations,
+                "prompt_field": a.prompt_field, "response_field": a.response_field,
+                "arith_steps": a.arith_steps, "max_operand": a.max_operand}
     res = evaluate(model, metrics, requests, a.evaluator, a.mc_samples, a.sequences, a.seed, a.repeats,
-                   a.choice_file, a.gen_ppl_protocol)
+                   a.choice_file, a.gen_ppl_protocol, task)
     print(json.dumps(res) if a.json else format_text(res))
     return 0
 

@@ -17,6 +17,7 @@ import torch
 
 from toolkit.config import DataConfig
 from toolkit.data.corpus import AUSTEN_PATH, documents
+from toolkit.data.pairs import load_pairs
 from toolkit.data.tokenizer import load_tokenizer
 from toolkit.errors import UserError
 
@@ -30,6 +31,8 @@ class PackedData:
     val: torch.Tensor       # [n_val, seq_len]
     tokenizer: object
     n_tokens: int
+    train_mask: torch.Tensor | None = None   # pairs: [n_train, seq_len] True where the loss covers
+    val_mask: torch.Tensor | None = None
 
     def train_batch(self, indices) -> torch.Tensor:
         return self.train[indices]
@@ -73,6 +76,8 @@ def _cache_key(cfg: DataConfig, tokenizer) -> str | None:
 
 def load_data(cfg: DataConfig) -> PackedData:
     tokenizer = load_tokenizer(cfg.tokenizer or None, (cfg.eos_token, cfg.mask_token))
+    if cfg.format == "pairs":   # prompt/response rows, one per block, with loss masks
+        return PackedData(tokenizer=tokenizer, **load_pairs(cfg, tokenizer))
     key = _cache_key(cfg, tokenizer)
     cached = CACHE_DIR / f"{key}.npy" if key else None
     if cached is not None and cached.is_file():

@@ -55,24 +55,33 @@ class AR(Family):
         """Causal logits with the [MASK] id suppressed (the reference's -inf on that row)."""
         return self.without_mask(net(tokens, causal=True, **kwargs))
 
-    def nelbo(self, net, x0, t=None, generator=None):
+    def nelbo(self, net, x0, t=None, generator=None, loss_mask=None):
         inputs, targets = self._inputs_targets(x0)
         logits = self.next_token_logits(net, inputs)
-        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        return ce.view_as(targets).sum(1)
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+        if loss_mask is not None:   # a prompt conditions, unscored
+            ce = ce * self._target_mask(loss_mask, targets)
+        return ce.sum(1)
 
-    def loss(self, net, x0, t=None, generator=None):
-        return self.nelbo(net, x0).sum() / self.scored_tokens(x0)
+    def _target_mask(self, loss_mask, targets):
+        """The loss mask at the targets' positions (the reference protocol does not score x0[:, 0])."""
+        return loss_mask[:, loss_mask.shape[1] - targets.shape[1]:]
+
+    def loss(self, net, x0, t=None, generator=None, loss_mask=None):
+        if loss_mask is None:
+            return self.nelbo(net, x0).sum() / self.scored_tokens(x0)
+        covered = self._target_mask(loss_mask, self._inputs_targets(x0)[1]).sum().clamp(min=1)
+        return self.nelbo(net, x0, loss_mask=loss_mask).sum() / covered
 
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         if request.fixed:
             raise UserError("the autoregressive family supports a prompt prefix, not fixed positions")
         gen = torch.Generator(device="cpu").manual_seed(request.seed)
-        b, n, p = request.num_samples, request.length, len(request.prompt)
+        b, n, p = request.num_samples, request.length, request.prompt_length
         tokens = torch.full((b, n), self.mask_id, dtype=torch.long, device=device)
         confidence = torch.zeros(b, n, device=device)
         if p:
-            tokens[:, :p] = torch.tensor(request.prompt, device=device)
+            tokens[:, :p] = request.prompt_rows(device)
             confidence[:, :p] = 1.0
         clock, cache = Clock(), KVCache() if request.use_cache else None
         context = torch.cat([torch.full((b, 1), self.bos_id, device=device, dtype=torch.long), tokens[:, :p]], 1)

@@ -64,11 +64,13 @@ class Family:
         """z_t ~ q(z_t | x0) at times t [B]; None for a family without a noising process (AR)."""
         return None
 
-    def loss(self, net, x0: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
-        """Scalar training loss for clean tokens x0 [B, L] at times t [B]."""
+    # `loss_mask` [B, L] (bool, optional) marks the positions a loss covers (a response in
+    # fine-tuning); the others (a prompt) stay clean, are never noised and never scored.
+    def loss(self, net, x0: torch.Tensor, t: torch.Tensor, generator=None, loss_mask=None) -> torch.Tensor:
+        """Scalar training loss for clean tokens x0 [B, L] at times t [B], per covered token."""
         raise NotImplementedError
 
-    def nelbo(self, net, x0: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
+    def nelbo(self, net, x0: torch.Tensor, t: torch.Tensor, generator=None, loss_mask=None) -> torch.Tensor:
         """Per-sequence NELBO in nats [B] (a one-sample estimate at times t; exact for AR)."""
         raise NotImplementedError
 
@@ -105,11 +107,19 @@ class Family:
         return merged
 
 
+def covered_tokens(x0: torch.Tensor, loss_mask) -> torch.Tensor | int:
+    """The loss's normaliser: every token of the batch, or the covered ones (like the reference)."""
+    return x0.numel() if loss_mask is None else loss_mask.sum().clamp(min=1)
+
+
 def masked_tokens_init(request: SampleRequest, fill_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, L] ids all `fill_id` except fixed positions (prompt/infill); and the fixed mask."""
     b, n = request.num_samples, request.length
     z = torch.full((b, n), fill_id, dtype=torch.long, device=device)
     fixed = torch.zeros(b, n, dtype=torch.bool, device=device)
+    if request.prompts:   # one prefix per sample
+        p = request.prompt_length
+        z[:, :p], fixed[:, :p] = request.prompt_rows(device), True
     for pos, tok in request.fixed_positions().items():
         z[:, pos], fixed[:, pos] = tok, True
     return z, fixed

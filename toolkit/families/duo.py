@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import Family, masked_tokens_init, register
+from toolkit.families.base import Family, covered_tokens, masked_tokens_init, register
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, top_p_filter
 from toolkit.schedule import EPS
 from toolkit.values import parse_value
@@ -74,11 +74,14 @@ class Duo(Family):
         "nucleus": ("posterior", "what top-p trims: posterior (the reference) or x_theta"),
     }
 
-    def corrupt(self, x0, t, generator=None):
-        """With probability 1 - alpha_t a token is replaced by a uniform random id."""
+    def corrupt(self, x0, t, generator=None, loss_mask=None):
+        """With probability 1 - alpha_t a token is replaced by a uniform random id (only where loss_mask)."""
         u = torch.rand(x0.shape, generator=generator, device=x0.device)
         noise = torch.randint(0, self.vocab_size, x0.shape, generator=generator, device=x0.device)
-        return torch.where(u < (1 - self.schedule.alpha(t))[:, None], noise, x0)
+        noised = u < (1 - self.schedule.alpha(t))[:, None]
+        if loss_mask is not None:
+            noised &= loss_mask
+        return torch.where(noised, noise, x0)
 
     def forward_sample(self, x0, t, generator=None):
         return self.corrupt(x0, t, generator)
@@ -86,13 +89,14 @@ class Duo(Family):
     def x_theta(self, net, z_t, t):
         return self.without_mask(net(z_t, self.schedule.sigma(t))).softmax(-1)
 
-    def nelbo(self, net, x0, t, generator=None):
+    def nelbo(self, net, x0, t, generator=None, loss_mask=None):
         t = t.clamp(max=1 - EPS)  # alpha_t -> 0 divides by zero; the integrand vanishes there
-        z_t = self.corrupt(x0, t, generator)
-        return duo_nelbo_terms(self.x_theta(net, z_t, t), x0, z_t, self.schedule.alpha(t)).sum(1)
+        z_t = self.corrupt(x0, t, generator, loss_mask)
+        terms = duo_nelbo_terms(self.x_theta(net, z_t, t), x0, z_t, self.schedule.alpha(t))
+        return (terms if loss_mask is None else terms * loss_mask).sum(1)   # a clean prompt is not scored
 
-    def loss(self, net, x0, t, generator=None):
-        return self.nelbo(net, x0, t, generator).sum() / x0.numel()
+    def loss(self, net, x0, t, generator=None, loss_mask=None):
+        return self.nelbo(net, x0, t, generator, loss_mask).sum() / covered_tokens(x0, loss_mask)
 
     def check_sampling_options(self, options: dict) -> dict:
         options = dict(options)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.errors import UserError
-from toolkit.families.base import Family, masked_tokens_init, register
+from toolkit.families.base import Family, covered_tokens, masked_tokens_init, register
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, time_grid
 
 LOSSES = ("elbo", "low_var")
@@ -38,10 +38,12 @@ class MDLM(Family):
     decode_attention = "bidirectional"   # the denoiser sees every position (toolkit/samplers/block.py)
 
     # -- forward process ---------------------------------------------------------------
-    def corrupt(self, x0, t, generator=None):
-        """z_t: each token masked independently with probability 1 - alpha_t."""
+    def corrupt(self, x0, t, generator=None, loss_mask=None):
+        """z_t: each token masked independently with probability 1 - alpha_t (only where loss_mask)."""
         u = torch.rand(x0.shape, generator=generator, device=x0.device)
         masked = u < (1 - self.schedule.alpha(t))[:, None]
+        if loss_mask is not None:
+            masked &= loss_mask
         return torch.where(masked, self.mask_id, x0), masked
 
     def forward_sample(self, x0, t, generator=None):
@@ -55,11 +57,6 @@ class MDLM(Family):
         """Logits of x0 given z_t (the backbone ignores time: sigma = 0)."""
         return self.subs_logits(net(z_t))
 
-    def masked_ce(self, logits, x0, masked):
-        """[B, L] cross-entropy at masked positions, 0 elsewhere."""
-        ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none").view_as(x0)
-        return ce * masked
-
     def weight(self, t):
         """-alpha'_t / (1 - alpha_t): the continuous-time ELBO weight (1/t for alpha_0 = 1)."""
         return -self.schedule.alpha_prime(t) / (1 - self.schedule.alpha(t))
@@ -71,22 +68,22 @@ class MDLM(Family):
         ce[select] = F.cross_entropy(logits, targets[select], reduction="none")
         return ce
 
-    def diffusion_terms(self, net, x0, t, generator=None):
-        z_t, masked = self.corrupt(x0, t, generator)
+    def diffusion_terms(self, net, x0, t, generator=None, loss_mask=None):
+        z_t, masked = self.corrupt(x0, t, generator, loss_mask)
         return self.selected_ce(net, z_t, x0, masked), masked
 
     # -- objectives --------------------------------------------------------------------
-    def nelbo(self, net, x0, t, generator=None):
-        ce, _ = self.diffusion_terms(net, x0, t, generator)
+    def nelbo(self, net, x0, t, generator=None, loss_mask=None):
+        ce, _ = self.diffusion_terms(net, x0, t, generator, loss_mask)
         return self.weight(t) * ce.sum(1)
 
-    def loss(self, net, x0, t, generator=None):
-        ce, masked = self.diffusion_terms(net, x0, t, generator)
+    def loss(self, net, x0, t, generator=None, loss_mask=None):
+        ce, masked = self.diffusion_terms(net, x0, t, generator, loss_mask)
         if self.options.loss == "low_var":
             # the reference divides by every token of the batch, not by the masked ones: then a
             # batch's loss is the mean of its chunks' losses whatever the ranks and micro-steps
-            return ce.sum() / x0.numel()
-        return (self.weight(t) * ce.sum(1)).sum() / x0.numel()
+            return ce.sum() / covered_tokens(x0, loss_mask)
+        return (self.weight(t) * ce.sum(1)).sum() / covered_tokens(x0, loss_mask)
 
     # -- sampling ----------------------------------------------------------------------
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:

@@ -20,9 +20,11 @@ from toolkit.errors import UserError
 from toolkit.lm import build_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
+from toolkit.model.lora import add_lora
 from toolkit.scaling.flops import train_flops_per_sequence
 from toolkit.trainer import checkpointing
 from toolkit.trainer.distributed import Distributed
+from toolkit.trainer.finetune import load_init_weights, save_merged
 from toolkit.trainer.guards import BestKeeper
 from toolkit.trainer.metrics_log import LogWindow, initial_record, print_runtime, progress_bar
 from toolkit.trainer.step import lr_at, train_step
@@ -54,6 +56,10 @@ class Trainer:
         self.family = build_family(cfg, self.data.tokenizer)
         torch.manual_seed(t.seed)
         self.net = Backbone(cfg.model).to(self.dist.device)
+        if t.init:   # fine-tuning: start from a checkpoint's weights
+            load_init_weights(self.net, t.init, cfg.model.vocab_size)
+        # LoRA: adapters only, the backbone's own weights stay frozen
+        self.lora = add_lora(self.net, t) if t.lora_rank else None
         self.net.backend = resolve_backend(cfg.model.attention, self.dist.device)
         self.model = self._wrap(self.net)
         self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
@@ -101,8 +107,9 @@ class Trainer:
 
     def _optimizer(self):
         o = self.cfg.optim
-        decay = [p for n, p in self.net.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.net.named_parameters() if p.dim() < 2]
+        trainable = [p for p in self.net.parameters() if p.requires_grad]   # LoRA freezes the rest
+        decay = [p for p in trainable if p.dim() >= 2]
+        no_decay = [p for p in trainable if p.dim() < 2]
         return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}],
                                  lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
@@ -209,5 +216,7 @@ class Trainer:
                 self.window.restart_clock()
         if progress is not None:
             progress.close()
+        if self.lora is not None and self.dist.main:
+            save_merged(self.lora, self.out / "merged", self.cfg)
         self.dist.close()
         return {"step": self.step, "out": str(self.out)}

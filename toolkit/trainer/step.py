@@ -61,7 +61,10 @@ def train_step(tr) -> float:
     total = 0.0
     for micro in range(t.grad_accum):
         chunk = local_chunk(tr.dist.rank, t.grad_accum, micro)
-        x0 = tr.data.train[chunk_rows(rows, chunk, tr.chunk_size)].to(tr.dist.device, non_blocking=True)
+        picked = chunk_rows(rows, chunk, tr.chunk_size)
+        x0 = tr.data.train[picked].to(tr.dist.device, non_blocking=True)
+        # fine-tuning rows carry a loss mask; pre-training calls the family exactly as before
+        masked = {} if tr.data.train_mask is None else {"loss_mask": tr.data.train_mask[picked].to(tr.dist.device)}
         t_chunk = chunk_rows(times, chunk, tr.chunk_size).to(tr.dist.device)
         g = step_generator(t.seed, tr.step, chunk, tr.dist.device)
         last_micro = micro == t.grad_accum - 1
@@ -71,7 +74,7 @@ def train_step(tr) -> float:
         elif tr.dist.world > 1 and not last_micro:
             sync = tr.model.no_sync()
         with sync, tr.autocast():
-            loss = tr.family.loss(tr.model, x0, t_chunk, g) / t.grad_accum
+            loss = tr.family.loss(tr.model, x0, t_chunk, g, **masked) / t.grad_accum
         loss.backward()
         total += float(loss.detach())
         faults.point("train.backward")

@@ -16,8 +16,8 @@ def validate(tr) -> float:
     so the figure does not depend on the number of ranks.
     """
     tr.net.eval()
-    t, val = tr.cfg.train, tr.data.val
-    total = 0.0
+    t, val, val_mask = tr.cfg.train, tr.data.val, tr.data.val_mask
+    total, covered = 0.0, 0.0
     rounds = -(-t.eval_batches // tr.dist.world)
     for r in range(rounds):
         i = r * tr.dist.world + tr.dist.rank
@@ -28,11 +28,18 @@ def validate(tr) -> float:
         b = i % t.eval_batches
         rows = torch.arange(b * tr.chunk_size, (b + 1) * tr.chunk_size) % len(val)
         x0 = val[rows].to(tr.dist.device)
+        mask = val_mask[rows].to(tr.dist.device) if val_mask is not None else None
         g = step_generator(t.seed + 17, 0, b, tr.dist.device)
         with tr.autocast():
-            nelbo = tr.family.nelbo(tr.net, x0, antithetic_times(len(rows), g, tr.dist.device), g)
+            nelbo = tr.family.nelbo(tr.net, x0, antithetic_times(len(rows), g, tr.dist.device), g,
+                                      **({} if mask is None else {"loss_mask": mask}))
         if i < t.eval_batches:
-            total += float(nelbo.sum()) / x0.shape[1]
+            if mask is None:
+                total += float(nelbo.sum()) / x0.shape[1]
+            else:   # fine-tuning: nats per response token
+                total, covered = total + float(nelbo.sum()), covered + float(mask.sum())
         faults.point("eval.batch")
     tr.net.train()
+    if val_mask is not None:
+        return tr.dist.all_sum(total) / max(tr.dist.all_sum(covered), 1.0)
     return tr.dist.all_sum(total) / (t.eval_batches * tr.chunk_size)
