@@ -296,3 +296,14 @@ def test_ar_loss_is_exact_nll():
     assert ref.scored_tokens(x0) == 2 * 6
     torch.testing.assert_close(ref.nelbo(net, x0), nll, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(ref.loss(net, x0), nll.sum() / 12, atol=1e-5, rtol=1e-5)
+
+
+def test_ar_prompt_masked_loss_with_a_single_scored_token_is_that_tokens_nll():
+    """Fine-tuning's normaliser counts the scored targets, even when there is just one."""
+    net = small_net(vocab=V)
+    fam = AR(None, V, MASK, BOS)
+    x0 = torch.randint(0, 10, (1, 6))
+    loss_mask = torch.zeros(1, 6, dtype=torch.bool)
+    loss_mask[0, 4] = True
+    nll = chain_rule_nll(net, x0[:, :5], 4, [BOS])
+    torch.testing.assert_close(fam.loss(net, x0, loss_mask=loss_mask), nll[0], atol=1e-5, rtol=1e-5)

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TESTS = ["tests/test_families.py", "tests/test_family_math.py", "tests/test_family_reverse_steps.py"]
+DEFAULT_TESTS = ["tests/test_families.py", "tests/test_family_math.py", "tests/test_family_reverse_steps.py",
+                 "tests/test_finetune.py"]   # the last: the families' prompt-masked (fine-tuning) losses
 TARGETS = ["toolkit/families/*.py", "toolkit/schedule.py"]
 # functions (or methods) whose math the check mutates; others (validation, registry, records) are skipped
 FOCUS = {
