@@ -307,3 +307,14 @@ def test_ar_prompt_masked_loss_with_a_single_scored_token_is_that_tokens_nll():
     loss_mask[0, 4] = True
     nll = chain_rule_nll(net, x0[:, :5], 4, [BOS])
     torch.testing.assert_close(fam.loss(net, x0, loss_mask=loss_mask), nll[0], atol=1e-5, rtol=1e-5)
+
+
+def test_ar_trace_times_and_step_numbers_follow_the_generated_positions():
+    """With a prompt of p tokens and length n, step k reveals position p + k - 1 at t = 1 - (k-1)/(n-p)."""
+    net = small_net(vocab=V)
+    n, p = 7, 2
+    steps = list(AR(None, V, MASK, BOS).sample(net, SampleRequest(num_samples=2, length=n, seed=0, prompt=[1, 2])))
+    assert [s.step for s in steps] == list(range(1, n - p + 1))
+    for k, s in enumerate(steps, start=1):
+        assert s.t == pytest.approx(1 - (k - 1) / (n - p)) and s.s == pytest.approx(1 - k / (n - p))
+        assert s.changed[:, p + k - 1].all() and int(s.changed.sum()) == 2

@@ -50,6 +50,9 @@ class Family:
     sampling_options: ClassVar[dict[str, tuple[object, str]]] = {}
     # decoding strategies (toolkit/samplers/) this family supports; the first is its default
     samplers: ClassVar[tuple[str, ...]] = ("ancestral",)
+    # how the denoiser attends while decoding: "bidirectional" or "causal_order" (causal over tokens
+    # in reveal order, so prefix KV caches are exact); the samplers read it, never the family's name
+    decode_attention: ClassVar[str] = "bidirectional"
 
     def __init__(self, options, vocab_size: int, mask_id: int, bos_id: int):
         self.options = options if options is not None else self.Options()

@@ -52,7 +52,7 @@ def names() -> list[str]:
 
 
 def supported(family) -> tuple[str, ...]:
-    return tuple(getattr(family, "samplers", (DEFAULT,)))
+    return tuple(family.samplers)
 
 
 def get_sampler(name: str, family) -> Sampler:

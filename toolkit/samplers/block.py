@@ -65,13 +65,13 @@ class Block(Sampler):
     Options = BlockOptions
 
     def check(self, family, request, o):
-        if getattr(family, "decode_attention", "bidirectional") == "causal_order":
+        if family.decode_attention == "causal_order":
             _check_causal_order(family, request, o)
         else:
             _cache_mode(o, request, exact_prefix=o.attention == "block_causal")
 
     def run(self, family, net, request, o, device):
-        kind = getattr(family, "decode_attention", "bidirectional")
+        kind = family.decode_attention
         runner = _causal_order if kind == "causal_order" else _bidirectional
         yield from runner(family, net, request, o, device)
 

@@ -58,11 +58,11 @@ class Confidence(Sampler):
     Options = ConfidenceOptions
 
     def check(self, family, request, o):
-        if o.threshold > 0 and getattr(family, "decode_attention", "bidirectional") == "causal_order":
+        if o.threshold > 0 and family.decode_attention == "causal_order":
             raise UserError(f"family {family.name}: the confidence threshold rule is not offered (use k or the even split)")
 
     def run(self, family, net, request, o, device):
-        if getattr(family, "decode_attention", "bidirectional") == "causal_order":
+        if family.decode_attention == "causal_order":
             yield from _causal_order(family, net, request, o, device)
             return
         gen = torch.Generator(device="cpu").manual_seed(request.seed)
