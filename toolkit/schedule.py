@@ -13,7 +13,7 @@ class LogLinear:
     1 - alpha_0 of tokens is left for its sequential (left-to-right) phase.
     """
 
-    def __init__(self, alpha_0: float = 1.0):
+    def __init__(self, alpha_0: float):
         self.alpha_0 = alpha_0
 
     def alpha(self, t):
