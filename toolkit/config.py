@@ -27,6 +27,7 @@ class ModelConfig:
     vocab_size: int = 0          # filled from the tokenizer
     max_seq_len: int = 256       # rotary tables are built up to this length
     attention: str = "auto"      # auto | sdpa | xformers | math
+    fused_head: bool = True      # training scores tokens with the chunked head + cross-entropy (no [N, V] logits)
 
     def apply_preset(self, name: str) -> None:
         try:

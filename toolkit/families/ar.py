@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from toolkit.errors import UserError
 from toolkit.families.base import Family, register
@@ -57,8 +56,7 @@ class AR(Family):
 
     def nelbo(self, net, x0, t=None, generator=None, loss_mask=None):
         inputs, targets = self._inputs_targets(x0)
-        logits = self.next_token_logits(net, inputs)
-        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+        ce = self.token_nll(net, inputs, targets, causal=True)   # [MASK] suppressed, as in sampling
         if loss_mask is not None:   # a prompt conditions, unscored
             ce = ce * self._target_mask(loss_mask, targets)
         return ce.sum(1)

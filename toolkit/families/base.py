@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Iterator
 
 import torch
+import torch.nn.functional as F
 
 from toolkit.errors import UserError
+from toolkit.model.backbone import fuses_head
 from toolkit.sampling import SampleRequest, Step
 from toolkit.schedule import LogLinear
 from toolkit.values import parse_value
@@ -89,6 +91,28 @@ class Family:
         logits = logits.float()
         logits[..., self.mask_id] = float("-inf")
         return logits
+
+    def token_nll(self, net, tokens, targets, select=None, **net_kwargs) -> torch.Tensor:
+        """-log p(targets | tokens) per position [B, L] (fp32; 0 where the bool `select` is False),
+        [MASK] never predicted. With `select` the head runs only at those positions.
+
+        A backbone with `fused_head` (the default) computes it in its chunked head + cross-entropy
+        (toolkit/model/fused_head.py) without forming [positions, V] logits; any other network
+        is asked for logits, and the cross-entropy taken here (the same numbers up to fp32 round-off).
+        """
+        if select is not None:
+            net_kwargs["select"] = select
+        if fuses_head(net):
+            nll = net(tokens, targets=targets, exclude=self.mask_id, **net_kwargs)
+        else:
+            logits = self.without_mask(net(tokens, **net_kwargs))
+            picked = targets if select is None else targets[select]
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1), reduction="none")
+        if select is None:
+            return nll.view(targets.shape)
+        out = torch.zeros(select.shape, dtype=nll.dtype, device=nll.device)
+        out[select] = nll
+        return out
 
     # -- sampling ----------------------------------------------------------------------
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:

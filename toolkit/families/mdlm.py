@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from toolkit.errors import UserError
 from toolkit.families.base import Family, covered_tokens, masked_tokens_init, register
@@ -63,10 +62,7 @@ class MDLM(Family):
 
     def selected_ce(self, net, tokens, targets, select, **net_kwargs):
         """[B, L] cross-entropy where `select` is True (0 elsewhere); the head runs only there."""
-        logits = self.subs_logits(net(tokens, select=select, **net_kwargs))
-        ce = torch.zeros(select.shape, dtype=logits.dtype, device=logits.device)
-        ce[select] = F.cross_entropy(logits, targets[select], reduction="none")
-        return ce
+        return self.token_nll(net, tokens, targets, select=select, **net_kwargs)   # SUBS: never [MASK]
 
     def diffusion_terms(self, net, x0, t, generator=None, loss_mask=None):
         z_t, masked = self.corrupt(x0, t, generator, loss_mask)

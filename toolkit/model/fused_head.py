@@ -1,0 +1,180 @@
+"""The output head fused with its cross-entropy, in row chunks: never the full [N, V] logits.
+
+The head is the widest matrix of the model. Computing `logits = x W^T + b` for all N scored
+positions, casting them to fp32 and taking a cross-entropy keeps several [N, V] tensors alive
+until the backward pass (the logits, their fp32 copy, the log-softmax). Here the rows are taken
+`chunk_rows` at a time: per chunk the logits are formed (in the autocast dtype when autocast is
+on, as nn.Linear would), the log-sum-exp and the NLL taken in fp32, and the chunk dropped. Only
+x, W, b, the targets and the per-row log-sum-exp [N] are kept for the backward pass.
+
+Why recompute in backward rather than compute the gradients in forward (the "Liger" trick)?
+The caller's gradient of the per-row NLL is known only in backward, and the families weight rows
+differently (MDLM's 1/t per sequence, loss masks, Eso-LM's two phases). grad_x is row-wise and
+could be scaled afterwards, but grad_W = sum_i g_i (softmax_i - onehot_i) x_i^T mixes rows, so a
+gradient formed in forward is exact only when every row has the same weight. The backward pass
+here recomputes each chunk's logits (one extra head GEMM: 4 instead of 3) and is exact for any
+per-row weights. `linear_cross_entropy_sum` is the forward-gradient variant, for a weighted sum
+whose weights are known up front; `toolkit/model/head_benchmark.py` measures both against the
+unfused head (figures in docs/performance.md).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def default_chunk_rows(n: int, d: int, vocab: int) -> int:
+    """Rows per chunk so that a chunk of logits is about as large as x itself (n x d), >= 64."""
+    rows = max(64, -(-n * d // max(vocab, 1)))
+    return 1 << (rows - 1).bit_length()   # a power of two: GEMM friendly
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The matmul dtype nn.Linear would use here: the autocast dtype when autocast is on."""
+    kind = x.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
+
+
+def _chunk_logits(x, w, b, exclude):
+    """fp32 logits of one chunk (inputs already in the compute dtype), `exclude` at -inf."""
+    logits = F.linear(x, w, b).float()
+    if exclude is not None:
+        logits[:, exclude] = float("-inf")
+    return logits
+
+
+def _spans(n: int, chunk: int):
+    return ((s, min(s + chunk, n)) for s in range(0, n, chunk))
+
+
+def _accumulate(d, xs, w, s, e, grad_x, grad_w):
+    """grad_x[s:e] = d W and grad_W += d^T x_chunk (d: the chunk's dlogits in the compute dtype)."""
+    if grad_x is not None:
+        grad_x[s:e] = d @ w
+    if grad_w is not None:
+        if grad_w.dtype == d.dtype:
+            grad_w.addmm_(d.T, xs)
+        else:   # bf16 products, accumulated over the chunks in fp32
+            grad_w += (d.T @ xs).float()
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Per-row NLL of softmax(x W^T + b); backward recomputes the logits chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, targets, exclude, chunk, dtype):
+        with torch.autocast(x.device.type, enabled=False):
+            w = weight.to(dtype)
+            b = bias.to(dtype) if bias is not None else None
+            nll = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+            lse = torch.empty_like(nll)
+            for s, e in _spans(x.shape[0], chunk):
+                logits = _chunk_logits(x[s:e].to(dtype), w, b, exclude)
+                lse[s:e] = torch.logsumexp(logits, dim=-1)
+                nll[s:e] = lse[s:e] - logits.gather(1, targets[s:e, None]).squeeze(1)
+        ctx.save_for_backward(x, weight, bias, targets, lse)
+        ctx.exclude, ctx.chunk, ctx.dtype = exclude, chunk, dtype
+        ctx.mark_non_differentiable(lse)
+        return nll
+
+    @staticmethod
+    def backward(ctx, grad_nll):
+        x, weight, bias, targets, lse = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        dtype, g = ctx.dtype, grad_nll.float()
+        with torch.autocast(x.device.type, enabled=False):
+            w = weight.to(dtype)
+            b = bias.to(dtype) if bias is not None else None
+            grad_x = torch.empty_like(x) if need_x else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_w else None
+            grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=x.device) if need_b else None
+            for s, e in _spans(x.shape[0], ctx.chunk):
+                xs = x[s:e].to(dtype)
+                # d NLL / d logits = softmax - onehot, times each row's incoming gradient
+                d = _chunk_logits(xs, w, b, ctx.exclude).sub_(lse[s:e, None]).exp_()
+                d[torch.arange(e - s, device=x.device), targets[s:e]] -= 1.0
+                d.mul_(g[s:e, None])
+                if need_b:
+                    grad_b += d.sum(0)
+                d = d.to(dtype)
+                _accumulate(d, xs, w, s, e, grad_x, grad_w)
+        return (grad_x, grad_w.to(weight.dtype) if need_w else None,
+                grad_b.to(bias.dtype) if need_b else None, None, None, None, None)
+
+
+@torch.compiler.disable   # a Python loop over a data-dependent row count: run it eagerly
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         targets: torch.Tensor, exclude: int | None = None,
+                         chunk_rows: int | None = None) -> torch.Tensor:
+    """Per-row NLL [N] (fp32) of `F.cross_entropy(x @ W.T + b, targets)`, logit `exclude` at -inf.
+
+    x: [N, d]; weight: [V, d]; bias: [V] or None; targets: [N] ids. Matches nn.Linear under
+    autocast (matmul in the autocast dtype, softmax in fp32); exact gradients for any per-row
+    weighting of the result. chunk_rows: rows per chunk (default: `default_chunk_rows`).
+    """
+    n, d = x.shape
+    chunk = chunk_rows or default_chunk_rows(n, d, weight.shape[0])
+    return _LinearCrossEntropy.apply(x, weight, bias, targets, exclude, max(1, chunk), _compute_dtype(x))
+
+
+class _LinearCrossEntropySum(torch.autograd.Function):
+    """sum_i weights_i * NLL_i with the gradients formed in forward (3 head GEMMs, not 4)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, targets, row_weights, exclude, chunk, dtype):
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        with torch.autocast(x.device.type, enabled=False):
+            w = weight.to(dtype)
+            b = bias.to(dtype) if bias is not None else None
+            total = torch.zeros((), dtype=torch.float32, device=x.device)
+            grad_x = torch.empty_like(x) if need_x else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_w else None
+            grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=x.device) if need_b else None
+            rw = row_weights.float()
+            for s, e in _spans(x.shape[0], chunk):
+                xs = x[s:e].to(dtype)
+                logits = _chunk_logits(xs, w, b, exclude)
+                lse = torch.logsumexp(logits, dim=-1)
+                nll = lse - logits.gather(1, targets[s:e, None]).squeeze(1)
+                total += (rw[s:e] * nll).sum()
+                if not (need_x or need_w or need_b):
+                    continue
+                d = logits.sub_(lse[:, None]).exp_()
+                d[torch.arange(e - s, device=x.device), targets[s:e]] -= 1.0
+                d.mul_(rw[s:e, None])
+                if need_b:
+                    grad_b += d.sum(0)
+                d = d.to(dtype)
+                _accumulate(d, xs, w, s, e, grad_x, grad_w)
+        ctx.grads = (grad_x, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grads = tuple(None if t is None else t * grad_total.to(t.dtype) for t in ctx.grads)
+        ctx.grads = None
+        return (*grads, None, None, None, None, None)
+
+
+@torch.compiler.disable
+def linear_cross_entropy_sum(x, weight, bias, targets, row_weights, exclude: int | None = None,
+                             chunk_rows: int | None = None) -> torch.Tensor:
+    """Scalar sum_i row_weights_i * NLL_i; gradients formed during forward (row_weights: [N], no grad).
+
+    Cheaper than `linear_cross_entropy` by one head GEMM, but the weights must be known before
+    the call and the result is one number: the per-row NLL is not available to the caller.
+    """
+    n, d = x.shape
+    chunk = chunk_rows or default_chunk_rows(n, d, weight.shape[0])
+    return _LinearCrossEntropySum.apply(x, weight, bias, targets, row_weights.detach(), exclude,
+                                        max(1, chunk), _compute_dtype(x))
+
+
+def unfused_cross_entropy(x, weight, bias, targets, exclude: int | None = None) -> torch.Tensor:
+    """The plain computation (full fp32 logits): the reference the fused head is tested against."""
+    logits = F.linear(x, weight, bias).float()
+    if exclude is not None:
+        logits[:, exclude] = float("-inf")
+    return F.cross_entropy(logits, targets, reduction="none")
