@@ -104,7 +104,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_b.to(bias.dtype) if need_b else None, None, None, None, None)
 
 
-@torch.compiler.disable   # a Python loop over a data-dependent row count: run it eagerly
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          targets: torch.Tensor, exclude: int | None = None,
                          chunk_rows: int | None = None) -> torch.Tensor:
@@ -114,6 +113,12 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     autocast (matmul in the autocast dtype, softmax in fp32); exact gradients for any per-row
     weighting of the result. chunk_rows: rows per chunk (default: `default_chunk_rows`).
     """
+    if torch.compiler.is_compiling():   # a graph break: the chunk loop runs eagerly (decorating
+        return torch.compiler.disable(_linear_cross_entropy)(x, weight, bias, targets, exclude, chunk_rows)
+    return _linear_cross_entropy(x, weight, bias, targets, exclude, chunk_rows)  # at import costs 1 s)
+
+
+def _linear_cross_entropy(x, weight, bias, targets, exclude, chunk_rows):
     n, d = x.shape
     chunk = chunk_rows or default_chunk_rows(n, d, weight.shape[0])
     return _LinearCrossEntropy.apply(x, weight, bias, targets, exclude, max(1, chunk), _compute_dtype(x))
