@@ -49,15 +49,44 @@ def _spans(n: int, chunk: int):
     return ((s, min(s + chunk, n)) for s in range(0, n, chunk))
 
 
-def _accumulate(d, xs, w, s, e, grad_x, grad_w):
-    """grad_x[s:e] = d W and grad_W += d^T x_chunk (d: the chunk's dlogits in the compute dtype)."""
+def _accumulate(d, rows, xs, w, s, e, grads):
+    """Add one chunk's gradients, d = softmax - onehot (fp32) and `rows` the per-row weights [chunk].
+
+    The row weights scale the skinny operands (x rows, the [chunk, d] product) rather than d: a pass
+    over [chunk, V] saved. grads: (grad_x [N, d] or None, grad_W fp32 or None, grad_b fp32 or None).
+    """
+    grad_x, grad_w, grad_b = grads
+    if grad_b is not None:
+        grad_b.addmv_(d.T, rows)
+    d = d.to(w.dtype)
     if grad_x is not None:
-        grad_x[s:e] = d @ w
+        grad_x[s:e] = (d @ w).float().mul_(rows[:, None])
     if grad_w is not None:
+        scaled = (xs.float() * rows[:, None]).to(w.dtype)
         if grad_w.dtype == d.dtype:
-            grad_w.addmm_(d.T, xs)
+            grad_w.addmm_(d.T, scaled)
         else:   # bf16 products, accumulated over the chunks in fp32
-            grad_w += (d.T @ xs).float()
+            grad_w += (d.T @ scaled).float()
+
+
+def _softmax_minus_onehot(logits, lse, targets):
+    """d NLL / d logits of one chunk, in place of its fp32 logits."""
+    d = logits.sub_(lse[:, None]).exp_()
+    d[torch.arange(d.shape[0], device=d.device), targets] -= 1.0
+    return d
+
+
+def _grad_buffers(x, weight, bias, need):
+    need_x, need_w, need_b = need
+    return (torch.empty_like(x) if need_x else None,
+            torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_w else None,
+            torch.zeros(weight.shape[0], dtype=torch.float32, device=x.device) if need_b and bias is not None else None)
+
+
+def _as_param_grads(grads, weight, bias):
+    grad_x, grad_w, grad_b = grads
+    return (grad_x, None if grad_w is None else grad_w.to(weight.dtype),
+            None if grad_b is None else grad_b.to(bias.dtype))
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -82,26 +111,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_nll):
         x, weight, bias, targets, lse = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
         dtype, g = ctx.dtype, grad_nll.float()
         with torch.autocast(x.device.type, enabled=False):
             w = weight.to(dtype)
             b = bias.to(dtype) if bias is not None else None
-            grad_x = torch.empty_like(x) if need_x else None
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_w else None
-            grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=x.device) if need_b else None
+            grads = _grad_buffers(x, weight, bias, ctx.needs_input_grad[:3])
             for s, e in _spans(x.shape[0], ctx.chunk):
                 xs = x[s:e].to(dtype)
-                # d NLL / d logits = softmax - onehot, times each row's incoming gradient
-                d = _chunk_logits(xs, w, b, ctx.exclude).sub_(lse[s:e, None]).exp_()
-                d[torch.arange(e - s, device=x.device), targets[s:e]] -= 1.0
-                d.mul_(g[s:e, None])
-                if need_b:
-                    grad_b += d.sum(0)
-                d = d.to(dtype)
-                _accumulate(d, xs, w, s, e, grad_x, grad_w)
-        return (grad_x, grad_w.to(weight.dtype) if need_w else None,
-                grad_b.to(bias.dtype) if need_b else None, None, None, None, None)
+                d = _softmax_minus_onehot(_chunk_logits(xs, w, b, ctx.exclude), lse[s:e], targets[s:e])
+                _accumulate(d, g[s:e], xs, w, s, e, grads)
+        return (*_as_param_grads(grads, weight, bias), None, None, None, None)
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -113,9 +132,16 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     autocast (matmul in the autocast dtype, softmax in fp32); exact gradients for any per-row
     weighting of the result. chunk_rows: rows per chunk (default: `default_chunk_rows`).
     """
-    if torch.compiler.is_compiling():   # a graph break: the chunk loop runs eagerly (decorating
-        return torch.compiler.disable(_linear_cross_entropy)(x, weight, bias, targets, exclude, chunk_rows)
-    return _linear_cross_entropy(x, weight, bias, targets, exclude, chunk_rows)  # at import costs 1 s)
+    return _eager(_linear_cross_entropy, x, weight, bias, targets, exclude, chunk_rows)
+
+
+def _eager(fn, *args):
+    """fn(*args); under torch.compile behind a graph break, so that the chunk loop runs eagerly
+    (dynamo cannot trace it). A @torch.compiler.disable decorator would import torch._dynamo,
+    about a second, in every program that imports the model."""
+    if torch.compiler.is_compiling():
+        return torch.compiler.disable(fn)(*args)
+    return fn(*args)
 
 
 def _linear_cross_entropy(x, weight, bias, targets, exclude, chunk_rows):
@@ -129,31 +155,21 @@ class _LinearCrossEntropySum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, targets, row_weights, exclude, chunk, dtype):
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need = ctx.needs_input_grad[:3]
         with torch.autocast(x.device.type, enabled=False):
             w = weight.to(dtype)
             b = bias.to(dtype) if bias is not None else None
             total = torch.zeros((), dtype=torch.float32, device=x.device)
-            grad_x = torch.empty_like(x) if need_x else None
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_w else None
-            grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=x.device) if need_b else None
+            grads = _grad_buffers(x, weight, bias, need)
             rw = row_weights.float()
             for s, e in _spans(x.shape[0], chunk):
                 xs = x[s:e].to(dtype)
                 logits = _chunk_logits(xs, w, b, exclude)
                 lse = torch.logsumexp(logits, dim=-1)
-                nll = lse - logits.gather(1, targets[s:e, None]).squeeze(1)
-                total += (rw[s:e] * nll).sum()
-                if not (need_x or need_w or need_b):
-                    continue
-                d = logits.sub_(lse[:, None]).exp_()
-                d[torch.arange(e - s, device=x.device), targets[s:e]] -= 1.0
-                d.mul_(rw[s:e, None])
-                if need_b:
-                    grad_b += d.sum(0)
-                d = d.to(dtype)
-                _accumulate(d, xs, w, s, e, grad_x, grad_w)
-        ctx.grads = (grad_x, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None)
+                total += rw[s:e] @ (lse - logits.gather(1, targets[s:e, None]).squeeze(1))
+                if any(need):
+                    _accumulate(_softmax_minus_onehot(logits, lse, targets[s:e]), rw[s:e], xs, w, s, e, grads)
+        ctx.grads = _as_param_grads(grads, weight, bias)
         return total
 
     @staticmethod
@@ -163,7 +179,6 @@ class _LinearCrossEntropySum(torch.autograd.Function):
         return (*grads, None, None, None, None, None)
 
 
-@torch.compiler.disable
 def linear_cross_entropy_sum(x, weight, bias, targets, row_weights, exclude: int | None = None,
                              chunk_rows: int | None = None) -> torch.Tensor:
     """Scalar sum_i row_weights_i * NLL_i; gradients formed during forward (row_weights: [N], no grad).
@@ -171,6 +186,10 @@ def linear_cross_entropy_sum(x, weight, bias, targets, row_weights, exclude: int
     Cheaper than `linear_cross_entropy` by one head GEMM, but the weights must be known before
     the call and the result is one number: the per-row NLL is not available to the caller.
     """
+    return _eager(_linear_cross_entropy_sum, x, weight, bias, targets, row_weights, exclude, chunk_rows)
+
+
+def _linear_cross_entropy_sum(x, weight, bias, targets, row_weights, exclude, chunk_rows):
     n, d = x.shape
     chunk = chunk_rows or default_chunk_rows(n, d, weight.shape[0])
     return _LinearCrossEntropySum.apply(x, weight, bias, targets, row_weights.detach(), exclude,
