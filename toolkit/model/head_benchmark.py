@@ -158,6 +158,46 @@ def head_benchmark(shapes=("small",), precisions=("fp32", "bf16"), variants=VARI
             "threads": torch.get_num_threads(), "repeats": repeats, "cases": cases}
 
 
+def training_step_benchmark(families=("ar", "mdlm"), n_layers=8, d_model=512, n_heads=8, seq_len=512,
+                            batch=8, vocab=4096, precisions=("fp32", "bf16"), device="cpu", repeats=3) -> dict:
+    """A family's loss forward + backward through the whole backbone with `fused_head` on and off
+    (interleaved; fastest of `repeats`): tokens/s of each and their ratio."""
+    from toolkit.config import ModelConfig   # deferred: keeps this module's import light for head_benchmark
+    from toolkit.families import get_family
+    from toolkit.model.backbone import Backbone
+    device = torch.device(device)
+    cfg = ModelConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, vocab_size=vocab, max_seq_len=seq_len)
+    torch.manual_seed(0)
+    nets = {True: Backbone(cfg).to(device)}
+    nets[False] = Backbone(ModelConfig(**{**cfg.__dict__, "fused_head": False})).to(device)
+    nets[False].load_state_dict(nets[True].state_dict())
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x0 = torch.randint(0, vocab - 2, (batch, seq_len), generator=g).to(device)
+    t = torch.rand(batch, generator=g).to(device)
+    rows = []
+    for name in families:
+        fam = get_family(name)(None, vocab, vocab - 1, vocab - 2)
+        for precision in precisions:
+            best = {True: float("inf"), False: float("inf")}
+            for i in range(repeats + 1):
+                for fused, net in nets.items():
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    with _autocast(device, precision):
+                        loss = fam.loss(net, x0, t, torch.Generator(device=device).manual_seed(i))
+                    loss.backward()
+                    net.zero_grad(set_to_none=True)
+                    _sync(device)
+                    if i:
+                        best[fused] = min(best[fused], time.perf_counter() - t0)
+            rows.append({"family": name, "precision": precision, "tokens": batch * seq_len,
+                         "fused_tokens_per_s": batch * seq_len / best[True],
+                         "plain_tokens_per_s": batch * seq_len / best[False], "speedup": best[False] / best[True]})
+    return {"device": str(device), "machine": machine_name(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "model": {"n_layers": n_layers, "d_model": d_model,
+            "seq_len": seq_len, "batch": batch, "vocab": vocab}, "steps": rows}
+
+
 def machine_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
