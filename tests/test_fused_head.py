@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from toolkit.config import TrainConfig
 from toolkit.errors import UserError
 from toolkit.families.ar import AR, AROptions
 from toolkit.families.esolm import EsoLM, EsoOptions
@@ -14,29 +15,31 @@ from toolkit.families.mdlm import MaskedOptions, MDLM
 from toolkit.model.backbone import fuses_head
 from toolkit.model.fused_head import (default_chunk_rows, linear_cross_entropy, linear_cross_entropy_sum,
                                       unfused_cross_entropy)
+from toolkit.model.lora import add_lora
 from toolkit.resolve import resolve
 from tests.test_backbone import small_net
 
 D, VOCAB, EXCLUDED = 16, 50, 7
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])   # the same code runs on both
 
 
-def head(n, seed=0, bias=True):
+def head(n, seed=0, bias=True, device="cpu"):
     """x [n, D], W [V, D], b [V] (the excluded id's bias high, so dropping the exclusion shows), ids."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, D, generator=g).requires_grad_()
-    w = (torch.randn(VOCAB, D, generator=g) * 0.5).requires_grad_()
+    x = torch.randn(n, D, generator=g).to(device).requires_grad_()
+    w = (torch.randn(VOCAB, D, generator=g) * 0.5).to(device).requires_grad_()
     b = torch.randn(VOCAB, generator=g)
     b[EXCLUDED] = 3.0
-    b = b.requires_grad_() if bias else None
+    b = b.to(device).requires_grad_() if bias else None
     targets = torch.randint(0, VOCAB - 1, (n,), generator=g)
     targets[targets == EXCLUDED] = VOCAB - 1
     weights = torch.rand(n, generator=g) * 2 - 0.5     # arbitrary per-row gradient, some negative
     weights[::5] = 0.0                                  # and rows that do not count at all
-    return x, w, b, targets, weights
+    return x, w, b, targets.to(device), weights.to(device)
 
 
 def nll_and_grads(fn, x, w, b, targets, weights, autocast=False):
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
         nll = fn(x, w, b, targets)
     params = [p for p in (x, w, b) if p is not None]
     return nll, torch.autograd.grad((nll * weights).sum(), params)
@@ -48,10 +51,11 @@ def assert_grads_close(got, want, rtol):
         torch.testing.assert_close(g, r, rtol=rtol, atol=rtol * r.abs().max().item())
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n,chunk", [(37, 8), (5, 64), (64, 16), (1, 1)])
 @pytest.mark.parametrize("exclude", [None, EXCLUDED])
-def test_fp32_nll_and_gradients_equal_the_unfused_head(n, chunk, exclude):
-    x, w, b, targets, weights = head(n)
+def test_fp32_nll_and_gradients_equal_the_unfused_head(n, chunk, exclude, device):
+    x, w, b, targets, weights = head(n, device=device)
     fused, g_fused = nll_and_grads(lambda *a: linear_cross_entropy(*a, exclude, chunk_rows=chunk), x, w, b, targets, weights)
     plain, g_plain = nll_and_grads(lambda *a: unfused_cross_entropy(*a, exclude), x, w, b, targets, weights)
     assert fused.dtype == torch.float32 and fused.shape == (n,)
@@ -59,10 +63,11 @@ def test_fp32_nll_and_gradients_equal_the_unfused_head(n, chunk, exclude):
     assert_grads_close(g_fused, g_plain, rtol=1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("exclude", [None, EXCLUDED])
-def test_bf16_autocast_follows_nn_linear(exclude):
+def test_bf16_autocast_follows_nn_linear(exclude, device):
     """Under autocast the head's matmuls run in bf16 like nn.Linear; the softmax stays fp32."""
-    x, w, b, targets, weights = head(45, seed=1)
+    x, w, b, targets, weights = head(45, seed=1, device=device)
     fused, g_fused = nll_and_grads(lambda *a: linear_cross_entropy(*a, exclude, chunk_rows=16), x, w, b,
                                    targets, weights, autocast=True)
     plain, g_plain = nll_and_grads(lambda *a: unfused_cross_entropy(*a, exclude), x, w, b, targets, weights,
@@ -180,10 +185,12 @@ def test_family_loss_under_bf16_autocast(name):
         torch.testing.assert_close(fused[2][k], ref, rtol=3e-2, atol=3e-2 * ref.abs().max().item(), msg=k)
 
 
-def test_fuses_head_sees_through_compile_and_not_through_other_wrappers():
+def test_fuses_head_sees_through_compile_and_peft_and_not_through_other_wrappers():
     net = small_net(vocab=V)
     assert fuses_head(torch.compile(net))
     assert not fuses_head(torch.nn.Sequential(net)) and not fuses_head(lambda *a, **k: None)
+    pytest.importorskip("peft")
+    assert fuses_head(add_lora(small_net(vocab=V), TrainConfig(lora_rank=2)))
 
 
 def test_backbone_returns_nll_shaped_like_the_targets():

@@ -15,7 +15,7 @@ gradient formed in forward is exact only when every row has the same weight. The
 here recomputes each chunk's logits (one extra head GEMM: 4 instead of 3) and is exact for any
 per-row weights. `linear_cross_entropy_sum` is the forward-gradient variant, for a weighted sum
 whose weights are known up front; `toolkit/model/head_benchmark.py` measures both against the
-unfused head (figures in docs/performance.md).
+plain head (figures in docs/fused-head.md).
 """
 from __future__ import annotations
 
