@@ -115,6 +115,12 @@ class Distributed:
         dist.all_reduce(t)
         return float(t)
 
+    def all_sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum a tensor on this rank's device over all ranks, in place; queued, never read on the host."""
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t
+
     def all_mean(self, x: float) -> float:
         return self.all_sum(x) / self.world
 

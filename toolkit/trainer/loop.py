@@ -25,7 +25,7 @@ from toolkit.scaling.flops import train_flops_per_sequence
 from toolkit.trainer import checkpointing
 from toolkit.trainer.distributed import Distributed
 from toolkit.trainer.finetune import load_init_weights, save_merged
-from toolkit.trainer.guards import BestKeeper
+from toolkit.trainer.guards import BestKeeper, NonFiniteGuard
 from toolkit.trainer.metrics_log import LogWindow, initial_record, print_runtime, progress_bar
 from toolkit.trainer.step import lr_at, train_step
 from toolkit.trainer.validation import validate
@@ -68,6 +68,7 @@ class Trainer:
         self.step = 0
         self.window = LogWindow()
         self.skipped = 0              # steps skipped for a non-finite loss/gradient (on_nonfinite=skip)
+        self.guard = NonFiniteGuard(self.dist.device, stop=t.on_nonfinite == "stop")
         self.saved_step = None        # the step of the last checkpoint written or resumed from
         self.best = BestKeeper(self.out / rundir.BEST) if t.keep_best else None
         self.lock = None
@@ -106,18 +107,17 @@ class Trainer:
         return model
 
     def _optimizer(self):
+        """AdamW, fused: one kernel per step, and its `found_inf` lets the non-finite guard skip a
+        bad update on the device (step.py) instead of reading the loss on the host every step.
+        Under FSDP2 the fused kernel runs on the DTensor shards and takes the 0-dim `found_inf`
+        as replicated (tests/test_distributed.py resumes a run on 2 FSDP2 ranks)."""
         o = self.cfg.optim
         trainable = [p for p in self.net.parameters() if p.requires_grad]   # LoRA freezes the rest
         decay = [p for p in trainable if p.dim() >= 2]
         no_decay = [p for p in trainable if p.dim() < 2]
         return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}],
-                                 lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
-
-    def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+                                 lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=True)
 
     def autocast(self):
         if self.precision == "bf16":
@@ -192,15 +192,18 @@ class Trainer:
         progress = progress_bar(t.max_steps, self.step, self.cfg.family) if t.progress and self.dist.main else None
         self.window.start()
         while self.step < t.max_steps:
-            loss = self.train_step()
+            loss = self.train_step()   # a device tensor: nothing below reads it until a log point
             self.step += 1
             self.window.add(loss, self.tokens_per_step)
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss:.3f}")
             last = self.step == t.max_steps
             evaluate = self.step % t.eval_every == 0 or last
-            if self.step % t.log_every == 0 or evaluate:
+            log = self.step % t.log_every == 0 or evaluate
+            save = self.step % t.save_every == 0 or last
+            if log or save:   # the host reads the non-finite flags before anything is logged or written
+                self.guard.check(self)
+            if log:
                 record = self.window.record(self.step, self.step * self.tokens_per_step,
                                             self.step * t.batch_size * self.flops_per_seq, lr_at(self.step - 1, self.cfg))
                 if self.skipped:
@@ -210,10 +213,13 @@ class Trainer:
                 self.log(record)
                 if evaluate:
                     checkpointing.save_best(self, record["val_nelbo"])
+                if progress is not None and record["train_loss"] is not None:
+                    progress.set_postfix(loss=f"{record['train_loss']:.3f}")
                 self.window.start()
-            if self.step % t.save_every == 0 or last:
+            if save:
                 self.save()
                 self.window.restart_clock()
+        self.guard.check(self)
         if progress is not None:
             progress.close()
         if self.lora is not None and self.dist.main:
