@@ -124,6 +124,11 @@ class Distributed:
     def all_mean(self, x: float) -> float:
         return self.all_sum(x) / self.world
 
+    def wait(self):
+        """Wait until this rank's device has run everything queued (timing at a log point)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def barrier(self):
         if self.world > 1:
             if self.device.type == "cuda":

@@ -204,6 +204,7 @@ class Trainer:
             if log or save:   # the host reads the non-finite flags before anything is logged or written
                 self.guard.check(self)
             if log:
+                self.dist.wait()   # tokens/s and elapsed_s count finished work, not queued work
                 record = self.window.record(self.step, self.step * self.tokens_per_step,
                                             self.step * t.batch_size * self.flops_per_seq, lr_at(self.step - 1, self.cfg))
                 if self.skipped:
