@@ -202,6 +202,18 @@ def test_fused_adamw_matches_the_unfused_one(tmp_path):
     assert min((start[k] - b[k]).abs().max().item() for k in a if k in dict(twin.named_parameters())) > 1e-4
 
 
+def test_a_run_saved_by_unfused_adamw_resumes_fused(tmp_path):
+    """Checkpoints written before the optimizer was fused hold fused=None and host step counters."""
+    old = _trainer(tmp_path / "run", "max_steps=2")
+    groups = [{k: v for k, v in g.items() if k != "fused"} for g in old.opt.param_groups]
+    old.opt = torch.optim.AdamW(groups, fused=False)
+    old.fit()
+    resumed = _trainer(tmp_path / "run", "max_steps=4", "resume=true")
+    resumed.fit()
+    assert resumed.step == 4 and all(g["fused"] for g in resumed.opt.param_groups)
+    assert all(float(s["step"]) == 4 for s in resumed.opt.state.values())
+
+
 # -- skip and stop ------------------------------------------------------------------------------------
 def _run_steps(trainer, n: int) -> list[dict]:
     """Weights before step 1 and after each of n steps, without a single host check."""
