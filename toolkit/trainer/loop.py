@@ -17,6 +17,7 @@ from toolkit.checkpoints import rundir
 from toolkit.config import RunConfig
 from toolkit.data import load_data
 from toolkit.errors import UserError
+from toolkit.hardware import resolve_precision
 from toolkit.lm import build_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
@@ -35,7 +36,8 @@ class Trainer:
     """Holds one run's pieces (data, family, network, optimizer, ranks) and runs `fit`; the step,
     validation, logging and checkpointing each live in their own module of this package."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, data=None):
+        """`data`: an already built PackedData (benchmarks feed synthetic tokens); default cfg.data's."""
         self.cfg = cfg
         t = cfg.train
         if t.threads:
@@ -49,7 +51,7 @@ class Trainer:
         leader = self.dist.local_rank == 0
         if not leader:
             self.dist.barrier()
-        self.data = load_data(cfg.data)
+        self.data = load_data(cfg.data) if data is None else data
         if leader:
             self.dist.barrier()
         cfg.model.vocab_size = self.data.tokenizer.get_vocab_size()
@@ -63,7 +65,7 @@ class Trainer:
         self.net.backend = resolve_backend(cfg.model.attention, self.dist.device)
         self.model = self._wrap(self.net)
         self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
-        self.precision = t.precision if t.precision != "auto" else ("bf16" if self.dist.device.type == "cuda" else "fp32")
+        self.precision = resolve_precision(t.precision, self.dist.device)
         self.out = Path(t.out)
         self.step = 0
         self.window = LogWindow()
