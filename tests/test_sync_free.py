@@ -35,8 +35,12 @@ def _poison(trainer, at_step: int):
     trainer.family.loss = loss
 
 
+def _weights_of(net) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
 def _weights(trainer) -> dict:
-    return {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
+    return _weights_of(trainer.net)
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -56,9 +60,10 @@ class HostReads(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in self.NAMES:
-            (self.reads if self.depth == 0 else []).append(name)
-            self.allowed += self.depth > 0
+        if name in self.NAMES and self.depth:
+            self.allowed += 1
+        elif name in self.NAMES:
+            self.reads.append(name)
         return func(*args, **(kwargs or {}))
 
     def allow(self, fn):
@@ -166,10 +171,6 @@ def test_found_inf_leaves_weights_moments_and_step_count_unchanged():
             torch.equal(before_s[i][k], after_s[i][k]) for i in before_s for k in ("exp_avg", "exp_avg_sq", "step"))
         assert unchanged == (flag == 1.0)
     assert float(opt.state_dict()["state"][0]["step"]) == 2
-
-
-def _weights_of(net) -> dict:
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
 def test_fused_adamw_matches_the_unfused_one(tmp_path):
