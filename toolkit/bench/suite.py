@@ -14,8 +14,14 @@ import torch
 
 from toolkit import hardware
 from toolkit.bench import peaks as peak_lib
+from toolkit.bench import reference as ref_lib
+from toolkit.bench.parity import parity
+from toolkit.bench.sampling import sampling_rows, untrained
+from toolkit.bench.targets import evaluate_targets
 from toolkit.bench.train import QUICK_SIZE, Size, forward_throughput, random_backbone, train_throughput
+from toolkit.config import ModelConfig
 from toolkit.families import REGISTRY
+from toolkit.model import attention
 from toolkit.scaling.flops import forward_flops
 
 PARTS = ("peaks", "train", "forward", "sampling", "reference", "parity")
@@ -117,7 +123,6 @@ def run_forward(plan: Plan, peaks: dict, log) -> list[dict]:
 
 
 def run_sampling(plan: Plan, peaks: dict, log) -> list[dict]:
-    from toolkit.bench.sampling import sampling_rows, untrained
     rows = []
     preset = "cpu-xs" if plan.quick else "tiny"
     for family in plan.families:
@@ -138,7 +143,6 @@ def run_sampling(plan: Plan, peaks: dict, log) -> list[dict]:
 
 def run_reference(plan: Plan, forward_rows: list[dict], log) -> dict:
     """The reference backbone on the forward shape (and, on a GPU, its training step)."""
-    from toolkit.bench import reference as ref_lib
     if not plan.reference:
         return {"skipped": "no --reference DIR given (a clone of s-sahoo/scaling-dllms)"}
     dit = ref_lib.load_dit(plan.reference)
@@ -174,9 +178,6 @@ def run_reference(plan: Plan, forward_rows: list[dict], log) -> dict:
 
 
 def run_parity(plan: Plan) -> list[dict]:
-    from toolkit.bench.parity import parity
-    from toolkit.config import ModelConfig
-    from toolkit.model import attention
     backends = ["sdpa"] + (["xformers"] if attention.xformers_available() else [])
     small = ModelConfig(n_layers=2, d_model=256, n_heads=4, vocab_size=QUICK.vocab_size, max_seq_len=512)
     pairs = ([("xformers", "sdpa")] if "xformers" in backends else []) + [(b, "math") for b in backends]
@@ -186,7 +187,6 @@ def run_parity(plan: Plan) -> list[dict]:
 def run(plan: Plan, log=lambda row: None, save=lambda report: None) -> dict:
     """Every part of the plan, in one process; returns the report (JSON-ready). `save` gets the
     report so far after each part (a long run killed half-way keeps what it measured)."""
-    from toolkit.bench.targets import evaluate_targets
     torch.manual_seed(0)
     auto = hardware.resolve_precision("auto", plan.device)
     report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
