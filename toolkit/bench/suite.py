@@ -48,22 +48,23 @@ class Plan:
     budget_s: float
     parts: tuple[str, ...] = PARTS
     reference: str | None = None
+    variants: tuple[tuple[str, ...], ...] = ()   # extra trainer overrides timed on the first family
     notes: list[str] = field(default_factory=list)
 
 
 def make_plan(device: torch.device, quick: bool, parts=PARTS, families=None, reference=None, sizes=None,
-              compile_=None) -> Plan:
+              compile_=None, variants=()) -> Plan:
     families = tuple(families or REGISTRY)
     gpu = device.type == "cuda"
     if quick:
         return Plan(device, True, (QUICK,), QUICK, families, ("fp32", "bf16"), (False,), 16, [2, 4], 0.05,
-                    tuple(parts), reference)
+                    tuple(parts), reference, tuple(variants))
     chosen = GPU_SIZES if gpu else CPU_SIZES
     if sizes:
         chosen = tuple(s for s in (*CPU_SIZES, *GPU_SIZES, QUICK) if s.name in sizes)
     return Plan(device, False, chosen, FORWARD, families, ("bf16",) if gpu else ("fp32", "bf16"),
                 compile_ if compile_ is not None else ((True, False) if gpu else (False,)),
-                256, [32, 128], 2.0 if gpu else 4.0, tuple(parts), reference)
+                256, [32, 128], 2.0 if gpu else 4.0, tuple(parts), reference, tuple(variants))
 
 
 def _release(device: torch.device) -> None:
@@ -98,12 +99,14 @@ def run_train(plan: Plan, peaks: dict, precision: str, log) -> list[dict]:
     rows = []
     first = plan.families[0]
     for size in plan.sizes:
-        settings = [(f, precision, plan.compile[0]) for f in plan.families]
-        settings += [(first, p, plan.compile[0]) for p in plan.precisions if p != precision]
-        settings += [(first, precision, c) for c in plan.compile[1:]]
-        for family, prec, compile_ in settings:
+        settings = [(f, precision, plan.compile[0], ()) for f in plan.families]
+        settings += [(first, p, plan.compile[0], ()) for p in plan.precisions if p != precision]
+        settings += [(first, precision, c, ()) for c in plan.compile[1:]]
+        settings += [(first, precision, plan.compile[0], v) for v in plan.variants]
+        for family, prec, compile_, extra in settings:
             row = train_throughput(family, size, prec, plan.device, compile_=compile_, budget_s=plan.budget_s,
-                                   repeats=2 if plan.quick else 3)
+                                   repeats=2 if plan.quick else 3, extra=extra)
+            row["variant"] = " ".join(extra)
             rows.append(with_ratios(row, peaks, size))
             log(row)
             _release(plan.device)
