@@ -141,6 +141,8 @@ def test_targets_compare_value_and_goal():
     (["--families", "gpt"], "unknown family gpt"),
     (["--device", "tpu"], "device"),
     (["--threads", "-1"], "--threads"),
+    (["--variant", "warp_drive=1"], "unknown config key"),
+    (["--variant", "fused"], "KEY=VALUE"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message):
     proc = subprocess.run([sys.executable, "-m", "toolkit.bench", *args], capture_output=True, text=True,

@@ -25,7 +25,7 @@ NEEDS = ("einops", "omegaconf", "huggingface_hub")   # what dit.py imports beyon
 
 @contextmanager
 def _global_flags_kept():
-    import torch._inductor.config as inductor
+    import torch._inductor.config as inductor   # deferred: the compiler's modules load only when asked
     kept = (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision(),
             torch.backends.cudnn.benchmark, inductor.coordinate_descent_tuning, inductor.triton.cudagraphs)
     try:

@@ -47,9 +47,9 @@ def sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 for p, v in peaks.items()]
         out.append(("Matrix-product peaks (measured in this run)", header, rows))
     if r.get("train"):
-        header = ["family", "size", "shape", "precision", "compile", "tokens/s", "model FLOP/s",
+        header = ["family", "size", "shape", "precision", "compile", "variant", "tokens/s", "model FLOP/s",
                   "of GEMM peak", "of square peak", "peak mem GiB"]
-        rows = [[t["family"], t["size"], t["shape"], t["precision"], "yes" if t["compile"] else "no",
+        rows = [[t["family"], t["size"], t["shape"], t["precision"], "yes" if t["compile"] else "no", t.get("variant") or "-",
                  _num(t["tokens_per_s"]), _g(t["model_flops_per_s"]), _pct(t.get("of_model_gemm_peak")),
                  _pct(t.get("of_square_gemm_peak")), _num(t["peak_memory_gib"], 2)] for t in r["train"]]
         out.append(("Training (forward, backward, AdamW; MFU = 6 N per token)", header, rows))

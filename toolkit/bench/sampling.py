@@ -11,13 +11,13 @@ from dataclasses import replace
 import torch
 
 from toolkit.bench.timing import best_seconds
+from toolkit.data.tokenizer import load_tokenizer
 from toolkit.lm import LanguageModel
 from toolkit.resolve import resolve
 from toolkit.sampling import SampleRequest
 
 
 def untrained(family: str, length: int, preset: str = "tiny", device: str | torch.device = "cpu") -> LanguageModel:
-    from toolkit.data.tokenizer import load_tokenizer   # the embedded tokenizer: real special ids
     cfg = resolve([f"family={family}", f"model={preset}", f"seq_len={length}"])
     model = LanguageModel(cfg, load_tokenizer(), device=device)
     torch.manual_seed(0)

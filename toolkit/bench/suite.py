@@ -14,8 +14,14 @@ import torch
 
 from toolkit import hardware
 from toolkit.bench import peaks as peak_lib
+from toolkit.bench import reference as ref_lib
+from toolkit.bench.parity import parity
+from toolkit.bench.sampling import sampling_rows, untrained
+from toolkit.bench.targets import evaluate_targets
 from toolkit.bench.train import QUICK_SIZE, Size, forward_throughput, random_backbone, train_throughput
+from toolkit.config import ModelConfig
 from toolkit.families import REGISTRY
+from toolkit.model import attention
 from toolkit.scaling.flops import forward_flops
 
 PARTS = ("peaks", "train", "forward", "sampling", "reference", "parity")
@@ -42,22 +48,23 @@ class Plan:
     budget_s: float
     parts: tuple[str, ...] = PARTS
     reference: str | None = None
+    variants: tuple[tuple[str, ...], ...] = ()   # extra trainer overrides timed on the first family
     notes: list[str] = field(default_factory=list)
 
 
 def make_plan(device: torch.device, quick: bool, parts=PARTS, families=None, reference=None, sizes=None,
-              compile_=None) -> Plan:
+              compile_=None, variants=()) -> Plan:
     families = tuple(families or REGISTRY)
     gpu = device.type == "cuda"
     if quick:
         return Plan(device, True, (QUICK,), QUICK, families, ("fp32", "bf16"), (False,), 16, [2, 4], 0.05,
-                    tuple(parts), reference)
+                    tuple(parts), reference, tuple(variants))
     chosen = GPU_SIZES if gpu else CPU_SIZES
     if sizes:
         chosen = tuple(s for s in (*CPU_SIZES, *GPU_SIZES, QUICK) if s.name in sizes)
     return Plan(device, False, chosen, FORWARD, families, ("bf16",) if gpu else ("fp32", "bf16"),
                 compile_ if compile_ is not None else ((True, False) if gpu else (False,)),
-                256, [32, 128], 2.0 if gpu else 4.0, tuple(parts), reference)
+                256, [32, 128], 2.0 if gpu else 4.0, tuple(parts), reference, tuple(variants))
 
 
 def _release(device: torch.device) -> None:
@@ -92,12 +99,14 @@ def run_train(plan: Plan, peaks: dict, precision: str, log) -> list[dict]:
     rows = []
     first = plan.families[0]
     for size in plan.sizes:
-        settings = [(f, precision, plan.compile[0]) for f in plan.families]
-        settings += [(first, p, plan.compile[0]) for p in plan.precisions if p != precision]
-        settings += [(first, precision, c) for c in plan.compile[1:]]
-        for family, prec, compile_ in settings:
+        settings = [(f, precision, plan.compile[0], ()) for f in plan.families]
+        settings += [(first, p, plan.compile[0], ()) for p in plan.precisions if p != precision]
+        settings += [(first, precision, c, ()) for c in plan.compile[1:]]
+        settings += [(first, precision, plan.compile[0], v) for v in plan.variants]
+        for family, prec, compile_, extra in settings:
             row = train_throughput(family, size, prec, plan.device, compile_=compile_, budget_s=plan.budget_s,
-                                   repeats=2 if plan.quick else 3)
+                                   repeats=2 if plan.quick else 3, extra=extra)
+            row["variant"] = " ".join(extra)
             rows.append(with_ratios(row, peaks, size))
             log(row)
             _release(plan.device)
@@ -117,7 +126,6 @@ def run_forward(plan: Plan, peaks: dict, log) -> list[dict]:
 
 
 def run_sampling(plan: Plan, peaks: dict, log) -> list[dict]:
-    from toolkit.bench.sampling import sampling_rows, untrained
     rows = []
     preset = "cpu-xs" if plan.quick else "tiny"
     for family in plan.families:
@@ -138,7 +146,6 @@ def run_sampling(plan: Plan, peaks: dict, log) -> list[dict]:
 
 def run_reference(plan: Plan, forward_rows: list[dict], log) -> dict:
     """The reference backbone on the forward shape (and, on a GPU, its training step)."""
-    from toolkit.bench import reference as ref_lib
     if not plan.reference:
         return {"skipped": "no --reference DIR given (a clone of s-sahoo/scaling-dllms)"}
     dit = ref_lib.load_dit(plan.reference)
@@ -174,9 +181,6 @@ def run_reference(plan: Plan, forward_rows: list[dict], log) -> dict:
 
 
 def run_parity(plan: Plan) -> list[dict]:
-    from toolkit.bench.parity import parity
-    from toolkit.config import ModelConfig
-    from toolkit.model import attention
     backends = ["sdpa"] + (["xformers"] if attention.xformers_available() else [])
     small = ModelConfig(n_layers=2, d_model=256, n_heads=4, vocab_size=QUICK.vocab_size, max_seq_len=512)
     pairs = ([("xformers", "sdpa")] if "xformers" in backends else []) + [(b, "math") for b in backends]
@@ -186,7 +190,6 @@ def run_parity(plan: Plan) -> list[dict]:
 def run(plan: Plan, log=lambda row: None, save=lambda report: None) -> dict:
     """Every part of the plan, in one process; returns the report (JSON-ready). `save` gets the
     report so far after each part (a long run killed half-way keeps what it measured)."""
-    from toolkit.bench.targets import evaluate_targets
     torch.manual_seed(0)
     auto = hardware.resolve_precision("auto", plan.device)
     report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

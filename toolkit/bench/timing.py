@@ -48,7 +48,7 @@ def peak_memory_gib(device: torch.device) -> float | None:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 3)
     try:
-        import resource
+        import resource   # deferred: POSIX only
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3)   # KiB on Linux
     except (ImportError, OSError):
         return None

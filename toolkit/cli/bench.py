@@ -19,6 +19,7 @@ from toolkit.bench.suite import CPU_SIZES, GPU_SIZES, PARTS, QUICK, make_plan, r
 from toolkit.cli.common import ArgParser
 from toolkit.errors import UserError, cli_main
 from toolkit.families import REGISTRY
+from toolkit.resolve import resolve
 
 
 def _names(value: str, known, what: str) -> list[str]:
@@ -41,6 +42,15 @@ def _device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise UserError(f"--device {name}: only cpu and cuda are benchmarked")
     return device
+
+
+def _variant(text: str) -> tuple[str, ...]:
+    """'a=1,b=2' -> ('a=1', 'b=2'), each checked against the run config now, not minutes into the run."""
+    pairs = tuple(p for p in text.split(",") if p)
+    if not pairs or not all("=" in p for p in pairs):
+        raise UserError(f"--variant {text}: expected KEY=VALUE[,KEY=VALUE]")
+    resolve(list(pairs))   # an unknown key or a bad value is a one-line error here
+    return pairs
 
 
 def _load_report(path: str) -> dict:
@@ -74,6 +84,8 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--compile", choices=("off", "on", "both"), default=None,
                     help="torch.compile for training (default: both on a GPU, off on a CPU)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                    help="also time the first family with these trainer overrides (repeatable)")
     ap.add_argument("--readme", metavar="README", help="write the tables of --from reports into README's bench section")
     ap.add_argument("--from", dest="sources", action="append", default=[], metavar="JSON",
                     help="with --readme: a saved report (repeatable), instead of measuring")
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None):
     compile_ = {"off": (False,), "on": (True,), "both": (True, False), None: None}[a.compile]
     plan = make_plan(_device(a.device), a.quick, tuple(_names(a.parts, PARTS, "part")),
                      tuple(_names(a.families, list(REGISTRY), "family")), a.reference,
-                     _names(a.sizes, sizes, "size") or None, compile_)
+                     _names(a.sizes, sizes, "size") or None, compile_, [_variant(v) for v in a.variant])
     quiet = a.json == "-"
 
     def log(row: dict) -> None:
