@@ -159,3 +159,12 @@ def test_reference_loader_names_what_is_missing(tmp_path):
     (tmp_path / "models" / "dit.py").write_text("raise ImportError('flash_attn is missing')\n")
     with pytest.raises(UserError, match="flash_attn is missing"):
         load_dit(tmp_path)
+
+
+def test_compile_auto_is_off_on_a_cpu_and_explicit_values_pass():
+    assert hardware.resolve_compile("auto", "cpu") is False
+    assert hardware.resolve_compile("true", "cpu") is True and hardware.resolve_compile("false", "cpu") is False
+    assert hardware.resolve_compile(False, "cpu") is False   # configs saved when compile was a bool
+    from toolkit.resolve import resolve
+    with pytest.raises(UserError, match="compile must be auto, true or false"):
+        resolve(["compile=maybe"])

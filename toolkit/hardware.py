@@ -125,6 +125,16 @@ def resolve_precision(name: str, device: torch.device | str) -> str:
     return "bf16" if native_bf16(device) else "fp32"
 
 
+def resolve_compile(name: str | bool, device: torch.device | str) -> bool:
+    """'auto' -> torch.compile on a GPU (it fuses the many small element-wise kernels), not on a CPU
+    (there inductor's code trained slower than eager in `python -m toolkit.bench`); true/false pass.
+    A bool is accepted too: configs saved before `auto` existed hold one."""
+    value = str(name).lower()
+    if value == "auto":
+        return torch.device(device).type == "cuda"
+    return value == "true"
+
+
 def describe(device: torch.device | str = "cpu") -> dict:
     """The facts a benchmark figure needs next to it."""
     dev = torch.device(device)

@@ -17,7 +17,7 @@ from toolkit.checkpoints import rundir
 from toolkit.config import RunConfig
 from toolkit.data import load_data
 from toolkit.errors import UserError
-from toolkit.hardware import resolve_precision
+from toolkit.hardware import resolve_compile, resolve_precision
 from toolkit.lm import build_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
@@ -63,6 +63,7 @@ class Trainer:
         # LoRA: adapters only, the backbone's own weights stay frozen
         self.lora = add_lora(self.net, t) if t.lora_rank else None
         self.net.backend = resolve_backend(cfg.model.attention, self.dist.device)
+        self.compiled = resolve_compile(t.compile, self.dist.device)
         self.model = self._wrap(self.net)
         self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
         self.precision = resolve_precision(t.precision, self.dist.device)
@@ -83,7 +84,7 @@ class Trainer:
         The state-dict names of `net` never change (no `module.`/`_orig_mod.` prefixes):
         checkpoints are written from `self.net`, whatever the wrapping.
         """
-        model, compile_ = net, self.cfg.train.compile
+        model, compile_ = net, self.compiled
         if self.sharded:
             from torch.distributed.fsdp import fully_shard   # deferred: FSDP2 is only needed under torchrun
             # the root FSDP module is not resharded after forward, so the in-place SUBS edit
@@ -139,7 +140,7 @@ class Trainer:
         return {"world_size": self.dist.world, "device": str(self.dist.device),
                 "parallel": "fsdp2" if self.sharded else ("ddp" if self.dist.world > 1 else "none"),
                 "attention": self.net.backend, "precision": self.precision,
-                "compile": bool(self.cfg.train.compile), "torch": torch.__version__}
+                "compile": self.compiled, "torch": torch.__version__}
 
     def log(self, record: dict) -> None:
         if self.dist.main:
