@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import toolkit  # noqa: E402
+from toolkit.hardware import cpu_model  # noqa: E402
 from toolkit.evaluation.generation import ToolkitEvaluator, gen_ppl, mean_entropy  # noqa: E402
 from toolkit.evaluation.likelihood import validation_blocks  # noqa: E402
 from toolkit.sampling import SampleRequest  # noqa: E402
@@ -64,15 +64,6 @@ SPEED = [  # (family, label, sampler options, the uncached twin's options or Non
     ("mdlm", "block, bidirectional, dual cache (approximate)", {"cache": "dual"}, {"cache": "none"}),
     ("esolm", "block, prefix KV cache (exact)", {"cache": "prefix"}, {"cache": "none"}),
 ]
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        import platform
-        return platform.processor() or platform.machine()
 
 
 def label(sampler: str, opts: dict, settings: dict) -> str:
@@ -239,7 +230,7 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/samplers_cpu.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"CPU: {cpu_name()}, {a.threads} thread(s), torch {torch.__version__}")
+    print(f"CPU: {cpu_model()}, {a.threads} thread(s), torch {torch.__version__}")
     rows: list[dict] = []
     if a.part in ("quality", "all"):
         rows += quality(a.samples)
@@ -258,7 +249,7 @@ def main() -> None:
         old = json.loads(out.read_text()) if out.is_file() else {}
         parts = {p: [r for r in rows if r["part"] == p] for p in ("quality", "seeds", "speed")}
         old.update({p: rs for p, rs in parts.items() if rs})
-        old.update(cpu=cpu_name(), threads=a.threads, torch=torch.__version__)
+        old.update(cpu=cpu_model(), threads=a.threads, torch=torch.__version__)
         if a.part in ("quality", "all"):
             old["targets"] = verdicts
         if a.part in ("seeds", "all"):

@@ -71,8 +71,8 @@ class TrainConfig:
     batch_size: int = 32          # global sequences per optimizer step
     grad_accum: int = 1
     device: str = "auto"          # auto | cpu | cuda | cuda:N
-    precision: str = "auto"       # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-    compile: bool = False
+    precision: str = "auto"       # auto (bf16 on a GPU or a CPU with native bf16, else fp32) | bf16 | fp32
+    compile: str = "auto"         # auto (yes on a GPU; no on a CPU, where python -m toolkit.bench measures it slower) | true | false
     fsdp: bool = False            # shard parameters with FSDP2 under torchrun
     seed: int = 0
     log_every: int = 10

@@ -11,4 +11,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("toolkit.cli.convert", "import a reference checkpoint"),
     "hub": ("toolkit.cli.hub", "push to / pull from the Hugging Face Hub"),
     "scaling": ("toolkit.cli.scaling", "FLOPs, model grids, scaling-law fits"),
+    "bench": ("toolkit.cli.bench", "throughput against this machine's measured peak (and the reference)"),
 }

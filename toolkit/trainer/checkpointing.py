@@ -15,9 +15,10 @@ def save(tr) -> None:
     """Write the run's checkpoint (weights, config, tokenizer, state.pt); collective under FSDP2."""
     state = full_state_dict(tr.net, tr.opt, tr.sharded)
     if tr.dist.main:
+        loss_sum, loss_count = tr.window.totals()
         train_state = {"step": torch.tensor(tr.step), "optimizer": state["optimizer"],
-                       "loss_window": torch.tensor(tr.window.loss_sum, dtype=torch.float64),
-                       "loss_count": torch.tensor(tr.window.loss_count),
+                       "loss_window": torch.tensor(loss_sum, dtype=torch.float64),
+                       "loss_count": torch.tensor(loss_count),
                        "elapsed": torch.tensor(tr.window.elapsed, dtype=torch.float64),
                        "skipped": torch.tensor(tr.skipped)}
         ckpt = rundir.checkpoint_dir(tr.out)

@@ -57,9 +57,22 @@ def full_state_dict(net, opt, sharded: bool) -> dict:
             "optimizer": get_optimizer_state_dict(net, opt, options=opts)}
 
 
+# how the optimizer runs, not what it learned: a checkpoint's values must not override them
+# (a run saved by an unfused AdamW resumes fused, its step counters moved to the device)
+IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def with_current_implementation(opt_state: dict, opt) -> dict:
+    """`opt_state` with its groups' implementation flags replaced by those of `opt`."""
+    groups = [{**saved, **{k: g[k] for k in IMPLEMENTATION_KEYS if k in g}}
+              for saved, g in zip(opt_state["param_groups"], opt.param_groups)]
+    return {**opt_state, "param_groups": groups}
+
+
 def load_full_state_dict(net, opt, model_state: dict, opt_state: dict, sharded: bool) -> None:
     """Load a full checkpoint into a plain/DDP module or an FSDP2-sharded one (every rank reads)."""
     names = _param_names(net, opt)
+    opt_state = with_current_implementation(named_optimizer_state(opt_state, names), opt)
     if not sharded:
         net.load_state_dict(model_state)
         opt.load_state_dict(positional_optimizer_state(opt_state, names))
@@ -115,8 +128,19 @@ class Distributed:
         dist.all_reduce(t)
         return float(t)
 
+    def all_sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum a tensor on this rank's device over all ranks, in place; queued, never read on the host."""
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t
+
     def all_mean(self, x: float) -> float:
         return self.all_sum(x) / self.world
+
+    def wait(self):
+        """Wait until this rank's device has run everything queued (timing at a log point)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def barrier(self):
         if self.world > 1:

@@ -19,30 +19,52 @@ class NonFiniteError(UserError):
     """The loss or the gradients became NaN/inf: the run stops before anything is overwritten."""
 
 
-def check_finite(loss_sum: float, grad_norm, all_sum) -> str | None:
-    """'loss', 'gradient' or None; every rank reaches the same answer (all_sum of the flags)."""
-    if hasattr(grad_norm, "full_tensor"):   # FSDP2 returns a DTensor
-        grad_norm = grad_norm.full_tensor()
-    bad_loss = 0.0 if math.isfinite(loss_sum) else 1.0
-    bad_grad = 0.0 if bool(torch.isfinite(grad_norm).all()) else 1.0
-    bad_loss, bad_grad = all_sum(bad_loss), all_sum(bad_grad)
-    if bad_loss:
-        return "loss"
-    return "gradient" if bad_grad else None
+class NonFiniteGuard:
+    """Non-finite loss/gradient detection that never stalls the host inside a step.
 
+    Each step turns its loss and gradient norm into flags on the device; `found_inf` hands them
+    to fused AdamW, whose kernel then skips the update and reverts its step counter on the
+    device. The host reads the flags (one small tensor) only in `check`, which the trainer calls
+    at its log, eval and save points and before anything is written. Under on_nonfinite=stop
+    the skip is sticky: once a step is bad every later update is skipped too, so the weights
+    stay those of the last good step until `check` stops the run.
+    """
 
-def nonfinite(tr, problem: str) -> float:
-    """A step whose loss or gradient is NaN/inf: stop (on_nonfinite=stop) or count it as skipped (NaN loss)."""
-    where = f"at step {tr.step + 1}"
-    if tr.cfg.train.on_nonfinite == "stop":
-        kept = (f"the last good checkpoint (step {tr.saved_step}) is kept in {tr.out / 'checkpoint'}"
-                if tr.saved_step is not None else "no checkpoint was written yet")
-        raise NonFiniteError(f"non-finite {problem} {where}: run stopped; {kept} "
-                             "(on_nonfinite=skip skips such steps instead)")
-    tr.skipped += 1
-    if tr.dist.main:
-        print(f"warning: non-finite {problem} {where}: step skipped ({tr.skipped} so far)", file=sys.stderr)
-    return float("nan")
+    LOSS, GRADIENT = 1, 2
+
+    def __init__(self, device, stop: bool):
+        self.stop = stop
+        # since the last check: [steps flagged, the first one (1-based), its problem (LOSS/GRADIENT)]
+        self.window = torch.zeros(3, dtype=torch.int64, device=device)
+
+    def flag(self, step: int, bad_loss: torch.Tensor, bad_grad: torch.Tensor) -> torch.Tensor:
+        """Record step `step` (0-based); its optimizer's found_inf: float32 0-dim, 1.0 = skip the update."""
+        bad = bad_loss | bad_grad
+        count, first, kind = self.window.unbind()
+        fresh = bad & (count == 0)
+        problem = torch.where(bad_loss, self.LOSS, self.GRADIENT)
+        self.window = torch.stack([count + bad.long(), torch.where(fresh, step + 1, first),
+                                   torch.where(fresh, problem, kind)])
+        skip = self.window[0] > 0 if self.stop else bad
+        return skip.to(torch.float32)
+
+    def check(self, tr) -> None:
+        """The host read: stop the run (on_nonfinite=stop) or count and report the skipped steps."""
+        count, first, kind = self.window.tolist()
+        if not count:
+            return
+        problem = "loss" if kind == self.LOSS else "gradient"
+        where = f"at step {first}"
+        if self.stop:
+            kept = (f"the last good checkpoint (step {tr.saved_step}) is kept in {tr.out / 'checkpoint'}"
+                    if tr.saved_step is not None else "no checkpoint was written yet")
+            raise NonFiniteError(f"non-finite {problem} {where}: run stopped; {kept} "
+                                 "(on_nonfinite=skip skips such steps instead)")
+        tr.skipped += count
+        self.window.zero_()
+        if tr.dist.main:
+            later = f" and at {count - 1} later step(s)" if count > 1 else ""
+            print(f"warning: non-finite {problem} {where}{later}: skipped ({tr.skipped} so far)", file=sys.stderr)
 
 
 def keep_history(ckpt: Path, history: Path, step: int, keep: int) -> Path:

@@ -17,6 +17,7 @@ from toolkit.checkpoints import rundir
 from toolkit.config import RunConfig
 from toolkit.data import load_data
 from toolkit.errors import UserError
+from toolkit.hardware import resolve_compile, resolve_precision
 from toolkit.lm import build_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
@@ -25,7 +26,7 @@ from toolkit.scaling.flops import train_flops_per_sequence
 from toolkit.trainer import checkpointing
 from toolkit.trainer.distributed import Distributed
 from toolkit.trainer.finetune import load_init_weights, save_merged
-from toolkit.trainer.guards import BestKeeper
+from toolkit.trainer.guards import BestKeeper, NonFiniteGuard
 from toolkit.trainer.metrics_log import LogWindow, initial_record, print_runtime, progress_bar
 from toolkit.trainer.step import lr_at, train_step
 from toolkit.trainer.validation import validate
@@ -35,7 +36,8 @@ class Trainer:
     """Holds one run's pieces (data, family, network, optimizer, ranks) and runs `fit`; the step,
     validation, logging and checkpointing each live in their own module of this package."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, data=None):
+        """`data`: an already built PackedData (benchmarks feed synthetic tokens); default cfg.data's."""
         self.cfg = cfg
         t = cfg.train
         if t.threads:
@@ -49,7 +51,7 @@ class Trainer:
         leader = self.dist.local_rank == 0
         if not leader:
             self.dist.barrier()
-        self.data = load_data(cfg.data)
+        self.data = load_data(cfg.data) if data is None else data
         if leader:
             self.dist.barrier()
         cfg.model.vocab_size = self.data.tokenizer.get_vocab_size()
@@ -61,13 +63,15 @@ class Trainer:
         # LoRA: adapters only, the backbone's own weights stay frozen
         self.lora = add_lora(self.net, t) if t.lora_rank else None
         self.net.backend = resolve_backend(cfg.model.attention, self.dist.device)
+        self.compiled = resolve_compile(t.compile, self.dist.device)
         self.model = self._wrap(self.net)
         self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
-        self.precision = t.precision if t.precision != "auto" else ("bf16" if self.dist.device.type == "cuda" else "fp32")
+        self.precision = resolve_precision(t.precision, self.dist.device)
         self.out = Path(t.out)
         self.step = 0
         self.window = LogWindow()
         self.skipped = 0              # steps skipped for a non-finite loss/gradient (on_nonfinite=skip)
+        self.guard = NonFiniteGuard(self.dist.device, stop=t.on_nonfinite == "stop")
         self.saved_step = None        # the step of the last checkpoint written or resumed from
         self.best = BestKeeper(self.out / rundir.BEST) if t.keep_best else None
         self.lock = None
@@ -80,7 +84,7 @@ class Trainer:
         The state-dict names of `net` never change (no `module.`/`_orig_mod.` prefixes):
         checkpoints are written from `self.net`, whatever the wrapping.
         """
-        model, compile_ = net, self.cfg.train.compile
+        model, compile_ = net, self.compiled
         if self.sharded:
             from torch.distributed.fsdp import fully_shard   # deferred: FSDP2 is only needed under torchrun
             # the root FSDP module is not resharded after forward, so the in-place SUBS edit
@@ -106,18 +110,17 @@ class Trainer:
         return model
 
     def _optimizer(self):
+        """AdamW, fused: one kernel per step, and its `found_inf` lets the non-finite guard skip a
+        bad update on the device (step.py) instead of reading the loss on the host every step.
+        Under FSDP2 the fused kernel runs on the DTensor shards and takes the 0-dim `found_inf`
+        as replicated (tests/test_distributed.py resumes a run on 2 FSDP2 ranks)."""
         o = self.cfg.optim
         trainable = [p for p in self.net.parameters() if p.requires_grad]   # LoRA freezes the rest
         decay = [p for p in trainable if p.dim() >= 2]
         no_decay = [p for p in trainable if p.dim() < 2]
         return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}],
-                                 lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
-
-    def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+                                 lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=True)
 
     def autocast(self):
         if self.precision == "bf16":
@@ -137,7 +140,7 @@ class Trainer:
         return {"world_size": self.dist.world, "device": str(self.dist.device),
                 "parallel": "fsdp2" if self.sharded else ("ddp" if self.dist.world > 1 else "none"),
                 "attention": self.net.backend, "precision": self.precision,
-                "compile": bool(self.cfg.train.compile), "torch": torch.__version__}
+                "compile": self.compiled, "torch": torch.__version__}
 
     def log(self, record: dict) -> None:
         if self.dist.main:
@@ -192,15 +195,19 @@ class Trainer:
         progress = progress_bar(t.max_steps, self.step, self.cfg.family) if t.progress and self.dist.main else None
         self.window.start()
         while self.step < t.max_steps:
-            loss = self.train_step()
+            loss = self.train_step()   # a device tensor: nothing below reads it until a log point
             self.step += 1
             self.window.add(loss, self.tokens_per_step)
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss:.3f}")
             last = self.step == t.max_steps
             evaluate = self.step % t.eval_every == 0 or last
-            if self.step % t.log_every == 0 or evaluate:
+            log = self.step % t.log_every == 0 or evaluate
+            save = self.step % t.save_every == 0 or last
+            if log or save:   # the host reads the non-finite flags before anything is logged or written
+                self.guard.check(self)
+            if log:
+                self.dist.wait()   # tokens/s and elapsed_s count finished work, not queued work
                 record = self.window.record(self.step, self.step * self.tokens_per_step,
                                             self.step * t.batch_size * self.flops_per_seq, lr_at(self.step - 1, self.cfg))
                 if self.skipped:
@@ -210,10 +217,13 @@ class Trainer:
                 self.log(record)
                 if evaluate:
                     checkpointing.save_best(self, record["val_nelbo"])
+                if progress is not None and record["train_loss"] is not None:
+                    progress.set_postfix(loss=f"{record['train_loss']:.3f}")
                 self.window.start()
-            if self.step % t.save_every == 0 or last:
+            if save:
                 self.save()
                 self.window.restart_clock()
+        self.guard.check(self)
         if progress is not None:
             progress.close()
         if self.lora is not None and self.dist.main:

@@ -3,6 +3,10 @@
 Every random draw of a step comes from a generator seeded by (seed, step, chunk), and the data
 order is a pure function of (seed, step): a resumed run repeats an uninterrupted one exactly, and
 a global batch split into the same chunks gives the same loss on 1 process or on N.
+
+Nothing here reads a device tensor on the host: the loss stays on the device and the
+non-finite guard acts through the fused optimizer's `found_inf` (guards.NonFiniteGuard), so
+the host can queue the next step while the device still runs this one.
 """
 from __future__ import annotations
 
@@ -15,7 +19,6 @@ from toolkit import faults
 from toolkit.config import RunConfig
 from toolkit.data import batch_indices
 from toolkit.schedule import stratified_times
-from toolkit.trainer.guards import check_finite, nonfinite
 
 
 def lr_at(step: int, cfg: RunConfig) -> float:
@@ -50,23 +53,39 @@ def step_generator(seed: int, step: int, chunk: int, device) -> torch.Generator:
     return g
 
 
-def train_step(tr) -> float:
-    """One optimizer step over the global batch of step `tr.step`; returns its mean loss (all ranks)."""
-    t = tr.cfg.train
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device copy that does not stall the host.
+
+    A copy from pageable memory waits for the device's queue; one from pinned memory is queued
+    like a kernel. The batch is a fresh gather (indexing a pinned dataset would not stay
+    pinned), so the gathered rows are pinned (PyTorch's cached pinned allocator makes it cheap).
+    """
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def train_step(tr) -> torch.Tensor:
+    """One optimizer step over the global batch of step `tr.step`.
+
+    Returns its mean loss over all ranks as a 0-dim device tensor (NaN for a skipped step),
+    without waiting for the device.
+    """
+    t, device = tr.cfg.train, tr.dist.device
     lr = lr_at(tr.step, tr.cfg)
     for group in tr.opt.param_groups:
         group["lr"] = lr
     rows = batch_indices(len(tr.data.train), t.batch_size, tr.step, t.seed)
     times = stratified_times(t.batch_size, step_generator(t.seed, tr.step, -1, "cpu"))
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for micro in range(t.grad_accum):
         chunk = local_chunk(tr.dist.rank, t.grad_accum, micro)
         picked = chunk_rows(rows, chunk, tr.chunk_size)
-        x0 = tr.data.train[picked].to(tr.dist.device, non_blocking=True)
+        x0 = to_device(tr.data.train[picked], device)
         # fine-tuning rows carry a loss mask; pre-training calls the family exactly as before
-        masked = {} if tr.data.train_mask is None else {"loss_mask": tr.data.train_mask[picked].to(tr.dist.device)}
-        t_chunk = chunk_rows(times, chunk, tr.chunk_size).to(tr.dist.device)
-        g = step_generator(t.seed, tr.step, chunk, tr.dist.device)
+        masked = {} if tr.data.train_mask is None else {"loss_mask": to_device(tr.data.train_mask[picked], device)}
+        t_chunk = to_device(chunk_rows(times, chunk, tr.chunk_size), device)
+        g = step_generator(t.seed, tr.step, chunk, device)
         last_micro = micro == t.grad_accum - 1
         sync = nullcontext()
         if tr.sharded:   # FSDP2: reduce-scatter gradients only on the last micro-step
@@ -76,14 +95,20 @@ def train_step(tr) -> float:
         with sync, tr.autocast():
             loss = tr.family.loss(tr.model, x0, t_chunk, g, **masked) / t.grad_accum
         loss.backward()
-        total += float(loss.detach())
+        total += loss.detach()   # summed in float64, as the host sum was
         faults.point("train.backward")
     norm = torch.nn.utils.clip_grad_norm_(tr.net.parameters(), tr.cfg.optim.grad_clip)
-    problem = check_finite(total, norm, tr.dist.all_sum)
-    if problem:   # nothing is applied: the weights stay those of the last good step
-        tr.opt.zero_grad(set_to_none=True)
-        return nonfinite(tr, problem)
-    tr.opt.step()
+    if hasattr(norm, "full_tensor"):   # FSDP2 returns a DTensor
+        norm = norm.full_tensor()
+    # one all-reduce (queued, not waited for) carries the loss sum and both flags of every rank
+    sums = torch.stack([total, (~torch.isfinite(total)).double(), (~torch.isfinite(norm)).double()])
+    sums = tr.dist.all_sum_(sums)
+    skip = tr.guard.flag(tr.step, sums[1] > 0, sums[2] > 0)
+    if tr.opt.defaults.get("fused"):   # the kernel skips the update (and its step count) where skip is 1
+        tr.opt.found_inf, tr.opt.grad_scale = skip, None
+        tr.opt.step()
+    elif not skip.item():   # an optimizer without `found_inf` (swapped in by a caller): a host read
+        tr.opt.step()
     faults.point("train.optimizer")
     tr.opt.zero_grad(set_to_none=True)
-    return tr.dist.all_mean(total)
+    return torch.where(skip > 0, torch.nan, sums[0] / tr.dist.world)

@@ -5,7 +5,7 @@ import torch
 
 from toolkit import faults
 from toolkit.schedule import antithetic_times
-from toolkit.trainer.step import step_generator
+from toolkit.trainer.step import step_generator, to_device
 
 
 @torch.no_grad()
@@ -17,7 +17,9 @@ def validate(tr) -> float:
     """
     tr.net.eval()
     t, val, val_mask = tr.cfg.train, tr.data.val, tr.data.val_mask
-    total, covered = 0.0, 0.0
+    # summed on the device in float64 and read once at the end (a read per batch would stall it)
+    total = torch.zeros((), dtype=torch.float64, device=tr.dist.device)
+    covered = torch.zeros((), dtype=torch.float64, device=tr.dist.device)
     rounds = -(-t.eval_batches // tr.dist.world)
     for r in range(rounds):
         i = r * tr.dist.world + tr.dist.rank
@@ -27,19 +29,21 @@ def validate(tr) -> float:
         # parameters): a rank without a batch left repeats one and discards the result
         b = i % t.eval_batches
         rows = torch.arange(b * tr.chunk_size, (b + 1) * tr.chunk_size) % len(val)
-        x0 = val[rows].to(tr.dist.device)
-        mask = val_mask[rows].to(tr.dist.device) if val_mask is not None else None
+        x0 = to_device(val[rows], tr.dist.device)
+        mask = to_device(val_mask[rows], tr.dist.device) if val_mask is not None else None
         g = step_generator(t.seed + 17, 0, b, tr.dist.device)
         with tr.autocast():
             nelbo = tr.family.nelbo(tr.net, x0, antithetic_times(len(rows), g, tr.dist.device), g,
                                       **({} if mask is None else {"loss_mask": mask}))
         if i < t.eval_batches:
             if mask is None:
-                total += float(nelbo.sum()) / x0.shape[1]
+                total += nelbo.sum().double() / x0.shape[1]
             else:   # fine-tuning: nats per response token
-                total, covered = total + float(nelbo.sum()), covered + float(mask.sum())
+                total += nelbo.sum().double()
+                covered += mask.sum().double()
         faults.point("eval.batch")
     tr.net.train()
+    total, covered = torch.stack([total, covered]).tolist()
     if val_mask is not None:
         return tr.dist.all_sum(total) / max(tr.dist.all_sum(covered), 1.0)
     return tr.dist.all_sum(total) / (t.eval_batches * tr.chunk_size)

@@ -1,0 +1,54 @@
+"""Timing that survives a shared machine: warm up, repeat for a while, keep the best run.
+
+The best (not the mean) of several runs estimates what the code can do when the machine is
+not busy with someone else; every benchmark in this package times through `best_seconds`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_seconds(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, repeats: int = 3,
+                 budget_s: float = 2.0) -> float:
+    """Fastest wall-clock seconds of one call of `fn`: `warmup` calls, then at least `repeats`
+    timed calls and more while `budget_s` lasts."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    best, done, end = float("inf"), 0, time.perf_counter() + budget_s
+    while done < repeats or time.perf_counter() < end:
+        tic = time.perf_counter()
+        fn()
+        synchronize(device)
+        best = min(best, time.perf_counter() - tic)
+        done += 1
+    return best
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on `device` for precision 'bf16'; a no-op context for 'fp32'."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gib(device: torch.device) -> float | None:
+    """Peak allocated device memory since the last reset (CUDA), or the process' peak RSS (CPU)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 3)
+    try:
+        import resource   # deferred: POSIX only
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3)   # KiB on Linux
+    except (ImportError, OSError):
+        return None
