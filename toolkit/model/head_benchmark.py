@@ -56,12 +56,12 @@ def _step(variant, x, w, b, targets, weights, chunk_rows):
         p.grad = None
 
 
-def _sync(device):
+def sync_device(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _autocast(device, precision):
+def autocast_for(device, precision):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
@@ -73,11 +73,11 @@ def time_variants(shape, precision, variants=VARIANTS, device="cpu", repeats=5, 
     best = {v: float("inf") for v in variants}
     for i in range(repeats + 1):
         for v in variants:
-            _sync(device)
+            sync_device(device)
             t0 = time.perf_counter()
-            with _autocast(device, precision):
+            with autocast_for(device, precision):
                 _step(v, *args, chunk_rows)
-            _sync(device)
+            sync_device(device)
             if i:
                 best[v] = min(best[v], time.perf_counter() - t0)
     return best
@@ -88,15 +88,15 @@ def peak_memory(shape, precision, variant, device="cpu", chunk_rows=None) -> flo
     device = torch.device(device)
     args = _inputs(*shape, device)
     if device.type == "cuda":
-        _sync(device)
+        sync_device(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
         base = _reset_peak_rss()
-    with _autocast(device, precision):
+    with autocast_for(device, precision):
         _step(variant, *args, chunk_rows)
     if device.type == "cuda":
-        _sync(device)
+        sync_device(device)
         return torch.cuda.max_memory_allocated(device) - base
     return _peak_rss() - base
 
@@ -156,46 +156,6 @@ def head_benchmark(shapes=("small",), precisions=("fp32", "bf16"), variants=VARI
             c["memory_vs_plain"] = c["peak_mib"] / ref["peak_mib"] if ref["peak_mib"] > 0 else None
     return {"device": str(device), "machine": machine_name(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "repeats": repeats, "cases": cases}
-
-
-def training_step_benchmark(families=("ar", "mdlm"), n_layers=8, d_model=512, n_heads=8, seq_len=512,
-                            batch=8, vocab=4096, precisions=("fp32", "bf16"), device="cpu", repeats=3) -> dict:
-    """A family's loss forward + backward through the whole backbone with `fused_head` on and off
-    (interleaved; fastest of `repeats`): tokens/s of each and their ratio."""
-    from toolkit.config import ModelConfig   # deferred: keeps this module's import light for head_benchmark
-    from toolkit.families import get_family
-    from toolkit.model.backbone import Backbone
-    device = torch.device(device)
-    cfg = ModelConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, vocab_size=vocab, max_seq_len=seq_len)
-    torch.manual_seed(0)
-    nets = {True: Backbone(cfg).to(device)}
-    nets[False] = Backbone(ModelConfig(**{**cfg.__dict__, "fused_head": False})).to(device)
-    nets[False].load_state_dict(nets[True].state_dict())
-    g = torch.Generator(device="cpu").manual_seed(0)
-    x0 = torch.randint(0, vocab - 2, (batch, seq_len), generator=g).to(device)
-    t = torch.rand(batch, generator=g).to(device)
-    rows = []
-    for name in families:
-        fam = get_family(name)(None, vocab, vocab - 1, vocab - 2)
-        for precision in precisions:
-            best = {True: float("inf"), False: float("inf")}
-            for i in range(repeats + 1):
-                for fused, net in nets.items():
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    with _autocast(device, precision):
-                        loss = fam.loss(net, x0, t, torch.Generator(device=device).manual_seed(i))
-                    loss.backward()
-                    net.zero_grad(set_to_none=True)
-                    _sync(device)
-                    if i:
-                        best[fused] = min(best[fused], time.perf_counter() - t0)
-            rows.append({"family": name, "precision": precision, "tokens": batch * seq_len,
-                         "fused_tokens_per_s": batch * seq_len / best[True],
-                         "plain_tokens_per_s": batch * seq_len / best[False], "speedup": best[False] / best[True]})
-    return {"device": str(device), "machine": machine_name(device), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "model": {"n_layers": n_layers, "d_model": d_model,
-            "seq_len": seq_len, "batch": batch, "vocab": vocab}, "steps": rows}
 
 
 def machine_name(device) -> str:
