@@ -105,13 +105,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 nll[s:e] = lse[s:e] - logits.gather(1, targets[s:e, None]).squeeze(1)
         ctx.save_for_backward(x, weight, bias, targets, lse)
         ctx.exclude, ctx.chunk, ctx.dtype = exclude, chunk, dtype
-        ctx.mark_non_differentiable(lse)
         return nll
 
     @staticmethod
     def backward(ctx, grad_nll):
         x, weight, bias, targets, lse = ctx.saved_tensors
-        dtype, g = ctx.dtype, grad_nll.float()
+        dtype, g = ctx.dtype, grad_nll.float().contiguous()   # may arrive expanded (a sum's gradient)
         with torch.autocast(x.device.type, enabled=False):
             w = weight.to(dtype)
             b = bias.to(dtype) if bias is not None else None
@@ -161,7 +160,7 @@ class _LinearCrossEntropySum(torch.autograd.Function):
             b = bias.to(dtype) if bias is not None else None
             total = torch.zeros((), dtype=torch.float32, device=x.device)
             grads = _grad_buffers(x, weight, bias, need)
-            rw = row_weights.float()
+            rw = row_weights.float().contiguous()
             for s, e in _spans(x.shape[0], chunk):
                 xs = x[s:e].to(dtype)
                 logits = _chunk_logits(xs, w, b, exclude)
