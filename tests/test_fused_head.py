@@ -89,6 +89,14 @@ def test_no_bias_and_frozen_inputs():
     torch.testing.assert_close(gx, want, rtol=1e-5, atol=1e-6)
 
 
+def test_no_rows_gives_an_empty_nll_and_zero_gradients():
+    """MDLM at small t can mask nothing: the head then scores zero rows."""
+    x, w, b, targets, _ = head(0)
+    nll = linear_cross_entropy(x, w, b, targets, EXCLUDED)
+    gx, gw, gb = torch.autograd.grad(nll.sum(), [x, w, b])
+    assert nll.shape == (0,) and gx.shape == (0, D) and not gw.any() and not gb.any()
+
+
 def test_the_excluded_id_gets_no_probability_and_no_gradient():
     x, w, b, targets, weights = head(30)
     nll = linear_cross_entropy(x, w, b, targets, EXCLUDED, chunk_rows=8)
