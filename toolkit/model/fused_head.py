@@ -15,7 +15,10 @@ gradient formed in forward is exact only when every row has the same weight. The
 here recomputes each chunk's logits (one extra head GEMM: 4 instead of 3) and is exact for any
 per-row weights. `linear_cross_entropy_sum` is the forward-gradient variant, for a weighted sum
 whose weights are known up front; `toolkit/model/head_benchmark.py` measures both against the
-plain head (figures in docs/fused-head.md).
+plain head (figures in docs/fused-head.md). Measured on CPU (1 thread, N 4096, d 512, V 4096),
+speed / peak memory against the plain head: recompute 0.92x / 0.38x in fp32, 1.39x / 0.33x in
+bf16; forward gradients 1.24x / 0.32x, 1.92x / 0.36x. At N 16384, d 768, V 32001 the plain head
+adds 6 GiB, the fused one 0.3-0.5 GiB.
 """
 from __future__ import annotations
 
