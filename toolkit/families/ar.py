@@ -66,10 +66,14 @@ class AR(Family):
         return loss_mask[:, loss_mask.shape[1] - targets.shape[1]:]
 
     def loss(self, net, x0, t=None, generator=None, loss_mask=None):
+        inputs, targets = self._inputs_targets(x0)
         if loss_mask is None:
-            return self.nelbo(net, x0).sum() / self.scored_tokens(x0)
-        covered = self._target_mask(loss_mask, self._inputs_targets(x0)[1]).sum().clamp(min=1)
-        return self.nelbo(net, x0, loss_mask=loss_mask).sum() / covered
+            weights, covered = torch.ones(targets.shape, device=x0.device), self.scored_tokens(x0)
+        else:
+            weights = self._target_mask(loss_mask, targets).float()
+            covered = weights.sum().clamp(min=1)
+        # the weights are known before the forward pass: the fused head uses them (token_nll)
+        return self.token_nll(net, inputs, targets, weights=weights, causal=True) / covered
 
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         if request.fixed:

@@ -92,27 +92,35 @@ class Family:
         logits[..., self.mask_id] = float("-inf")
         return logits
 
-    def token_nll(self, net, tokens, targets, select=None, **net_kwargs) -> torch.Tensor:
+    def token_nll(self, net, tokens, targets, select=None, weights=None, **net_kwargs) -> torch.Tensor:
         """-log p(targets | tokens) per position [B, L] (fp32; 0 where the bool `select` is False),
-        [MASK] never predicted. With `select` the head runs only at those positions.
+        [MASK] never predicted. With `select` the head runs only at those positions. With
+        `weights` ([B, L], no gradient) the scalar sum of weights * NLL instead.
 
         A backbone with `fused_head` (the default) computes it in its chunked head + cross-entropy
-        (toolkit/model/fused_head.py) without forming [positions, V] logits; any other network
-        is asked for logits, and the cross-entropy taken here (the same numbers up to fp32 round-off).
+        (toolkit/model/fused_head.py) without forming [positions, V] logits; given the weights,
+        it also forms the head's gradients during forward (one head product fewer). Any other
+        network is asked for logits, and the cross-entropy taken here (the same numbers up to
+        fp32 round-off).
         """
         if select is not None:
             net_kwargs["select"] = select
         if fuses_head(net):
-            nll = net(tokens, targets=targets, exclude=self.mask_id, **net_kwargs)
+            out = net(tokens, targets=targets, exclude=self.mask_id, weights=weights, **net_kwargs)
+            if weights is not None:
+                return out
+            nll = out
         else:
             logits = self.without_mask(net(tokens, **net_kwargs))
             picked = targets if select is None else targets[select]
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1), reduction="none")
         if select is None:
-            return nll.view(targets.shape)
-        out = torch.zeros(select.shape, dtype=nll.dtype, device=nll.device)
-        out[select] = nll
-        return out
+            nll = nll.view(targets.shape)
+        else:
+            out = torch.zeros(select.shape, dtype=nll.dtype, device=nll.device)
+            out[select] = nll
+            nll = out
+        return nll if weights is None else (nll * weights).sum()
 
     # -- sampling ----------------------------------------------------------------------
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:

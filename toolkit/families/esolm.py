@@ -73,11 +73,11 @@ class EsoLM(MDLM):
     sampling_options = {"alpha_0": (None, "diffusion fraction at sampling time (default: the trained alpha_0)")}
 
     # -- the two phases' forward passes --------------------------------------------------
-    def diffusion_terms(self, net, x0, t, generator=None, loss_mask=None):
+    def diffusion_terms(self, net, x0, t, generator=None, loss_mask=None, weights=None):
         z_t, masked = self.corrupt(x0, t, generator, loss_mask)
         order = permuted_order(masked, generator)
         ce = self.selected_ce(net, z_t.gather(1, order), x0.gather(1, order), masked.gather(1, order),
-                              positions=order, causal=True)
+                              weights, positions=order, causal=True)
         return ce, masked
 
     def sequential_inputs(self, z0, x0, rank) -> dict:
@@ -91,23 +91,25 @@ class EsoLM(MDLM):
         """Logits at the z_0 half of [z_0 ; x_0] under the sequential-phase mask."""
         return self.subs_logits(net(**self.sequential_inputs(z0, x0, rank))[:, :z0.shape[1]])
 
-    def sequential_nll(self, net, x0, generator=None, loss_mask=None):
-        """-log p(x at positions masked in z_0 | clean z_0), left to right: [B]."""
+    def sequential_nll(self, net, x0, generator=None, loss_mask=None, summed=False):
+        """-log p(x at positions masked in z_0 | clean z_0), left to right: [B] (or its sum)."""
         if self.options.alpha_0 >= 1:
-            return torch.zeros(x0.shape[0], device=x0.device)
+            zero = torch.zeros(x0.shape[0], device=x0.device)
+            return zero.sum() if summed else zero
         z0, masked = self.corrupt(x0, torch.zeros(x0.shape[0], device=x0.device), generator, loss_mask)
         rank = permuted_order(masked, generator).argsort(1)
         inputs = self.sequential_inputs(z0, x0, rank)
         select = torch.cat([masked, torch.zeros_like(masked)], 1)   # score the z_0 half's masks
-        ce = self.selected_ce(net, inputs.pop("tokens"), torch.cat([x0, x0], 1), select, **inputs)
-        return ce.sum(1)
+        ones = torch.ones(x0.shape[0], device=x0.device) if summed else None
+        ce = self.selected_ce(net, inputs.pop("tokens"), torch.cat([x0, x0], 1), select, ones, **inputs)
+        return ce if summed else ce.sum(1)
 
     def nelbo(self, net, x0, t, generator=None, loss_mask=None):
         return super().nelbo(net, x0, t, generator, loss_mask) + self.sequential_nll(net, x0, generator, loss_mask)
 
     def loss(self, net, x0, t, generator=None, loss_mask=None):
         return (super().loss(net, x0, t, generator, loss_mask)
-                + self.sequential_nll(net, x0, generator, loss_mask).sum() / covered_tokens(x0, loss_mask))
+                + self.sequential_nll(net, x0, generator, loss_mask, summed=True) / covered_tokens(x0, loss_mask))
 
     # -- sampling ----------------------------------------------------------------------
     def sampling_defaults(self) -> dict:

@@ -60,13 +60,16 @@ class MDLM(Family):
         """-alpha'_t / (1 - alpha_t): the continuous-time ELBO weight (1/t for alpha_0 = 1)."""
         return -self.schedule.alpha_prime(t) / (1 - self.schedule.alpha(t))
 
-    def selected_ce(self, net, tokens, targets, select, **net_kwargs):
-        """[B, L] cross-entropy where `select` is True (0 elsewhere); the head runs only there."""
-        return self.token_nll(net, tokens, targets, select=select, **net_kwargs)   # SUBS: never [MASK]
+    def selected_ce(self, net, tokens, targets, select, weights=None, **net_kwargs):
+        """[B, L] cross-entropy where `select` is True (0 elsewhere); the head runs only there.
+        With per-sequence `weights` [B]: the scalar sum over sequences of weight * cross-entropy."""
+        rows = None if weights is None else weights[:, None].expand(select.shape)
+        return self.token_nll(net, tokens, targets, select=select, weights=rows, **net_kwargs)   # SUBS: never [MASK]
 
-    def diffusion_terms(self, net, x0, t, generator=None, loss_mask=None):
+    def diffusion_terms(self, net, x0, t, generator=None, loss_mask=None, weights=None):
+        """(cross-entropy [B, L] at the masked positions, or its `weights`-weighted sum; the mask)."""
         z_t, masked = self.corrupt(x0, t, generator, loss_mask)
-        return self.selected_ce(net, z_t, x0, masked), masked
+        return self.selected_ce(net, z_t, x0, masked, weights), masked
 
     # -- objectives --------------------------------------------------------------------
     def nelbo(self, net, x0, t, generator=None, loss_mask=None):
@@ -74,12 +77,12 @@ class MDLM(Family):
         return self.weight(t) * ce.sum(1)
 
     def loss(self, net, x0, t, generator=None, loss_mask=None):
-        ce, masked = self.diffusion_terms(net, x0, t, generator, loss_mask)
-        if self.options.loss == "low_var":
-            # the reference divides by every token of the batch, not by the masked ones: then a
-            # batch's loss is the mean of its chunks' losses whatever the ranks and micro-steps
-            return ce.sum() / covered_tokens(x0, loss_mask)
-        return (self.weight(t) * ce.sum(1)).sum() / covered_tokens(x0, loss_mask)
+        # low_var: the plain masked cross-entropy. Both divide by every token of the batch, not by
+        # the masked ones (as the reference): then a batch's loss is the mean of its chunks' losses
+        # whatever the ranks and micro-steps. The weights go in up front (the fused head uses them).
+        weights = torch.ones_like(t) if self.options.loss == "low_var" else self.weight(t)
+        total, _ = self.diffusion_terms(net, x0, t, generator, loss_mask, weights)
+        return total / covered_tokens(x0, loss_mask)
 
     # -- sampling ----------------------------------------------------------------------
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:

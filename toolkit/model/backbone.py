@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from toolkit.config import ModelConfig
 from toolkit.model.attention import attention
-from toolkit.model.fused_head import linear_cross_entropy
+from toolkit.model.fused_head import linear_cross_entropy, linear_cross_entropy_sum
 
 TIME_FEATURES = 256  # sinusoidal features of sigma
 
@@ -142,20 +142,22 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(cfg.d_model, cfg.vocab_size)
         self.adaLN_modulation = nn.Linear(cfg.cond_dim, 2 * cfg.d_model)
 
-    def forward(self, x, c, targets=None, exclude: int | None = None):
+    def forward(self, x, c, targets=None, exclude: int | None = None, weights=None):
         """x: [B, L, d] with c: [B, cond], or selected positions x: [M, d] with c: [M, cond].
 
         Logits [..., V]; or, given `targets` (ids shaped like x without d), the per-position NLL
-        (fp32, logit `exclude` at -inf) from the chunked fused head: no [..., V] tensor is kept.
+        (fp32, logit `exclude` at -inf) from the chunked fused head: no [..., V] tensor is kept;
+        with `weights` too (shaped like targets, no gradient), the scalar sum of weights * NLL.
         """
         mod = self.adaLN_modulation(c)
         shift, scale = (mod[:, None] if x.dim() == 3 else mod).chunk(2, dim=-1)
         h = modulate(self.norm_final(x), shift, scale)
         if targets is None:
             return self.linear(h)
-        nll = linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.linear.weight, self.linear.bias,
-                                   targets.reshape(-1), exclude)
-        return nll.view(targets.shape)
+        args = (h.reshape(-1, h.shape[-1]), self.linear.weight, self.linear.bias, targets.reshape(-1))
+        if weights is not None:   # known up front: gradients formed in forward, one head product fewer
+            return linear_cross_entropy_sum(*args, weights.reshape(-1), exclude)
+        return linear_cross_entropy(*args, exclude).view(targets.shape)
 
 
 class Backbone(nn.Module):
@@ -175,7 +177,7 @@ class Backbone(nn.Module):
 
     def forward(self, tokens=None, sigma=None, *, soft=None, positions=None, causal: bool = False,
                 mask=None, cache: KVCache | None = None, keep: int | None = None, select=None,
-                targets=None, exclude: int | None = None):
+                targets=None, exclude: int | None = None, weights=None):
         """Logits [B, L, V] (or [M, V] at the M positions where the bool [B, L] `select` is True).
 
         tokens: ids [B, L] (or `soft` distributions [B, L, V]); sigma: [B] noise level (None = 0);
@@ -185,7 +187,9 @@ class Backbone(nn.Module):
         select: compute the output head only where needed (masked diffusion scores masked
         positions only: the head is the widest matrix, so this saves a large share of FLOPs);
         targets: ids [B, L] (or [M] with `select`): return the per-position cross-entropy instead
-        of logits ([B, L] or [M], fp32, logit `exclude` at -inf) from the chunked fused head.
+        of logits ([B, L] or [M], fp32, logit `exclude` at -inf) from the chunked fused head;
+        weights: per-position weights shaped like `targets` (no gradient): return the scalar
+        sum of weights * cross-entropy instead (the training losses know their weights up front).
         """
         x = self.vocab_embed(tokens, soft)
         b, n = x.shape[:2]
@@ -205,8 +209,10 @@ class Backbone(nn.Module):
             rows = torch.arange(b, device=x.device)[:, None].expand(b, n)[select]
             if targets is not None and targets.shape == select.shape:
                 targets = targets[select]
-            return self.output_layer(x[select], c[rows], targets, exclude)
-        return self.output_layer(x, c, targets, exclude)
+            if weights is not None and weights.shape == select.shape:
+                weights = weights[select]
+            return self.output_layer(x[select], c[rows], targets, exclude, weights)
+        return self.output_layer(x, c, targets, exclude, weights)
 
     @property
     def fused_head(self) -> bool:
