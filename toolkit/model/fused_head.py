@@ -7,18 +7,20 @@ until the backward pass (the logits, their fp32 copy, the log-softmax). Here the
 on, as nn.Linear would), the log-sum-exp and the NLL taken in fp32, and the chunk dropped. Only
 x, W, b, the targets and the per-row log-sum-exp [N] are kept for the backward pass.
 
-Why recompute in backward rather than compute the gradients in forward (the "Liger" trick)?
-The caller's gradient of the per-row NLL is known only in backward, and the families weight rows
-differently (MDLM's 1/t per sequence, loss masks, Eso-LM's two phases). grad_x is row-wise and
-could be scaled afterwards, but grad_W = sum_i g_i (softmax_i - onehot_i) x_i^T mixes rows, so a
-gradient formed in forward is exact only when every row has the same weight. The backward pass
-here recomputes each chunk's logits (one extra head GEMM: 4 instead of 3) and is exact for any
-per-row weights. `linear_cross_entropy_sum` is the forward-gradient variant, for a weighted sum
-whose weights are known up front; `toolkit/model/head_benchmark.py` measures both against the
-plain head (figures in docs/fused-head.md). Measured on CPU (1 thread, N 4096, d 512, V 4096),
-speed / peak memory against the plain head: recompute 0.92x / 0.38x in fp32, 1.39x / 0.33x in
-bf16; forward gradients 1.24x / 0.32x, 1.92x / 0.36x. At N 16384, d 768, V 32001 the plain head
-adds 6 GiB, the fused one 0.3-0.5 GiB.
+Two variants, because of how a gradient reaches the rows:
+- `linear_cross_entropy` returns the per-row NLL [N] and is exact for any per-row gradient. The
+  gradient of W, sum_i g_i (softmax_i - onehot_i) x_i^T, mixes rows, and g_i is known only in
+  backward, so backward recomputes each chunk's logits: 4 head GEMMs instead of 3.
+- `linear_cross_entropy_sum` returns sum_i w_i NLL_i for weights given up front and forms the
+  gradients during forward (the "Liger" trick, made exact for per-row weights): 3 head GEMMs,
+  and backward only scales them by the incoming scalar.
+The families' training losses know their row weights before the forward pass (MDLM's 1/t per
+sequence, loss masks, Eso-LM's two phases) and use the second; the NELBO (no backward pass) and
+any caller that needs per-row values use the first. Measured on CPU (1 thread, N 4096, d 512,
+V 4096; `toolkit/model/head_benchmark.py`, figures in docs/fused-head.md), speed / peak memory
+against the plain head: per-row 0.92x / 0.38x in fp32, 1.39x / 0.33x in bf16; weighted sum
+1.24x / 0.32x, 1.92x / 0.36x. At N 16384, d 768, V 32001 the plain head adds 6 GiB, the fused
+one 0.3-0.5 GiB.
 """
 from __future__ import annotations
 
