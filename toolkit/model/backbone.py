@@ -175,11 +175,12 @@ class Backbone(nn.Module):
 
     def forward(self, tokens=None, sigma=None, *, soft=None, positions=None, causal: bool = False,
                 mask=None, cache: KVCache | None = None, keep: int | None = None, select=None,
-                targets=None, exclude: int | None = None):
+                targets=None, exclude: int | None = None, max_position: int | None = None):
         """Logits [B, L, V] (or [M, V] at the M positions where the bool [B, L] `select` is True).
 
         tokens: ids [B, L] (or `soft` distributions [B, L, V]); sigma: [B] noise level (None = 0);
         positions: rotary positions [B, L] (default 0..L-1, offset by the cache length);
+        max_position: the largest entry of `positions` when the caller knows it (no device sync);
         causal / mask: the attention pattern (mask: bool [B or 1, 1, L, L_keys], True = visible);
         cache: a KVCache to attend to and extend with the first `keep` tokens (default all);
         select: compute the output head only where needed (masked diffusion scores masked
@@ -189,7 +190,7 @@ class Backbone(nn.Module):
         """
         x = self.vocab_embed(tokens, soft)
         b, n = x.shape[:2]
-        max_pos = None
+        max_pos = max_position
         if positions is None:
             start = cache.length if cache is not None else 0
             positions = torch.arange(start, start + n, device=x.device).expand(b, n)
