@@ -219,3 +219,38 @@ def test_fused_head_is_a_config_key():
     assert resolve(["fused_head=false"]).model.fused_head is False
     with pytest.raises(UserError, match="fused_head"):
         resolve(["model.fused_head=sometimes"])
+
+
+@pytest.mark.parametrize("name", ["mdlm", "esolm"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_head_rows_all_equals_selected(name, fused):
+    """head_rows=all (every row, unscored ones zeroed: what `auto` runs on a GPU) gives the loss,
+    NELBO and gradients of head_rows=selected (only the scored rows: what a CPU runs)."""
+    from toolkit.model.backbone import selects_rows
+    fam = FAMILIES[name]()
+    net = small_net(vocab=V)
+    net.cfg = copy.copy(net.cfg)
+    net.cfg.fused_head = fused
+    dense = copy.deepcopy(net)
+    dense.cfg = copy.copy(net.cfg)
+    net.cfg.head_rows, dense.cfg.head_rows = "selected", "all"
+    assert selects_rows(net, torch.device("cpu")) and not selects_rows(dense, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 40, (6, 12), generator=g)
+    t = torch.rand(6, generator=g) * 0.9 + 0.05
+    rows = []
+    dense.output_layer.norm_final.register_forward_hook(lambda m, i, o: rows.append(o.shape[:-1].numel()))
+    want, got = loss_and_grads(fam, net, x0, t, None), loss_and_grads(fam, dense, x0, t, None)
+    assert rows and all(r % x0.numel() == 0 for r in rows)   # the dense head ran on whole sequences (Eso-LM: 2L)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)
+    for k in want[2]:
+        torch.testing.assert_close(got[2][k], want[2][k], rtol=1e-4, atol=1e-7, msg=k)
+
+
+def test_head_rows_auto_selects_on_cpu_only():
+    from toolkit.model.backbone import selects_rows
+    net = small_net(vocab=V)
+    assert net.cfg.head_rows == "auto"
+    assert selects_rows(net, torch.device("cpu")) and not selects_rows(net, torch.device("cuda"))
+    assert selects_rows(lambda *a, **k: None, torch.device("cuda"))   # not a backbone: select as before

@@ -134,9 +134,7 @@ class CudaSyncs:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("family", [
-    "ar", "duo", pytest.param("mdlm", marks=pytest.mark.xfail(strict=True, reason=(
-        "the output head runs on masked positions only: x[select] needs their count on the host")))])
+@pytest.mark.parametrize("family", ["ar", "duo", "mdlm", "esolm"])   # head_rows=auto: all rows on a GPU
 def test_cuda_steps_between_log_points_never_synchronize(tmp_path, monkeypatch, family):
     trainer = _trainer(tmp_path / "run", f"family={family}", "device=cuda", "max_steps=5", "grad_accum=2",
                        "log_every=100", "eval_every=100", "save_every=100")

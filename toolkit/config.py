@@ -28,6 +28,7 @@ class ModelConfig:
     max_seq_len: int = 256       # rotary tables are built up to this length
     attention: str = "auto"      # auto | sdpa | xformers | math
     fused_head: bool = True      # training scores tokens with the chunked head + cross-entropy (no [N, V] logits)
+    head_rows: str = "auto"      # selected (head only where scored) | all (every row, unscored weighted 0: no device sync) | auto (selected on CPU, all on GPU)
 
     def apply_preset(self, name: str) -> None:
         try:

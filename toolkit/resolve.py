@@ -138,6 +138,7 @@ def validate(cfg: RunConfig) -> None:
         (m.attention in ("auto", "sdpa", "xformers", "math"),
          f"attention must be auto, sdpa, xformers or math (got '{m.attention}')"),
         (t.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32 (got '{t.precision}')"),
+        (m.head_rows in ("auto", "selected", "all"), f"head_rows must be auto, selected or all (got '{m.head_rows}')"),
         (str(t.compile).lower() in ("auto", "true", "false"), f"compile must be auto, true or false (got '{t.compile}')"),
         (d.format in ("text", "pairs"), f"format must be text or pairs (got '{d.format}')"),
         (t.lora_rank >= 0, f"lora_rank must be >= 0 (got {t.lora_rank})"),

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.errors import UserError
-from toolkit.model.backbone import fuses_head
+from toolkit.model.backbone import fuses_head, selects_rows
 from toolkit.sampling import SampleRequest, Step
 from toolkit.schedule import LogLinear
 from toolkit.values import parse_value
@@ -94,8 +94,10 @@ class Family:
 
     def token_nll(self, net, tokens, targets, select=None, weights=None, **net_kwargs) -> torch.Tensor:
         """-log p(targets | tokens) per position [B, L] (fp32; 0 where the bool `select` is False),
-        [MASK] never predicted. With `select` the head runs only at those positions. With
-        `weights` ([B, L], no gradient) the scalar sum of weights * NLL instead.
+        [MASK] never predicted. With `select` the head runs only at those positions, or, where
+        `selects_rows` says picking them would cost a device sync (`head_rows`), at every position
+        with the others' NLL zeroed: the same values, static shapes. With `weights` ([B, L], no
+        gradient) the scalar sum of weights * NLL instead.
 
         A backbone with `fused_head` (the default) computes it in its chunked head + cross-entropy
         (toolkit/model/fused_head.py) without forming [positions, V] logits; given the weights,
@@ -103,6 +105,10 @@ class Family:
         network is asked for logits, and the cross-entropy taken here (the same numbers up to
         fp32 round-off).
         """
+        if select is not None and not selects_rows(net, tokens.device):
+            if weights is not None:
+                return self.token_nll(net, tokens, targets, weights=torch.where(select, weights, 0.0), **net_kwargs)
+            return torch.where(select, self.token_nll(net, tokens, targets, **net_kwargs), 0.0)
         if select is not None:
             net_kwargs["select"] = select
         if fuses_head(net):
@@ -120,7 +126,7 @@ class Family:
             out = torch.zeros(select.shape, dtype=nll.dtype, device=nll.device)
             out[select] = nll
             nll = out
-        return nll if weights is None else (nll * weights).sum()
+        return nll if weights is None else torch.where(weights != 0, nll * weights, 0.0).sum()   # 0 * inf: 0
 
     # -- sampling ----------------------------------------------------------------------
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:

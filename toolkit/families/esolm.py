@@ -77,7 +77,7 @@ class EsoLM(MDLM):
         z_t, masked = self.corrupt(x0, t, generator, loss_mask)
         order = permuted_order(masked, generator)
         ce = self.selected_ce(net, z_t.gather(1, order), x0.gather(1, order), masked.gather(1, order),
-                              weights, positions=order, causal=True)
+                              weights, positions=order, causal=True, max_position=x0.shape[1] - 1)
         return ce, masked
 
     def sequential_inputs(self, z0, x0, rank) -> dict:
@@ -85,7 +85,7 @@ class EsoLM(MDLM):
         n = z0.shape[1]
         pos = torch.arange(n, device=z0.device).repeat(2).expand(z0.shape[0], 2 * n)
         mask = sequential_mask(z0 != self.mask_id, rank)[:, None]
-        return {"tokens": torch.cat([z0, x0], 1), "positions": pos, "mask": mask}
+        return {"tokens": torch.cat([z0, x0], 1), "positions": pos, "mask": mask, "max_position": n - 1}
 
     def sequential_logits(self, net, z0, x0, rank):
         """Logits at the z_0 half of [z_0 ; x_0] under the sequential-phase mask."""

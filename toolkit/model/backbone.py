@@ -177,11 +177,12 @@ class Backbone(nn.Module):
 
     def forward(self, tokens=None, sigma=None, *, soft=None, positions=None, causal: bool = False,
                 mask=None, cache: KVCache | None = None, keep: int | None = None, select=None,
-                targets=None, exclude: int | None = None, weights=None):
+                targets=None, exclude: int | None = None, weights=None, max_position: int | None = None):
         """Logits [B, L, V] (or [M, V] at the M positions where the bool [B, L] `select` is True).
 
         tokens: ids [B, L] (or `soft` distributions [B, L, V]); sigma: [B] noise level (None = 0);
         positions: rotary positions [B, L] (default 0..L-1, offset by the cache length);
+        max_position: the largest entry of `positions` when the caller knows it (no device sync);
         causal / mask: the attention pattern (mask: bool [B or 1, 1, L, L_keys], True = visible);
         cache: a KVCache to attend to and extend with the first `keep` tokens (default all);
         select: compute the output head only where needed (masked diffusion scores masked
@@ -193,7 +194,7 @@ class Backbone(nn.Module):
         """
         x = self.vocab_embed(tokens, soft)
         b, n = x.shape[:2]
-        max_pos = None
+        max_pos = max_position
         if positions is None:
             start = cache.length if cache is not None else 0
             positions = torch.arange(start, start + n, device=x.device).expand(b, n)
@@ -224,13 +225,12 @@ class Backbone(nn.Module):
         return n - self.vocab_embed.embedding.numel() if non_embedding else n
 
 
-def fuses_head(net) -> bool:
-    """True when `net` is a Backbone with `fused_head` on, or a pass-through wrapper of one
-    (torch.compile, DDP, peft): then `net(..., targets=...)` returns NLL. Any other callable
-    (a test double, a wrapper that edits logits) is asked for logits."""
+def unwrap_backbone(net) -> "Backbone | None":
+    """The Backbone inside a pass-through wrapper (torch.compile, DDP, peft), or None for any
+    other callable (a test double, a wrapper that edits logits)."""
     for _ in range(8):
         if isinstance(net, Backbone):
-            return net.fused_head
+            return net
         if isinstance(net, torch.nn.parallel.DistributedDataParallel):
             net = net.module
         elif type(net).__name__ == "OptimizedModule" and hasattr(net, "_orig_mod"):   # torch.compile
@@ -238,5 +238,22 @@ def fuses_head(net) -> bool:
         elif callable(getattr(net, "get_base_model", None)):   # a peft model
             net = net.get_base_model()
         else:
-            return False
-    return False
+            return None
+    return None
+
+
+def fuses_head(net) -> bool:
+    """True when `net` is (or wraps) a Backbone with `fused_head` on: `net(..., targets=...)` returns NLL."""
+    backbone = unwrap_backbone(net)
+    return backbone is not None and backbone.fused_head
+
+
+def selects_rows(net, device: torch.device) -> bool:
+    """Whether scoring a subset of positions runs the head on those rows only (`head_rows`).
+
+    Picking rows with a boolean mask needs their count on the host: free on a CPU, a device sync
+    and a dynamic shape (a graph break under torch.compile) on a GPU. So `auto` selects on a CPU
+    and, on a GPU, runs the head on every row and weights the unscored ones by 0."""
+    backbone = unwrap_backbone(net)
+    mode = backbone.cfg.head_rows if backbone is not None else "selected"
+    return mode == "selected" or (mode == "auto" and torch.device(device).type != "cuda")

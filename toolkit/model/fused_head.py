@@ -170,7 +170,8 @@ class _LinearCrossEntropySum(torch.autograd.Function):
                 xs = x[s:e].to(dtype)
                 logits = _chunk_logits(xs, w, b, exclude)
                 lse = torch.logsumexp(logits, dim=-1)
-                total += rw[s:e] @ (lse - logits.gather(1, targets[s:e, None]).squeeze(1))
+                nll = lse - logits.gather(1, targets[s:e, None]).squeeze(1)
+                total += torch.where(rw[s:e] != 0, rw[s:e] * nll, 0.0).sum()   # a weight 0 row never counts
                 if any(need):
                     _accumulate(_softmax_minus_onehot(logits, lse, targets[s:e]), rw[s:e], xs, w, s, e, grads)
         ctx.grads = _as_param_grads(grads, weight, bias)
