@@ -168,3 +168,15 @@ def test_compile_auto_is_off_on_a_cpu_and_explicit_values_pass():
     from toolkit.resolve import resolve
     with pytest.raises(UserError, match="compile must be auto, true or false"):
         resolve(["compile=maybe"])
+
+
+def test_configs_saved_with_a_bool_compile_still_load():
+    """`compile` was a bool before `auto`: the embedded models' config.json files hold one."""
+    from toolkit.resolve import config_from_dict, config_type_problem
+    from toolkit.resolve import resolve
+    saved = resolve([]).to_dict()
+    saved["train"]["compile"] = False
+    assert config_type_problem(saved) is None
+    assert config_from_dict(saved).train.compile == "false"
+    saved["train"]["compile"] = 3
+    assert "train.compile must be str" in config_type_problem(saved)

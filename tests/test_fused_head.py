@@ -215,8 +215,8 @@ def test_backbone_returns_nll_shaped_like_the_targets():
 
 
 def test_fused_head_is_a_config_key():
-    assert resolve([]).model.fused_head is True
-    assert resolve(["fused_head=false"]).model.fused_head is False
+    assert resolve([]).model.fused_head == "auto"
+    assert resolve(["fused_head=false"]).model.fused_head == "false"
     with pytest.raises(UserError, match="fused_head"):
         resolve(["model.fused_head=sometimes"])
 
@@ -234,7 +234,7 @@ def test_head_rows_all_equals_selected(name, fused):
     dense = copy.deepcopy(net)
     dense.cfg = copy.copy(net.cfg)
     net.cfg.head_rows, dense.cfg.head_rows = "selected", "all"
-    assert selects_rows(net, torch.device("cpu")) and not selects_rows(dense, torch.device("cpu"))
+    assert selects_rows(net) and not selects_rows(dense)
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, 40, (6, 12), generator=g)
     t = torch.rand(6, generator=g) * 0.9 + 0.05
@@ -248,9 +248,14 @@ def test_head_rows_all_equals_selected(name, fused):
         torch.testing.assert_close(got[2][k], want[2][k], rtol=1e-4, atol=1e-7, msg=k)
 
 
-def test_head_rows_auto_selects_on_cpu_only():
+def test_head_rows_default_selects_and_fused_head_auto_follows_the_device():
     from toolkit.model.backbone import selects_rows
     net = small_net(vocab=V)
-    assert net.cfg.head_rows == "auto"
-    assert selects_rows(net, torch.device("cpu")) and not selects_rows(net, torch.device("cuda"))
-    assert selects_rows(lambda *a, **k: None, torch.device("cuda"))   # not a backbone: select as before
+    assert net.cfg.head_rows == "selected" and selects_rows(net)
+    assert selects_rows(lambda *a, **k: None)   # not a backbone: select as before
+    assert net.cfg.fused_head == "auto" and fuses_head(net)   # on a CPU
+    if torch.cuda.is_available():
+        assert not fuses_head(copy.deepcopy(net).cuda())
+    for value, expected in (("true", True), ("false", False), (True, True), (False, False)):
+        net.cfg.fused_head = value
+        assert fuses_head(net) is expected

@@ -27,8 +27,8 @@ class ModelConfig:
     vocab_size: int = 0          # filled from the tokenizer
     max_seq_len: int = 256       # rotary tables are built up to this length
     attention: str = "auto"      # auto | sdpa | xformers | math
-    fused_head: bool = True      # training scores tokens with the chunked head + cross-entropy (no [N, V] logits)
-    head_rows: str = "auto"      # selected (head only where scored) | all (every row, unscored weighted 0: no device sync) | auto (selected on CPU, all on GPU)
+    fused_head: str = "auto"     # chunked head + cross-entropy, no [N, V] logits: auto (on a CPU; off on a GPU, where it breaks torch.compile's graph) | true | false
+    head_rows: str = "selected"  # selected (the head runs only where a loss scores) | all (every row, unscored ones weighted 0: static shapes, no device sync)
 
     def apply_preset(self, name: str) -> None:
         try:

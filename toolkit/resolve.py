@@ -20,13 +20,30 @@ from toolkit.families import get_family
 from toolkit.values import parse_overrides, parse_value
 
 
+# keys whose type changed: a config saved before holds the old type, read as the new one
+_SAVED_AS = {("train", "compile"): (bool, lambda v: str(v).lower()),   # bool -> 'true' | 'false' (+ 'auto')
+             ("model", "fused_head"): (bool, lambda v: str(v).lower())}
+
+
+def upgrade_saved(d: dict) -> dict:
+    """A saved config with the value types of this version (older files are still read)."""
+    d = dict(d)
+    for (section, key), (old, convert) in _SAVED_AS.items():
+        values = d.get(section)
+        if isinstance(values, dict) and isinstance(values.get(key), old):
+            d[section] = {**values, key: convert(values[key])}
+    return d
+
+
 def config_from_dict(d: dict) -> RunConfig:
     """A RunConfig from a saved config.json (checkpoints, run directories)."""
+    d = upgrade_saved(d)
     return RunConfig.from_dict(d, get_family(d["family"]).Options())
 
 
 def config_type_problem(d: dict) -> str | None:
     """Why a saved config (a checkpoint's config.json) has the wrong shape or value types, or None."""
+    d = upgrade_saved(d)
     if not isinstance(d.get("family"), str):
         return "family must be a string"
     sections = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
@@ -138,7 +155,8 @@ def validate(cfg: RunConfig) -> None:
         (m.attention in ("auto", "sdpa", "xformers", "math"),
          f"attention must be auto, sdpa, xformers or math (got '{m.attention}')"),
         (t.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32 (got '{t.precision}')"),
-        (m.head_rows in ("auto", "selected", "all"), f"head_rows must be auto, selected or all (got '{m.head_rows}')"),
+        (m.head_rows in ("selected", "all"), f"head_rows must be selected or all (got '{m.head_rows}')"),
+        (str(m.fused_head).lower() in ("auto", "true", "false"), f"fused_head must be auto, true or false (got '{m.fused_head}')"),
         (str(t.compile).lower() in ("auto", "true", "false"), f"compile must be auto, true or false (got '{t.compile}')"),
         (d.format in ("text", "pairs"), f"format must be text or pairs (got '{d.format}')"),
         (t.lora_rank >= 0, f"lora_rank must be >= 0 (got {t.lora_rank})"),

@@ -94,9 +94,9 @@ class Family:
 
     def token_nll(self, net, tokens, targets, select=None, weights=None, **net_kwargs) -> torch.Tensor:
         """-log p(targets | tokens) per position [B, L] (fp32; 0 where the bool `select` is False),
-        [MASK] never predicted. With `select` the head runs only at those positions, or, where
-        `selects_rows` says picking them would cost a device sync (`head_rows`), at every position
-        with the others' NLL zeroed: the same values, static shapes. With `weights` ([B, L], no
+        [MASK] never predicted. With `select` the head runs only at those positions, or, with
+        `head_rows=all`, at every position with the others' NLL zeroed: the same values, static
+        shapes, no device sync. With `weights` ([B, L], no
         gradient) the scalar sum of weights * NLL instead.
 
         A backbone with `fused_head` (the default) computes it in its chunked head + cross-entropy
@@ -105,7 +105,7 @@ class Family:
         network is asked for logits, and the cross-entropy taken here (the same numbers up to
         fp32 round-off).
         """
-        if select is not None and not selects_rows(net, tokens.device):
+        if select is not None and not selects_rows(net):
             if weights is not None:
                 return self.token_nll(net, tokens, targets, weights=torch.where(select, weights, 0.0), **net_kwargs)
             return torch.where(select, self.token_nll(net, tokens, targets, **net_kwargs), 0.0)

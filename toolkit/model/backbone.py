@@ -217,8 +217,13 @@ class Backbone(nn.Module):
 
     @property
     def fused_head(self) -> bool:
-        """Whether the families ask this backbone for per-position NLL (`targets=`) during training."""
-        return self.cfg.fused_head
+        """Whether the families ask this backbone for per-position NLL (`targets=`) during training.
+        `auto`: on a CPU (less memory, as fast or faster); not on a GPU, where the chunk loop is a
+        graph break that cost 1.6x in tokens/s under torch.compile on an H200 (docs/performance.md)."""
+        value = str(self.cfg.fused_head).lower()
+        if value == "auto":
+            return self.output_layer.linear.weight.device.type != "cuda"
+        return value == "true"
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -248,12 +253,12 @@ def fuses_head(net) -> bool:
     return backbone is not None and backbone.fused_head
 
 
-def selects_rows(net, device: torch.device) -> bool:
+def selects_rows(net) -> bool:
     """Whether scoring a subset of positions runs the head on those rows only (`head_rows`).
 
     Picking rows with a boolean mask needs their count on the host: free on a CPU, a device sync
-    and a dynamic shape (a graph break under torch.compile) on a GPU. So `auto` selects on a CPU
-    and, on a GPU, runs the head on every row and weights the unscored ones by 0."""
+    and a dynamic shape on a GPU. `all` avoids both by running the head on every row and zeroing the
+    unscored ones; on an H200 under torch.compile `selected` was still faster (fewer FLOPs), so it
+    is the default everywhere."""
     backbone = unwrap_backbone(net)
-    mode = backbone.cfg.head_rows if backbone is not None else "selected"
-    return mode == "selected" or (mode == "auto" and torch.device(device).type != "cuda")
+    return backbone is None or backbone.cfg.head_rows != "all"
