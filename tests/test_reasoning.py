@@ -172,7 +172,8 @@ def test_finetuned_model_solves_far_more_than_an_untrained_one(tmp_path):
     tok.save(str(tmp_path / "tok.json"))
     cfg = resolve(["family=ar", "model=cpu-xs", "format=pairs", f"data={tmp_path / 'train.jsonl'}",
                    f"tokenizer={tmp_path / 'tok.json'}", "seq_len=40", "batch_size=16", "max_steps=400", "lr=1e-2",
-                   "warmup_steps=20", "eval_every=1000", "eval_batches=2", "progress=false", f"out={tmp_path / 'run'}"])
+                   "warmup_steps=20", "eval_every=1000", "eval_batches=2", "progress=false", "precision=fp32",
+                   f"out={tmp_path / 'run'}"])
     Trainer(cfg).fit()
     problems = load_problems(str(tmp_path / "test.jsonl"), 0)
     req = SampleRequest(length=40, steps=16, temperature=0)

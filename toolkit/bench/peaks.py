@@ -33,7 +33,7 @@ def gemm_rate(shape: tuple[int, int, int], precision: str, device: torch.device,
         with autocast(device, precision), torch.no_grad():
             torch.nn.functional.linear(x, w)
 
-    return 2 * m * k * n / best_seconds(run, device, warmup=2, repeats=3, budget_s=budget_s)
+    return 2 * m * k * n / best_seconds(run, device, warmup=2, repeats=3, budget_s=budget_s, min_sample_s=0.02)
 
 
 def model_gemm_peak(m: ModelConfig, tokens: int, precision: str, device: torch.device, budget_s: float) -> dict:

@@ -17,18 +17,26 @@ def synchronize(device: torch.device) -> None:
 
 
 def best_seconds(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, repeats: int = 3,
-                 budget_s: float = 2.0) -> float:
+                 budget_s: float = 2.0, min_sample_s: float = 0.0) -> float:
     """Fastest wall-clock seconds of one call of `fn`: `warmup` calls, then at least `repeats`
-    timed calls and more while `budget_s` lasts."""
+    timed samples and more while `budget_s` lasts. A sample is as many back-to-back calls as fill
+    `min_sample_s`, so a sub-millisecond GPU kernel is not timed against one launch and one sync."""
     for _ in range(warmup):
         fn()
     synchronize(device)
-    best, done, end = float("inf"), 0, time.perf_counter() + budget_s
-    while done < repeats or time.perf_counter() < end:
+    calls = 1
+    if min_sample_s > 0:
         tic = time.perf_counter()
         fn()
         synchronize(device)
-        best = min(best, time.perf_counter() - tic)
+        calls = max(1, min(1000, int(min_sample_s / max(time.perf_counter() - tic, 1e-7))))
+    best, done, end = float("inf"), 0, time.perf_counter() + budget_s
+    while done < repeats or time.perf_counter() < end:
+        tic = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+        best = min(best, (time.perf_counter() - tic) / calls)
         done += 1
     return best
 

@@ -131,7 +131,7 @@ def forward_throughput(net, size: Size, precision: str, device: torch.device, *,
             call(tokens, sigma)
 
     reset_peak_memory(device)
-    seconds = best_seconds(run, device, warmup=2, repeats=3, budget_s=budget_s)
+    seconds = best_seconds(run, device, warmup=2, repeats=3, budget_s=budget_s, min_sample_s=0.02)
     return {"size": size.name, "shape": size.describe(), "precision": precision, "tokens_per_s": size.tokens / seconds,
             "model_flops_per_s": size.forward_flops_per_token() * size.tokens / seconds,
             "peak_memory_gib": peak_memory_gib(device)}
