@@ -13,11 +13,13 @@ import torch
 from toolkit import hardware
 from toolkit.bench import peaks, report, targets
 from toolkit.bench.train import Size
+from toolkit.data.tokenizer import load_tokenizer
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 from toolkit.scaling.flops import forward_flops
 
 ROOT = Path(__file__).resolve().parents[1]
+VOCAB = load_tokenizer().get_vocab_size()   # the embedded tokenizer the sampling models use
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +47,16 @@ def test_quick_report_has_every_part(quick_report):
         # the ratio is the model FLOP rate over the peak of the row's own precision
         assert t["of_model_gemm_peak"] == pytest.approx(
             t["model_flops_per_s"] / r["peaks"][t["precision"]]["quick"]["flops_per_s"])
+        assert t["of_model_gemm_peak_with_attention"] > t["of_model_gemm_peak"]   # attention adds work
     assert {f["precision"] for f in r["forward"]} == {"fp32", "bf16"}
     assert {s["family"] for s in r["sampling"]} == families
     for s in r["sampling"]:
         assert s["cache_speedup"] == pytest.approx(s["cached_tokens_per_s"] / s["plain_tokens_per_s"])
         assert s["nfe_plain"] >= 1
+        for label in ("cached", "plain"):   # every generated token costs at least one forwarded position
+            assert s[f"{label}_positions_per_s"] >= 0.999 * s[f"{label}_tokens_per_s"]
+            assert s[f"{label}_of_square_gemm_peak"] == pytest.approx(s[f"{label}_positions_per_s"] * forward_flops(
+                2, 64, VOCAB, 1) / r["peaks"]["fp32"]["square"]["flops_per_s"])
     assert "no --reference" in r["reference"]["skipped"]
     assert isinstance(r["targets"], list)
     for title in ("Matrix-product peaks", "Training", "Forward only", "Sampling", "Reference backbone"):

@@ -35,14 +35,24 @@ def sampling_rows(model: LanguageModel, length: int, batch: int, step_counts: li
         req = SampleRequest(num_samples=batch, length=length, steps=steps, seed=0)
         row = {"family": model.name, "steps": steps, "length": length, "batch": batch}
         for label, request in (("cached", req), ("plain", replace(req, use_cache=False))):
-            nfe = []
+            nfe, fed = [], []
 
-            def run(request=request, nfe=nfe):
+            def run(request=request, nfe=nfe, fed=fed):
+                fed.append(0)
                 nfe.append(model.generate(request)[1].nfe)
 
-            seconds = best_seconds(run, model.device, warmup=1, repeats=1, budget_s=budget_s)
+            def count(_module, args, kwargs, fed=fed):   # token positions the network processes
+                tokens = args[0] if args else kwargs.get("tokens", kwargs.get("soft"))
+                fed[-1] += tokens.shape[0] * tokens.shape[1]
+
+            hook = model.net.register_forward_pre_hook(count, with_kwargs=True)
+            try:
+                seconds = best_seconds(run, model.device, warmup=1, repeats=1, budget_s=budget_s)
+            finally:
+                hook.remove()
             row[f"{label}_tokens_per_s"] = batch * length / seconds
             row[f"nfe_{label}"] = nfe[-1]
+            row[f"{label}_positions_per_s"] = fed[-1] / seconds   # network work: positions forwarded
         row["cache_speedup"] = row["cached_tokens_per_s"] / row["plain_tokens_per_s"]
         rows.append(row)
     return rows

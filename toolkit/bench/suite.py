@@ -29,7 +29,7 @@ PARTS = ("peaks", "train", "forward", "sampling", "reference", "parity")
 # the shapes: forward d=256 x 4 layers x 4 heads, T=256, V=4096, batch 32; CPU training
 # d=512 x 8 layers, T=512; GPU training the paper's 170M (18 x 768) at T=2048 with a 32k vocabulary
 FORWARD = Size("fwd-d256", 4, 256, 4, 256, 32)
-CPU_SIZES = (Size("tiny", 4, 128, 4, 256, 16), Size("d256", 4, 256, 4, 256, 16), Size("d512", 8, 512, 8, 512, 4))
+CPU_SIZES = (Size("tiny", 4, 128, 4, 256, 16), Size("d256", 4, 256, 4, 256, 16), Size("d512", 8, 512, 8, 512, 8))
 GPU_SIZES = (Size("170M", 18, 768, 12, 2048, 8, 32001), Size("170M-b16", 18, 768, 12, 2048, 16, 32001))
 QUICK = QUICK_SIZE
 
@@ -90,6 +90,8 @@ def with_ratios(row: dict, peaks: dict, size: Size) -> dict:
     p = peaks.get(row["precision"], {})
     if size.name in p:
         row["of_model_gemm_peak"] = row["model_flops_per_s"] / p[size.name]["flops_per_s"]
+        if "attention_flops_per_s" in row:   # the same with attention scores counted as work
+            row["of_model_gemm_peak_with_attention"] = row["attention_flops_per_s"] / p[size.name]["flops_per_s"]
     if "square" in p:
         row["of_square_gemm_peak"] = row["model_flops_per_s"] / p["square"]["flops_per_s"]
     return row
@@ -136,9 +138,9 @@ def run_sampling(plan: Plan, peaks: dict, log) -> list[dict]:
         for row in sampling_rows(model, plan.sampling_length, 2 if plan.quick else 4, plan.sampling_steps,
                                  plan.budget_s):
             row["model"] = preset
-            if square:   # how busy the uncached sampler keeps the machine: NFE full-length forwards per second
-                work = row["nfe_plain"] * row["batch"] * row["length"] * per_token
-                row["plain_of_square_gemm_peak"] = work * row["plain_tokens_per_s"] / (row["batch"] * row["length"]) / square
+            if square:   # how busy each sampler keeps the machine: positions it forwards, in model FLOPs
+                for label in ("cached", "plain"):
+                    row[f"{label}_of_square_gemm_peak"] = row[f"{label}_positions_per_s"] * per_token / square
             rows.append(row)
             log(row)
     return rows

@@ -29,8 +29,9 @@ def evaluate_targets(report: dict) -> list[dict]:
         for family, goal in (("mdlm", 0.40), ("ar", 0.45)):
             best = max((r.get("of_square_gemm_peak", 0.0) for r in train
                         if r["family"] == family and r["size"].startswith("170M")), default=None)
-            out.append(_target(f"GPU 170M T=2048 bf16 {family} training: MFU against the measured matmul peak",
-                               best, goal, "of peak"))
+            if best is not None:
+                out.append(_target(f"GPU 170M T=2048 bf16 {family} training: MFU against the measured matmul peak",
+                                   best, goal, "of peak"))
         ref_train = ref.get("train", {})
         mdlm = max((r["tokens_per_s"] for r in train if r["family"] == "mdlm" and r["size"] == ref_train.get("size")),
                    default=None)

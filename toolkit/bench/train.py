@@ -17,7 +17,7 @@ from toolkit.config import ModelConfig
 from toolkit.data.packing import PackedData
 from toolkit.model.backbone import Backbone
 from toolkit.resolve import resolve
-from toolkit.scaling.flops import forward_flops
+from toolkit.scaling.flops import forward_flops, train_flops_per_sequence
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,13 @@ def train_throughput(family: str, size: Size, precision: str, device: torch.devi
         seconds = best_seconds(one_step, device, warmup=3 if compile_ else 2, repeats=repeats, budget_s=budget_s)
         params = trainer.net.num_params(False), trainer.net.num_params(True)
         flops = trainer.flops_per_seq * size.batch
+        with_attention = train_flops_per_sequence(size.n_layers, size.d_model, size.vocab_size, size.seq_len,
+                                                  attention=True) * size.batch
         memory = peak_memory_gib(device)
         del trainer
     return {"family": family, "size": size.name, "shape": size.describe(), "precision": precision,
             "compile": compile_, "tokens_per_s": size.tokens / seconds, "model_flops_per_s": flops / seconds,
+            "attention_flops_per_s": with_attention / seconds,
             "step_s": seconds, "params_total": params[0], "params_non_embedding": params[1],
             "peak_memory_gib": memory}
 
