@@ -21,4 +21,4 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install
-	$(BIN)/python -m toolkit.bench --json benchmarks/results/bench_cpu.json
+	$(BIN)/python -m toolkit.bench --json runs/bench.json

@@ -116,16 +116,16 @@ def test_readme_section_is_replaced_between_markers_only(quick_report, tmp_path)
     r, _ = quick_report
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\nbefore\n{report.START}\nold table\n{report.END}\nafter\n")
-    report.write_readme_section(readme, [("CPU", r)])
+    report.write_readme_section(readme, [r])
     text = readme.read_text()
     assert text.startswith("# Title\nbefore\n") and text.endswith(f"{report.END}\nafter\n")
     assert "old table" not in text and r["machine"]["cpu"] in text and r["date"] in text
-    report.write_readme_section(readme, [("CPU", r)])
+    report.write_readme_section(readme, [r])
     assert readme.read_text() == text   # regenerating from the same report changes nothing
     bare = tmp_path / "bare.md"
     bare.write_text("no markers\n")
     with pytest.raises(UserError, match="markers"):
-        report.write_readme_section(bare, [("CPU", r)])
+        report.write_readme_section(bare, [r])
 
 
 def test_targets_compare_value_and_goal():
@@ -187,3 +187,18 @@ def test_configs_saved_with_a_bool_compile_still_load():
     assert config_from_dict(saved).train.compile == "false"
     saved["train"]["compile"] = 3
     assert "train.compile must be str" in config_type_problem(saved)
+
+
+def test_readme_tables_are_those_the_committed_reports_give(tmp_path):
+    """The README's benchmark tables are regenerated from the JSON reports its command names."""
+    import re
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"python -m toolkit\.bench --readme README\.md((?:\s*\\?\s*--from \S+)+)", readme)
+    assert command, "the README names the command that writes its tables"
+    sources = re.findall(r"--from (\S+)", command.group(1))
+    assert "benchmarks/results/bench_cpu.json" in sources
+    copy = tmp_path / "README.md"
+    copy.write_text(readme)
+    reports = [json.loads((ROOT / s).read_text()) for s in sources]
+    report.write_readme_section(copy, reports)
+    assert copy.read_text() == readme

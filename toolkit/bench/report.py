@@ -109,8 +109,8 @@ def text(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(r: dict, heading: str) -> str:
-    lines = [f"#### {heading}", "", machine_line(r) + ".", ""]
+def markdown(r: dict, title: str) -> str:
+    lines = [f"#### {title}", "", machine_line(r) + ".", ""]
     for title, header, rows in sections(r):
         lines += [f"*{title}*", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
@@ -118,11 +118,16 @@ def markdown(r: dict, heading: str) -> str:
     return "\n".join(lines)
 
 
-def write_readme_section(readme: Path, reports: list[tuple[str, dict]], preamble: str = "") -> None:
+def heading(r: dict) -> str:
+    m = r["machine"]
+    return (f"{m['gpu']} (GPU)" if m.get("gpu") else f"{m['cpu']}, {m['cpu_count']} cores (CPU)") + f", {r['date']}"
+
+
+def write_readme_section(readme: Path, reports: list[dict], preamble: str = "") -> None:
     """Replace the text between START and END in `readme` with these reports' tables."""
     text_ = readme.read_text()
     if START not in text_ or END not in text_:
         raise UserError(f"{readme} has no '{START}' ... '{END}' markers to write between")
-    body = "\n".join([preamble.strip(), ""] + [markdown(r, heading) for heading, r in reports]).strip()
+    body = "\n".join([preamble.strip(), ""] + [markdown(r, heading(r)) for r in reports]).strip()
     new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{body}\n{END}", text_, flags=re.S)
     readme.write_text(new)

@@ -65,11 +65,6 @@ def _load_report(path: str) -> dict:
     return data
 
 
-def _heading(r: dict) -> str:
-    m = r["machine"]
-    return (f"{m['gpu']} (GPU)" if m.get("gpu") else f"{m['cpu']}, {m['cpu_count']} cores (CPU)") + f", {r['date']}"
-
-
 @cli_main
 def main(argv: list[str] | None = None):
     ap = ArgParser(prog="python -m toolkit.bench", description=__doc__.splitlines()[0])
@@ -94,7 +89,7 @@ def main(argv: list[str] | None = None):
         if not a.sources:
             raise UserError("--readme needs at least one --from REPORT.json")
         reports = [_load_report(s) for s in a.sources]
-        report_lib.write_readme_section(Path(a.readme), [(_heading(r), r) for r in reports])
+        report_lib.write_readme_section(Path(a.readme), reports)
         print(f"wrote the benchmark section of {a.readme} from {', '.join(a.sources)}")
         return 0
     if a.threads < 0:
