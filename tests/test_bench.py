@@ -58,8 +58,12 @@ def test_quick_report_has_every_part(quick_report):
             assert s[f"{label}_of_square_gemm_peak"] == pytest.approx(s[f"{label}_positions_per_s"] * forward_flops(
                 2, 64, VOCAB, 1) / r["peaks"]["fp32"]["square"]["flops_per_s"])
     assert "no --reference" in r["reference"]["skipped"]
+    assert {(c["precision"], c["variant"]) for c in r["head"]} == {(p, v) for p in ("fp32", "bf16")
+                                                                     for v in ("plain", "fused", "fused_sum")}
+    for c in r["head"]:
+        assert c["seconds"] > 0 and c["speedup_vs_plain"] > 0
     assert isinstance(r["targets"], list)
-    for title in ("Matrix-product peaks", "Training", "Forward only", "Sampling", "Reference backbone"):
+    for title in ("Matrix-product peaks", "Training", "Forward only", "Sampling", "Reference backbone", "Output head"):
         assert title in printed
 
 

@@ -96,17 +96,22 @@ def test_the_detector_sees_every_kind_of_host_read():
     assert reads.reads == ["__float__", "item", "__bool__", "__int__", "tolist", "__format__"]
 
 
+def _allow_at_checkpoints(trainer, monkeypatch, detector):
+    """Let `detector` see every step but not the log/eval/save points, where reading is the point."""
+    for name in ("start", "validate", "save"):
+        setattr(trainer, name, detector.allow(getattr(trainer, name)))
+    trainer.guard.check = detector.allow(trainer.guard.check)
+    trainer.dist.wait = detector.allow(trainer.dist.wait)
+    trainer.window.record = detector.allow(trainer.window.record)
+    monkeypatch.setattr(checkpointing, "save_best", detector.allow(checkpointing.save_best))
+    return detector
+
+
 @pytest.mark.parametrize("family", ["mdlm", "ar", "duo"])
 def test_steps_between_log_points_never_read_the_device(tmp_path, monkeypatch, family):
     trainer = _trainer(tmp_path / "run", f"family={family}", "max_steps=5", "grad_accum=2", "progress=true",
                        "log_every=100", "eval_every=100", "save_every=100")
-    reads = HostReads()
-    for name in ("start", "validate", "save"):
-        setattr(trainer, name, reads.allow(getattr(trainer, name)))
-    trainer.guard.check = reads.allow(trainer.guard.check)
-    trainer.dist.wait = reads.allow(trainer.dist.wait)
-    trainer.window.record = reads.allow(trainer.window.record)
-    monkeypatch.setattr(checkpointing, "save_best", reads.allow(checkpointing.save_best))
+    reads = _allow_at_checkpoints(trainer, monkeypatch, HostReads())
     with reads, ScalarReads(reads):
         trainer.fit()
     assert reads.reads == []
@@ -140,13 +145,7 @@ class CudaSyncs:
 def test_cuda_steps_between_log_points_never_synchronize(tmp_path, monkeypatch, family):
     trainer = _trainer(tmp_path / "run", f"family={family}", "max_steps=5", "grad_accum=2",
                        "log_every=100", "eval_every=100", "save_every=100", "device=cuda")
-    syncs = CudaSyncs()
-    for name in ("start", "validate", "save"):
-        setattr(trainer, name, syncs.allow(getattr(trainer, name)))
-    trainer.guard.check = syncs.allow(trainer.guard.check)
-    trainer.dist.wait = syncs.allow(trainer.dist.wait)
-    trainer.window.record = syncs.allow(trainer.window.record)
-    monkeypatch.setattr(checkpointing, "save_best", syncs.allow(checkpointing.save_best))
+    _allow_at_checkpoints(trainer, monkeypatch, CudaSyncs())
     torch.cuda.set_sync_debug_mode("error")
     try:
         trainer.fit()

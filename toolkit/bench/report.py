@@ -71,6 +71,12 @@ def sections(r: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                  f"{_pct(s.get('cached_of_square_gemm_peak'))} / {_pct(s.get('plain_of_square_gemm_peak'))}"]
                 for s in r["sampling"]]
         out.append(("Sampling (generated tokens per second)", header, rows))
+    if r.get("head"):
+        header = ["rows x d x V", "precision", "variant", "chunk", "ms", "peak MiB", "speed vs plain", "memory vs plain"]
+        rows = [[f"{c['rows']} x {c['d_model']} x {c['vocab']}", c["precision"], c["variant"], str(c["chunk_rows"]),
+                 _num(1e3 * c["seconds"], 1), _num(c["peak_mib"], 1), _num(c.get("speedup_vs_plain"), 2) + "x",
+                 _num(c.get("memory_vs_plain"), 2) + "x"] for c in r["head"]]
+        out.append(("Output head forward + backward (plain vs chunked fused cross-entropy)", header, rows))
     ref = r.get("reference")
     if ref:
         if "skipped" in ref:

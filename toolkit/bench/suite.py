@@ -2,7 +2,7 @@
 
 A plan names the sizes, families and step counts; `run` measures the peaks first, then each
 part, and divides every throughput by the peak of the precision it ran in. Parts: peaks, train,
-forward, sampling, reference, parity (GPU only).
+forward, sampling, reference, parity (GPU only), head (the output head alone, plain vs fused).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 from toolkit import hardware
 from toolkit.bench import peaks as peak_lib
 from toolkit.bench import reference as ref_lib
+from toolkit.bench.head import head_benchmark
 from toolkit.bench.parity import parity
 from toolkit.bench.sampling import sampling_rows, untrained
 from toolkit.bench.targets import evaluate_targets
@@ -24,7 +25,7 @@ from toolkit.families import REGISTRY
 from toolkit.model import attention
 from toolkit.scaling.flops import forward_flops
 
-PARTS = ("peaks", "train", "forward", "sampling", "reference", "parity")
+PARTS = ("peaks", "train", "forward", "sampling", "reference", "parity", "head")
 
 # the issue's shapes: forward d=256 x 4 layers x 4 heads, T=256, V=4096, batch 32; CPU training
 # d=512 x 8 layers, T=512; GPU training the paper's 170M (18 x 768) at T=2048 with a 32k vocabulary
@@ -189,6 +190,13 @@ def run_parity(plan: Plan) -> list[dict]:
     return [row for pair in pairs for row in parity(pair, plan.device, small, seq_len=256 if not plan.quick else 32)]
 
 
+def run_head(plan: Plan) -> list[dict]:
+    """The output head alone, plain vs the fused chunked head: its training shape on this device."""
+    shape = (256, 64, 512) if plan.quick else ("gpu" if plan.device.type == "cuda" else "small")
+    precisions = ("bf16",) if plan.device.type == "cuda" else ("fp32", "bf16")
+    return head_benchmark((shape,), precisions, device=plan.device, repeats=2 if plan.quick else 5)
+
+
 def run(plan: Plan, log=lambda row: None, save=lambda report: None) -> dict:
     """Every part of the plan, in one process; returns the report (JSON-ready). `save` gets the
     report so far after each part (a long run killed half-way keeps what it measured)."""
@@ -205,7 +213,8 @@ def run(plan: Plan, log=lambda row: None, save=lambda report: None) -> dict:
              ("forward", lambda: run_forward(plan, peaks, log)),
              ("reference", lambda: run_reference(plan, report.get("forward", []), log)),
              ("parity", lambda: run_parity(plan) if plan.device.type == "cuda" else []),
-             ("sampling", lambda: run_sampling(plan, peaks, log))]
+             ("sampling", lambda: run_sampling(plan, peaks, log)),
+             ("head", lambda: run_head(plan))]
     needed = set(plan.parts) | ({"forward"} if "reference" in plan.parts else set())
     for name, part in steps:
         if name in needed:

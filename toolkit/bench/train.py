@@ -18,15 +18,12 @@ from toolkit.data.packing import PackedData
 from toolkit.model.backbone import Backbone
 from toolkit.resolve import resolve
 from toolkit.scaling.flops import forward_flops, train_flops_per_sequence
+from toolkit.scaling.grid import Size as ModelSize
 
 
 @dataclass(frozen=True)
-class Size:
-    """One benchmarked shape: a model, a sequence length and a batch."""
-    name: str
-    n_layers: int
-    d_model: int
-    n_heads: int
+class Size(ModelSize):
+    """One benchmarked shape: a model (the scaling grid's Size), a sequence length and a batch."""
     seq_len: int
     batch: int
     vocab_size: int = 4096

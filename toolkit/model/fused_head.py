@@ -17,7 +17,7 @@ Two variants, because of how a gradient reaches the rows:
 The families' training losses know their row weights before the forward pass (MDLM's 1/t per
 sequence, loss masks, Eso-LM's two phases) and use the second; the NELBO (no backward pass) and
 any caller that needs per-row values use the first. Measured on CPU (1 thread, N 4096, d 512,
-V 4096; `toolkit/model/head_benchmark.py`, figures in docs/fused-head.md), speed / peak memory
+V 4096; `toolkit/bench/head.py`, figures in docs/fused-head.md), speed / peak memory
 against the plain head: per-row 0.92x / 0.38x in fp32, 1.39x / 0.33x in bf16; weighted sum
 1.24x / 0.32x, 1.92x / 0.36x. At N 16384, d 768, V 32001 the plain head adds 6 GiB, the fused
 one 0.3-0.5 GiB.

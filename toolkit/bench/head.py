@@ -1,6 +1,6 @@
-"""Time and peak memory of the output head's forward + backward: plain vs fused (not a test).
+"""The `head` part of the benchmark: the output head's forward + backward, plain vs fused.
 
-    head_benchmark() -> dict     (benchmarks/bench_head.py prints it as a table)
+    python -m toolkit.bench --parts head        (head_benchmark() returns the rows)
 
 Three ways to score N rows against a [V, d] head, each followed by the backward pass of a
 per-row weighted sum (the families weight rows differently):
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from toolkit.bench.timing import autocast, synchronize
 from toolkit.model.fused_head import (default_chunk_rows, linear_cross_entropy, linear_cross_entropy_sum,
                                       unfused_cross_entropy)
 
@@ -56,15 +56,6 @@ def _step(variant, x, w, b, targets, weights, chunk_rows):
         p.grad = None
 
 
-def sync_device(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def autocast_for(device, precision):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def time_variants(shape, precision, variants=VARIANTS, device="cpu", repeats=5, chunk_rows=None) -> dict:
     """Fastest forward + backward (seconds) of each variant, the variants interleaved so that a
     noisy, shared machine slows them alike; one warm-up round first."""
@@ -73,11 +64,11 @@ def time_variants(shape, precision, variants=VARIANTS, device="cpu", repeats=5, 
     best = {v: float("inf") for v in variants}
     for i in range(repeats + 1):
         for v in variants:
-            sync_device(device)
+            synchronize(device)
             t0 = time.perf_counter()
-            with autocast_for(device, precision):
+            with autocast(device, precision):
                 _step(v, *args, chunk_rows)
-            sync_device(device)
+            synchronize(device)
             if i:
                 best[v] = min(best[v], time.perf_counter() - t0)
     return best
@@ -88,15 +79,15 @@ def peak_memory(shape, precision, variant, device="cpu", chunk_rows=None) -> flo
     device = torch.device(device)
     args = _inputs(*shape, device)
     if device.type == "cuda":
-        sync_device(device)
+        synchronize(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
         base = _reset_peak_rss()
-    with autocast_for(device, precision):
+    with autocast(device, precision):
         _step(variant, *args, chunk_rows)
     if device.type == "cuda":
-        sync_device(device)
+        synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
     return _peak_rss() - base
 
@@ -126,13 +117,13 @@ def _peak_in_fresh_process(shape, precision, variant, chunk_rows) -> float:
     spec = json.dumps({"shape": shape, "precision": precision, "variant": variant, "chunk_rows": chunk_rows})
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-m", "toolkit.model.head_benchmark", spec], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "toolkit.bench.head", spec], capture_output=True,
                          text=True, env=env, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def head_benchmark(shapes=("small",), precisions=("fp32", "bf16"), variants=VARIANTS, device="cpu",
-                   repeats=5, chunk_rows=None) -> dict:
+                   repeats=5, chunk_rows=None) -> list[dict]:
     """Forward + backward of the head for each shape (a name in SHAPES or (N, d, V)), precision and
     variant: the fastest time, the peak memory, and both as ratios to `plain` (when measured)."""
     device = torch.device(device)
@@ -154,33 +145,7 @@ def head_benchmark(shapes=("small",), precisions=("fp32", "bf16"), variants=VARI
         if ref is not None:
             c["speedup_vs_plain"] = ref["seconds"] / c["seconds"]
             c["memory_vs_plain"] = c["peak_mib"] / ref["peak_mib"] if ref["peak_mib"] > 0 else None
-    return {"device": str(device), "machine": machine_name(device), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "repeats": repeats, "cases": cases}
-
-
-def machine_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def format_table(report: dict) -> str:
-    lines = [f"output head forward + backward on {report['machine']} ({report['device']}, torch {report['torch']}, "
-             f"{report['threads']} threads)",
-             f"{'N':>6} {'d':>4} {'V':>6} {'prec':>5} {'variant':>9} {'chunk':>6} {'ms':>9} {'peak MiB':>9}"
-             f" {'speed':>6} {'memory':>7}"]
-    for c in report["cases"]:
-        speed = f"{c['speedup_vs_plain']:.2f}x" if "speedup_vs_plain" in c else ""
-        mem = f"{c['memory_vs_plain']:.2f}x" if c.get("memory_vs_plain") else ""
-        lines.append(f"{c['rows']:>6} {c['d_model']:>4} {c['vocab']:>6} {c['precision']:>5} {c['variant']:>9} "
-                     f"{c['chunk_rows']:>6} {1e3 * c['seconds']:>9.1f} {c['peak_mib']:>9.1f} {speed:>6} {mem:>7}")
-    return "\n".join(lines)
+    return cases
 
 
 if __name__ == "__main__":   # one case's peak memory, for _peak_in_fresh_process
