@@ -126,7 +126,7 @@ def resolve_precision(name: str, device: torch.device | str) -> str:
 
 
 def resolve_compile(name: str | bool, device: torch.device | str) -> bool:
-    """'auto' -> torch.compile on a GPU (it fuses the many small element-wise kernels: 1.5-2.5x on an
+    """'auto' -> torch.compile on a GPU (it fuses the many small element-wise kernels: 1.4-2.5x on an
     H200), not on a CPU, where it gained 12% per step at d = 512 but costs a minute or two of
     compiling on a small machine, more than most CPU runs last; true/false pass. A bool is
     accepted too: configs saved before `auto` existed hold one."""
