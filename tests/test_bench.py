@@ -162,14 +162,18 @@ def test_bad_arguments_are_one_line_errors(args, message):
     assert proc.stderr.strip().startswith("error:") and message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_reference_loader_names_what_is_missing(tmp_path):
-    from toolkit.bench.reference import load_dit
+def test_reference_loader_names_what_is_missing(tmp_path, monkeypatch):
+    from toolkit.bench import reference
     with pytest.raises(UserError, match="no models/dit.py"):
-        load_dit(tmp_path)
+        reference.load_dit(tmp_path)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "dit.py").write_text("raise ImportError('flash_attn is missing')\n")
+    monkeypatch.setattr(reference, "NEEDS", ("json", "no_such_module_xyz"))
+    with pytest.raises(UserError, match="needs no_such_module_xyz: pip install no_such_module_xyz"):
+        reference.load_dit(tmp_path)
+    monkeypatch.setattr(reference, "NEEDS", ("json",))   # its imports present: the file's own error shows
     with pytest.raises(UserError, match="flash_attn is missing"):
-        load_dit(tmp_path)
+        reference.load_dit(tmp_path)
 
 
 def test_compile_auto_is_off_on_a_cpu_and_explicit_values_pass():
