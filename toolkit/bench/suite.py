@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import gc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -32,7 +32,6 @@ PARTS = ("peaks", "train", "forward", "sampling", "reference", "parity", "head")
 FORWARD = Size("fwd-d256", 4, 256, 4, 256, 32)
 CPU_SIZES = (Size("tiny", 4, 128, 4, 256, 16), Size("d256", 4, 256, 4, 256, 16), Size("d512", 8, 512, 8, 512, 8))
 GPU_SIZES = (Size("170M", 18, 768, 12, 2048, 8, 32001), Size("170M-b16", 18, 768, 12, 2048, 16, 32001))
-QUICK = QUICK_SIZE
 
 
 @dataclass
@@ -50,7 +49,6 @@ class Plan:
     parts: tuple[str, ...] = PARTS
     reference: str | None = None
     variants: tuple[tuple[str, ...], ...] = ()   # extra trainer overrides timed on the first family
-    notes: list[str] = field(default_factory=list)
 
 
 def make_plan(device: torch.device, quick: bool, parts=PARTS, families=None, reference=None, sizes=None,
@@ -58,11 +56,11 @@ def make_plan(device: torch.device, quick: bool, parts=PARTS, families=None, ref
     families = tuple(families or REGISTRY)
     gpu = device.type == "cuda"
     if quick:
-        return Plan(device, True, (QUICK,), QUICK, families, ("fp32", "bf16"), (False,), 16, [2, 4], 0.05,
+        return Plan(device, True, (QUICK_SIZE,), QUICK_SIZE, families, ("fp32", "bf16"), (False,), 16, [2, 4], 0.05,
                     tuple(parts), reference, tuple(variants))
     chosen = GPU_SIZES if gpu else CPU_SIZES
     if sizes:
-        chosen = tuple(s for s in (*CPU_SIZES, *GPU_SIZES, QUICK) if s.name in sizes)
+        chosen = tuple(s for s in (*CPU_SIZES, *GPU_SIZES, QUICK_SIZE) if s.name in sizes)
     return Plan(device, False, chosen, FORWARD, families, ("bf16",) if gpu else ("fp32", "bf16"),
                 compile_ if compile_ is not None else ((True, False) if gpu else (False,)),
                 256, [32, 128], 2.0 if gpu else 4.0, tuple(parts), reference, tuple(variants))
@@ -185,7 +183,7 @@ def run_reference(plan: Plan, forward_rows: list[dict], log) -> dict:
 
 def run_parity(plan: Plan) -> list[dict]:
     backends = ["sdpa"] + (["xformers"] if attention.xformers_available() else [])
-    small = ModelConfig(n_layers=2, d_model=256, n_heads=4, vocab_size=QUICK.vocab_size, max_seq_len=512)
+    small = ModelConfig(n_layers=2, d_model=256, n_heads=4, vocab_size=QUICK_SIZE.vocab_size, max_seq_len=512)
     pairs = ([("xformers", "sdpa")] if "xformers" in backends else []) + [(b, "math") for b in backends]
     return [row for pair in pairs for row in parity(pair, plan.device, small, seq_len=256 if not plan.quick else 32)]
 

@@ -96,7 +96,6 @@ def train_throughput(family: str, size: Size, precision: str, device: torch.devi
         with_attention = train_flops_per_sequence(size.n_layers, size.d_model, size.vocab_size, size.seq_len,
                                                   attention=True) * size.batch
         memory = peak_memory_gib(device)
-        del trainer
     return {"family": family, "size": size.name, "shape": size.describe(), "precision": precision,
             "compile": compile_, "tokens_per_s": size.tokens / seconds, "model_flops_per_s": flops / seconds,
             "attention_flops_per_s": with_attention / seconds,

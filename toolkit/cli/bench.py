@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from toolkit.bench import report as report_lib
-from toolkit.bench.suite import CPU_SIZES, GPU_SIZES, PARTS, QUICK, make_plan, run
+from toolkit.bench.suite import CPU_SIZES, GPU_SIZES, PARTS, make_plan, run
+from toolkit.bench.train import QUICK_SIZE
 from toolkit.cli.common import ArgParser
 from toolkit.errors import UserError, cli_main
 from toolkit.families import REGISTRY
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--families", default=",".join(REGISTRY), help="families to time")
-    sizes = [s.name for s in (*CPU_SIZES, *GPU_SIZES, QUICK)]
+    sizes = [s.name for s in (*CPU_SIZES, *GPU_SIZES, QUICK_SIZE)]
     ap.add_argument("--sizes", default="", help=f"training sizes (default: the device's plan; known: {','.join(sizes)})")
     ap.add_argument("--compile", choices=("off", "on", "both"), default=None,
                     help="torch.compile for training (default: both on a GPU, off on a CPU)")
