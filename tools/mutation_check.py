@@ -34,13 +34,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TESTS = ["tests/test_families.py", "tests/test_family_math.py", "tests/test_family_reverse_steps.py",
-                 "tests/test_finetune.py"]   # the last: the families' prompt-masked (fine-tuning) losses
+                 "tests/test_finetune.py",   # the families' prompt-masked (fine-tuning) losses
+                 "tests/test_fused_head.py"]   # token_nll: fused and plain heads, weights, selected rows
 TARGETS = ["toolkit/families/*.py", "toolkit/schedule.py"]
 # functions (or methods) whose math the check mutates; others (validation, registry, records) are skipped
 FOCUS = {
     "alpha", "alpha_prime", "sigma", "reveal_probability", "stratified_times", "antithetic_times",
     "__init__", "_inputs_targets", "next_token_logits", "without_mask", "scored_tokens", "nelbo", "loss",
-    "sample", "corrupt", "subs_logits", "denoise",
+    "sample", "corrupt", "subs_logits", "denoise", "token_nll", "covered_tokens",
     "weight", "selected_ce", "diffusion_terms", "duo_nelbo_terms", "duo_posterior", "x_theta",
     "permuted_order", "permuted_causal_mask", "sequential_mask", "sequential_inputs", "sequential_logits",
     "sequential_nll", "reveal", "_logits_cached", "_logits_full", "masked_tokens_init",

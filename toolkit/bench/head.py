@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from toolkit.bench.timing import autocast, synchronize
+from toolkit.bench.timing import autocast, peak_rss_bytes, reset_peak_rss, synchronize
 from toolkit.model.fused_head import (default_chunk_rows, linear_cross_entropy, linear_cross_entropy_sum,
                                       unfused_cross_entropy)
 
@@ -83,33 +82,13 @@ def peak_memory(shape, precision, variant, device="cpu", chunk_rows=None) -> flo
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        base = _reset_peak_rss()
+        base = reset_peak_rss()
     with autocast(device, precision):
         _step(variant, *args, chunk_rows)
     if device.type == "cuda":
         synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    return _peak_rss() - base
-
-
-def _peak_rss() -> int:
-    """This process's peak resident set in bytes (Linux VmHWM; elsewhere ru_maxrss)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux/BSD units (KiB)
-
-
-def _reset_peak_rss() -> int:
-    """Start a new peak at the current resident set (Linux: clear_refs 5), and return it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass   # no reset: the peak may include what came before (imports)
-    return _peak_rss()
+    return peak_rss_bytes() - base
 
 
 def _peak_in_fresh_process(shape, precision, variant, chunk_rows) -> float:

@@ -6,6 +6,7 @@ not busy with someone else; every benchmark in this package times through `best_
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -46,17 +47,40 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set in bytes (Linux VmHWM; elsewhere ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource   # deferred: POSIX only
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux/BSD units (KiB)
+
+
+def reset_peak_rss() -> int:
+    """Start a new peak at the current resident set (Linux: clear_refs 5), and return it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass   # no reset: the peak may include what came before (imports, earlier parts)
+    return peak_rss_bytes()
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_peak_rss()
 
 
 def peak_memory_gib(device: torch.device) -> float | None:
-    """Peak allocated device memory since the last reset (CUDA), or the process' peak RSS (CPU)."""
+    """Peak allocated device memory since the last reset (CUDA), or the process' peak resident set
+    since the last reset (CPU; on systems without a reset, the peak so far)."""
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 3)
     try:
-        import resource   # deferred: POSIX only
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3)   # KiB on Linux
+        return round(peak_rss_bytes() / 2 ** 30, 3)
     except (ImportError, OSError):
         return None
