@@ -386,3 +386,14 @@ def test_elbo_losses_are_the_nelbo_per_token(name):
     nelbo = fam.nelbo(net, x0, t, torch.Generator().manual_seed(1))
     assert (nelbo >= 0).all() and (nelbo > 0).sum() >= 3
     torch.testing.assert_close(loss, nelbo.sum() / x0.numel())
+
+
+def test_loss_normaliser_counts_covered_tokens_and_never_divides_by_zero():
+    """A fine-tuning batch whose mask covers no token has loss 0 (not 0/0); one token counts once."""
+    from toolkit.families.base import covered_tokens
+    x0 = torch.zeros(2, 5, dtype=torch.long)
+    for covered in (0, 1, 3):
+        mask = torch.zeros(2, 5, dtype=torch.bool)
+        mask.view(-1)[:covered] = True
+        assert float(covered_tokens(x0, mask)) == max(covered, 1)
+    assert covered_tokens(x0, None) == 10
