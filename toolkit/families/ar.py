@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import Family, register
+from toolkit.families.base import Family, covered_tokens, register
 from toolkit.model.backbone import KVCache
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs
 
@@ -67,11 +67,9 @@ class AR(Family):
 
     def loss(self, net, x0, t=None, generator=None, loss_mask=None):
         inputs, targets = self._inputs_targets(x0)
-        if loss_mask is None:
-            weights, covered = torch.ones(targets.shape, device=x0.device), self.scored_tokens(x0)
-        else:
-            weights = self._target_mask(loss_mask, targets).float()
-            covered = weights.sum().clamp(min=1)
+        scored = None if loss_mask is None else self._target_mask(loss_mask, targets)
+        weights = torch.ones(targets.shape, device=x0.device) if scored is None else scored.float()
+        covered = covered_tokens(targets, scored)   # the targets: L-1 per row under score=reference
         # the weights are known before the forward pass: the fused head uses them (token_nll)
         return self.token_nll(net, inputs, targets, weights=weights, causal=True) / covered
 
