@@ -32,18 +32,19 @@ ROOT = HERE.parent.parent
 FAMILIES = ("ar", "mdlm", "duo", "esolm")
 
 # Profiles: the committed CPU study, the same ladder at a larger size on one GPU, and a tiny
-# end-to-end run for the tests. A size maps to a model preset (pre-trained here) or to None
-# (the embedded demo model of each family).
+# end-to-end run for the tests. A size maps to (a model preset pre-trained here, or None for the
+# embedded demo model of each family; its ladder of fine-tuning step budgets). The larger CPU
+# size starts its ladder lower: it costs ~4x more per step, and rungs are cheapest first.
 PROFILES = {
-    "cpu": dict(sizes={"demo": None, "large": "cpu-m"}, budgets="500,1000,2000,4000,8000", train_problems=128000,
-                test_problems=300, steps="8,32", parallel=2, device="cpu", threads=1, eval_every=250,
-                pretrain=[]),
-    "gpu": dict(sizes={"gpu-19M": "19M"}, budgets="500,1000,2000,4000", train_problems=128000,
+    "cpu": dict(sizes={"demo": (None, "500,1000,2000,4000,8000"), "large": ("cpu-m", "250,500,1000,2000,4000")},
+                train_problems=128000, test_problems=300, steps="8,32", parallel=2, device="cpu", threads=1,
+                eval_every=250, pretrain=[], train=[]),
+    "gpu": dict(sizes={"gpu-19M": ("19M", "500,1000,2000,4000")}, train_problems=128000,
                 test_problems=300, steps="8,32", parallel=4, device="cuda", threads=0, eval_every=250,
-                pretrain=[]),
-    "tiny": dict(sizes={"demo": None, "tiny": "cpu-4xs"}, budgets="4,8", train_problems=400, test_problems=6,
+                pretrain=["compile=false"], train=["compile=false"]),   # compiling each rung would cost more than it saves
+    "tiny": dict(sizes={"demo": (None, "4,8"), "tiny": ("cpu-4xs", "4,8")}, train_problems=400, test_problems=6,
                  steps="4", parallel=2, device="cpu", threads=1, eval_every=4,
-                 pretrain=["max_steps=6", "eval_every=3", "save_every=6", "log_every=3"]),
+                 pretrain=["max_steps=6", "eval_every=3", "save_every=6", "log_every=3"], train=[]),
 }
 
 
@@ -82,12 +83,12 @@ class Study:
                  "--train", str(self.a.train_problems), "--test", str(self.a.test_problems)])
 
     def init_of(self, size: str, fam: str) -> str:
-        preset = self.a.sizes[size]
+        preset, _ = self.a.sizes[size]
         return fam if preset is None else str(self.work / "pretrain" / f"{size}-{fam}")
 
     def pretrain(self, size: str, fam: str) -> None:
         self.sh([sys.executable, "-m", "training.train", f"config=training/recipes/demo-{fam}.yaml",
-                 f"model={self.a.sizes[size]}", f"out={self.init_of(size, fam)}", *self.common(), *self.a.pretrain])
+                 f"model={self.a.sizes[size][0]}", f"out={self.init_of(size, fam)}", *self.common(), *self.a.pretrain])
 
     def finetune(self, size: str, fam: str, budget: int) -> None:
         run = self.work / "runs" / f"{size}-{fam}"
@@ -96,7 +97,7 @@ class Study:
                  f"data={self.data / 'train.jsonl'}", f"out={run}", f"max_steps={budget}",
                  f"batch_size={a.batch_size}", f"seq_len={a.seq_len}", f"lr={a.lr}", f"warmup_steps={a.warmup}",
                  "min_lr_ratio=1.0", f"eval_every={a.eval_every}", "eval_batches=12", f"log_every={a.eval_every}",
-                 f"save_every={budget}", *self.common()])
+                 f"save_every={budget}", *self.common(), *a.train])
         point = self.point(size, fam, budget)
         shutil.rmtree(point, ignore_errors=True)
         shutil.copytree(run, point, ignore=shutil.ignore_patterns("*.tmp", "*.old"))
@@ -136,14 +137,15 @@ class Study:
             for fi, fam in enumerate(a.families):
                 key = f"{size}-{fam}"
                 base = []
-                if a.sizes[size] is not None:
+                preset, budgets = a.sizes[size]
+                if preset is not None:
                     out.append(Task(f"pretrain-{key}", lambda s=size, f=fam: self.pretrain(s, f), [],
                                     (0.5, si, fi), self.work / "locks" / f"pretrain-{key}.lock"))
                     base = [f"pretrain-{key}"]
                 out.append(Task(f"pretrain-nelbo-{key}", lambda s=size, f=fam: self.pretrain_nelbo(s, f), base,
                                 (99, si, fi)))
                 previous = base
-                for k, budget in enumerate(a.budgets):
+                for k, budget in enumerate(budgets):
                     ft = f"finetune-{key}-{budget}"
                     out.append(Task(ft, lambda s=size, f=fam, b=budget: self.finetune(s, f, b), previous,
                                     (k, si, fi), self.work / "locks" / f"run-{key}.lock"))
@@ -232,7 +234,7 @@ def parse_args(argv=None):
                     "the cpu profile's default work folder, else the work folder)")
     ap.add_argument("--task", default="arith", help="a level of toolkit/data/arithmetic.py: copy, arith, arith-hard")
     ap.add_argument("--families", default=",".join(FAMILIES))
-    ap.add_argument("--budgets", default=None, help="fine-tuning step budgets (the ladder)")
+    ap.add_argument("--budgets", default=None, help="fine-tuning step budgets (the ladder; default: each size's own)")
     ap.add_argument("--sizes", default=None, help="comma list of the profile's sizes to run")
     ap.add_argument("--samplers", default="ancestral,confidence,block", help="strategies tried where supported")
     ap.add_argument("--steps", default=None, help="sampling step counts")
@@ -242,21 +244,24 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--train-problems", type=int, default=None)
     ap.add_argument("--test-problems", type=int, default=None)
-    ap.add_argument("--parallel", type=int, default=None)
+    ap.add_argument("--parallel", type=int, default=None, help="tasks at a time")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the profile's)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads per task (0: torch's default)")
+    ap.add_argument("--pretrain", action="append", default=None, metavar="KEY=VALUE",
+                    help="extra training.train overrides for pre-training (repeatable)")
     ap.add_argument("--summarise", action="store_true", help="only rebuild the tables and the figure")
     a = ap.parse_args(argv)
     profile = PROFILES[a.profile]
     for k, v in profile.items():
-        if getattr(a, k, None) is None:
+        if k not in ("sizes", "train") and getattr(a, k, None) is None:
             setattr(a, k, v)
-    a.sizes = dict(profile["sizes"])
-    if ap.parse_args(argv).sizes:
-        wanted = ap.parse_args(argv).sizes.split(",")
-        unknown = [s for s in wanted if s not in a.sizes]
-        if unknown:
-            raise SystemExit(f"unknown sizes {unknown} for profile {a.profile} (known: {', '.join(a.sizes)})")
-        a.sizes = {s: a.sizes[s] for s in wanted}
-    a.budgets = sorted(int(b) for b in str(a.budgets).split(","))
+    sizes = {name: (preset, a.budgets or ladder) for name, (preset, ladder) in profile["sizes"].items()}
+    wanted = a.sizes.split(",") if isinstance(a.sizes, str) else list(sizes)
+    unknown = [s for s in wanted if s not in sizes]
+    if unknown:
+        raise SystemExit(f"unknown sizes {unknown} for profile {a.profile} (known: {', '.join(sizes)})")
+    a.train = profile["train"]
+    a.sizes = {s: (sizes[s][0], sorted(int(b) for b in str(sizes[s][1]).split(","))) for s in wanted}
     a.families = a.families.split(",")
     unknown = [f for f in a.families if f not in FAMILIES]
     if unknown:
