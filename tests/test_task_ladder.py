@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import toolkit
-from toolkit.data.arithmetic import LEVELS, generate, level, train_questions
+from toolkit.data.arithmetic import LEVELS, generate, given_first_line, level, train_questions
 from toolkit.errors import UserError
 from toolkit.evaluation.reasoning import extract_answer, load_problems, task_accuracy
 from toolkit.sampling import SampleRequest, Step
@@ -42,6 +42,23 @@ def test_every_level_is_checkable_and_held_out(name):
         assert sum(c > 0 for c in carries) > len(carries) / 2
     if name == "copy":         # a copy problem states its answer and asks nothing else
         assert all(re.search(r" has (\d{4}) ", p["question"]).group(1) == str(p["result"]) for p in test)
+
+
+@pytest.mark.parametrize("shift", [0, 2, -1])
+def test_given_first_line_probe_continues_from_the_given_result(shift):
+    for p in generate(200, "test", LEVELS["arith-hard"]):
+        probe = given_first_line(p, shift)
+        if probe is None:
+            assert p["answer"].count("\n") < 2 or shift < 0
+            continue
+        question, given = probe["question"].rsplit("\n", 1)
+        assert question == p["question"] and probe["given_first_result"] == probe["true_first_result"] + shift
+        assert given.split(" = ")[0] == p["answer"].split("\n")[0].split(" = ")[0]   # same operands, new result
+        # the worked answer is right when read from the given (possibly wrong) first line on
+        check_worked_answer({"question": f"X has {probe['given_first_result']} y.", "answer": probe["answer"],
+                             "result": probe["result"]})
+        if shift == 0:
+            assert probe["answer"] == p["answer"].split("\n", 1)[1] and probe["result"] == p["result"]
 
 
 def test_levels_by_name_in_evaluation_and_bad_names():

@@ -82,6 +82,20 @@ class Study:
         self.sh([sys.executable, "-m", "toolkit.data.arithmetic", str(self.data), "--task", self.a.task,
                  "--train", str(self.a.train_problems), "--test", str(self.a.test_problems)])
 
+    def make_probe(self) -> None:
+        """probe.jsonl: each test problem with its first worked line given, true (control) and with its
+        result shifted by 1-3 (does line 2 start from what the model sees, or recompute it?)."""
+        import random
+        from toolkit.data.arithmetic import given_first_line
+        rng, rows = random.Random(0), []
+        for line in (self.data / "test.jsonl").read_text().splitlines():
+            problem = json.loads(line)
+            for shift in (0, rng.choice([-3, -2, -1, 1, 2, 3])):
+                probe = given_first_line(problem, shift)
+                if probe is not None:
+                    rows.append(probe)
+        (self.data / "probe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
     def init_of(self, size: str, fam: str) -> str:
         preset, _ = self.a.sizes[size]
         return fam if preset is None else str(self.work / "pretrain" / f"{size}-{fam}")
@@ -123,6 +137,16 @@ class Study:
                  "--generations", str(self.work / "generations" / f"{name}.jsonl")],
                 self.work / "evals" / f"{name}.json")
 
+    def probe(self, size: str, fam: str, budget: int) -> None:
+        name = f"{size}-{fam}-{budget}"
+        (self.work / "evals").mkdir(parents=True, exist_ok=True)
+        self.sh([sys.executable, "-m", "toolkit.evaluate", str(self.point(size, fam, budget)),
+                 "--task", str(self.data / "probe.jsonl"), "--problems", "0", "--steps", self.a.steps.split(",")[-1],
+                 "--temperature", "0", "--length", str(self.a.seq_len), "--batch-size", "64",
+                 "--threads", str(self.a.threads), "--device", self.a.device, "--json",
+                 "--generations", str(self.work / "generations" / f"probe-{name}.jsonl")],
+                self.work / "evals" / f"probe-{name}.json")
+
     def pretrain_nelbo(self, size: str, fam: str) -> None:
         (self.work / "evals").mkdir(parents=True, exist_ok=True)
         self.sh([sys.executable, "-m", "toolkit.evaluate", self.init_of(size, fam), "--metrics", "nelbo",
@@ -151,6 +175,8 @@ class Study:
                                     (k, si, fi), self.work / "locks" / f"run-{key}.lock"))
                     out.append(Task(f"evaluate-{key}-{budget}", lambda s=size, f=fam, b=budget: self.evaluate(s, f, b),
                                     [ft], (k + 0.25, si, fi)))
+                    out.append(Task(f"probe-{key}-{budget}", lambda s=size, f=fam, b=budget: self.probe(s, f, b),
+                                    [ft], (k + 0.3, si, fi)))
                     previous = [ft]
         return out
 
@@ -159,13 +185,16 @@ class Study:
         done_dir = self.work / "done"
         done_dir.mkdir(parents=True, exist_ok=True)
         (self.work / "locks").mkdir(parents=True, exist_ok=True)
-        todo = {t.name: t for t in self.tasks() if not (done_dir / t.name).exists()}
+        kinds = self.a.only.split(",") if self.a.only else None
+        todo = {t.name: t for t in self.tasks() if not (done_dir / t.name).exists()
+                and (kinds is None or t.name.split("-")[0] in kinds)}
         finished = {p.name for p in done_dir.iterdir()}
         failed: set[str] = set()
         running: set[str] = set()
         cv = threading.Condition()
 
         def next_task():
+            finished.update(p.name for p in done_dir.iterdir())   # tasks another study process finished
             ready = [t for t in todo.values() if t.name not in running and all(d in finished for d in t.deps)]
             return min(ready, key=lambda t: t.priority) if ready else None
 
@@ -249,6 +278,8 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per task (0: torch's default)")
     ap.add_argument("--pretrain", action="append", default=None, metavar="KEY=VALUE",
                     help="extra training.train overrides for pre-training (repeatable)")
+    ap.add_argument("--only", default=None, help="comma list of task kinds to run (pretrain, finetune, evaluate, probe);"
+                    " the others are left to another study process and waited for")
     ap.add_argument("--summarise", action="store_true", help="only rebuild the tables and the figure")
     a = ap.parse_args(argv)
     profile = PROFILES[a.profile]
@@ -281,6 +312,8 @@ def main(argv=None) -> int:
         (study.work / "settings.json").write_text(json.dumps({k: v for k, v in vars(a).items()}, indent=2))
         if not (study.data / "test.jsonl").is_file():
             study.make_data()
+        if not (study.data / "probe.jsonl").is_file():
+            study.make_probe()
         tic = time.time()
         ok = study.run_all()
         log(f"ladder {'finished' if ok else 'finished with failures'} in {(time.time() - tic) / 60:.1f} min")
@@ -291,5 +324,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
+    sys.path[:0] = [str(HERE), str(ROOT)]   # this checkout's toolkit, as in the tasks' processes
     sys.exit(main())

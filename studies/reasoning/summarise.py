@@ -57,6 +57,29 @@ def generation_shape(rows: list[dict], gold: dict[str, list[str]]) -> dict:
             "copied_start": round(copied / n, 3), "chained": round(chained / chain_base, 3) if chain_base else None}
 
 
+def probe_shape(work: Path, name: str) -> dict:
+    """The given-first-line probe at a point: with the true first line given, is line 2 right; with a
+    changed result given, does line 2 start from the given result or from the true one?"""
+    probes = {r["question"]: r for task in (work / "data").iterdir() for r in read_jsonl(task / "probe.jsonl")}
+    control = shifted = right = from_given = from_true = 0
+    for g in read_jsonl(work / "generations" / f"probe-{name}.jsonl"):
+        p = probes.get(g["question"])
+        first = WORK_LINE.match(g["generation"].strip())
+        if p is None:
+            continue
+        if p["given_first_result"] == p["true_first_result"]:
+            control += 1
+            right += g["generation"].strip().split("\n")[0] == p["answer"].split("\n")[0]
+        else:
+            shifted += 1
+            from_given += bool(first) and int(first.group(1)) == p["given_first_result"]
+            from_true += bool(first) and int(first.group(1)) == p["true_first_result"]
+    if not control or not shifted:
+        return {"probe_line2_right": None, "probe_from_given": None, "probe_from_true": None}
+    return {"probe_line2_right": round(right / control, 3), "probe_from_given": round(from_given / shifted, 3),
+            "probe_from_true": round(from_true / shifted, 3)}
+
+
 def collect(work: Path) -> list[dict]:
     gold = {r["question"]: r["answer"].splitlines()
             for task in (work / "data").iterdir() for r in read_jsonl(task / "test.jsonl")}
@@ -67,7 +90,7 @@ def collect(work: Path) -> list[dict]:
     rows = []
     for path in sorted((work / "evals").glob("*.json")):
         m = POINT.fullmatch(path.stem)
-        if path.stem.startswith("pretrain-") or not m:
+        if path.stem.startswith(("pretrain-", "probe-")) or not m:
             continue
         size, fam, budget = m["size"], m["family"], int(m["budget"])
         point = work / "points" / path.stem
@@ -78,6 +101,7 @@ def collect(work: Path) -> list[dict]:
             params[(size, fam)] = parameters(point)
         seen = budget * settings["batch_size"]
         generations = read_jsonl(work / "generations" / f"{path.stem}.jsonl")
+        probe = probe_shape(work, path.stem)
         for r in json.loads(path.read_text())["accuracy"]:
             mine = [g for g in generations if g["steps"] == r["steps"] and g["setting"].startswith(r["sampler"] + "|")]
             rows.append({"size": size, "size_rank": sizes.index(size) if size in sizes else 99, "family": fam,
@@ -87,7 +111,7 @@ def collect(work: Path) -> list[dict]:
                          "sampler": r["sampler"], "steps": r["steps"], "nfe": round(r["nfe"], 2),
                          "problems": r["problems"], "correct": r["correct"], "accuracy": round(r["accuracy"], 4),
                          "ci_low": round(r["ci_low"], 4), "ci_high": round(r["ci_high"], 4), "unparsed": r["unparsed"],
-                         **generation_shape(mine, gold), "task_val_nelbo": record.get("val_nelbo"),
+                         **generation_shape(mine, gold), **probe, "task_val_nelbo": record.get("val_nelbo"),
                          "pretrain_val_nelbo": round(pre["nelbo"], 4) if pre else None,
                          "pretrain_se": round(pre.get("se", 0.0), 4) if pre else None})
     rows.sort(key=lambda r: (r["size_rank"], list(LABELS).index(r["family"]), r["budget_steps"], r["sampler"], r["steps"]))
@@ -138,13 +162,16 @@ def setting(r: dict) -> str:
 
 def tables(rows: list[dict], points: list[dict], verdict: dict) -> str:
     out = ["| size | family | fine-tuning steps | FLOPs | best accuracy (95% CI) | its setting (strategy, steps) "
-           "| NFE / problem | ancestral best | first line right | start copied | line 2 uses line 1 | task val NELBO |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| NFE / problem | ancestral best | first line right | start copied | line 2 uses line 1 "
+           "| probe: line 2 right | probe: from given / true | task val NELBO |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         chained = "—" if p["chained"] is None else f"{p['chained']:.0%}"
+        given = "—" if p["probe_from_given"] is None else f"{p['probe_from_given']:.0%} / {p['probe_from_true']:.0%}"
+        right = "—" if p["probe_line2_right"] is None else f"{p['probe_line2_right']:.0%}"
         out.append(f"| {p['size']} | {LABELS[p['family']]} | {p['budget_steps']} | {p['finetune_flops']:.2g} | {pct(p)} | "
                    f"{setting(p)} | {p['nfe']:g} | {p['ancestral_accuracy']:.1%} | {p['first_line_right']:.0%} | "
-                   f"{p['copied_start']:.0%} | {chained} | {p['task_val_nelbo']:.4g} |")
+                   f"{p['copied_start']:.0%} | {chained} | {right} | {given} | {p['task_val_nelbo']:.4g} |")
     out += ["", "| size | family | parameters (without input embedding) | pre-training val NELBO | ladder verdict |"
             + "".join(f" FLOPs to {th:.0%} |" for th in THRESHOLDS),
             "|---|---|---|---|---|" + "---|" * len(THRESHOLDS)]

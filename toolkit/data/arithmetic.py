@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -98,6 +99,36 @@ def make_problem(rng: random.Random, d: Difficulty) -> dict:
         value = new
     story.append(f"How many {item} does {he.lower()} have{' now' if d.steps else ''}?")
     return {"question": " ".join(story), "answer": "\n".join(work + [f"#### {value}"]), "result": value}
+
+
+WORKED_LINE = re.compile(r"(\d+) ([-+*]) (\d+) = (\d+)")
+OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def given_first_line(problem: dict, shift: int) -> dict | None:
+    """The problem with its first worked line given in the prompt, its result changed by `shift`.
+
+    A probe of whether a model computes from the intermediate it can see: the reference answer
+    continues from the changed result (line 2 starts from it), so a model that recomputes line 1
+    from the question instead starts line 2 from the true result. `shift=0` is the control (the
+    true first line given). None if the problem has fewer than two worked lines or the changed
+    chain would go below 1.
+    """
+    *lines, _ = problem["answer"].split("\n")
+    if len(lines) < 2:
+        return None
+    a, op, b, c = WORKED_LINE.fullmatch(lines[0]).groups()
+    value = int(c) + shift
+    given, rest = f"{a} {op} {b} = {value}", []
+    for line in lines[1:]:
+        _, op, b, _ = WORKED_LINE.fullmatch(line).groups()
+        new = OPERATIONS[op](value, int(b))
+        if new < 1:
+            return None
+        rest.append(f"{value} {op} {b} = {new}")
+        value = new
+    return {"question": problem["question"] + "\n" + given, "answer": "\n".join(rest + [f"#### {value}"]),
+            "result": value, "true_first_result": int(c), "given_first_result": int(c) + shift}
 
 
 def generate(n: int, split: str = "train", difficulty: Difficulty = Difficulty(), train_size: int = 20000) -> list[dict]:
