@@ -36,7 +36,7 @@ FAMILIES = ("ar", "mdlm", "duo", "esolm")
 # embedded demo model of each family; its ladder of fine-tuning step budgets). The larger CPU
 # size starts its ladder lower: it costs ~4x more per step, and rungs are cheapest first.
 PROFILES = {
-    "cpu": dict(sizes={"demo": (None, "500,1000,2000,4000,8000"), "large": ("cpu-m", "250,500,1000,2000,4000")},
+    "cpu": dict(sizes={"demo": (None, "500,1000,2000,4000,8000"), "large": ("cpu-m", "125,250,500,1000,2000,4000")},
                 train_problems=128000, test_problems=300, steps="8,32", parallel=2, device="cpu", threads=1,
                 eval_every=250, pretrain=[], train=[]),
     "gpu": dict(sizes={"gpu-19M": ("19M", "500,1000,2000,4000")}, train_problems=128000,
@@ -164,7 +164,7 @@ class Study:
                 preset, budgets = a.sizes[size]
                 if preset is not None:
                     out.append(Task(f"pretrain-{key}", lambda s=size, f=fam: self.pretrain(s, f), [],
-                                    (0.5, si, fi), self.work / "locks" / f"pretrain-{key}.lock"))
+                                    (-1, si, fi), self.work / "locks" / f"pretrain-{key}.lock"))   # the longest path
                     base = [f"pretrain-{key}"]
                 out.append(Task(f"pretrain-nelbo-{key}", lambda s=size, f=fam: self.pretrain_nelbo(s, f), base,
                                 (99, si, fi)))
