@@ -191,11 +191,14 @@ class Study:
         finished = {p.name for p in done_dir.iterdir()}
         failed: set[str] = set()
         running: set[str] = set()
+        deferred: dict[str, float] = {}   # task -> when to try again (its lock is held elsewhere)
         cv = threading.Condition()
 
         def next_task():
             finished.update(p.name for p in done_dir.iterdir())   # tasks another study process finished
-            ready = [t for t in todo.values() if t.name not in running and all(d in finished for d in t.deps)]
+            now = time.time()
+            ready = [t for t in todo.values() if t.name not in running and deferred.get(t.name, 0) <= now
+                     and all(d in finished for d in t.deps)]
             return min(ready, key=lambda t: t.priority) if ready else None
 
         def worker():
@@ -218,7 +221,7 @@ class Study:
                 with cv:
                     running.discard(task.name)
                     if ok is None:            # deferred: its lock is held by another process
-                        cv.wait(timeout=30)
+                        deferred[task.name] = time.time() + 60
                         continue
                     del todo[task.name]
                     (finished if ok else failed).add(task.name)
