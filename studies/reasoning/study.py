@@ -34,9 +34,9 @@ FAMILIES = ("ar", "mdlm", "duo", "esolm")
 # Profiles: the committed CPU study, the same ladder at a larger size on one GPU, and a tiny
 # end-to-end run for the tests. A size maps to (a model preset pre-trained here, or None for the
 # embedded demo model of each family; its ladder of fine-tuning step budgets). The larger CPU
-# size starts its ladder lower: it costs ~4x more per step, and rungs are cheapest first.
+# size's ladder is lower: it costs ~4x more per step; rungs run cheapest first.
 PROFILES = {
-    "cpu": dict(sizes={"demo": (None, "500,1000,2000,4000,8000"), "large": ("cpu-m", "100,200,400,800,1600,3200")},
+    "cpu": dict(sizes={"demo": (None, "500,1000,1500,2000,3000,4000"), "large": ("cpu-m", "100,200,300,400,600,800")},
                 train_problems=128000, test_problems=300, steps="8,32", parallel=2, device="cpu", threads=1,
                 eval_every=250, pretrain=["stop_at=1200"], train=[]),   # the recipe's first 3/8: see the README
     "gpu": dict(sizes={"gpu-19M": ("19M", "500,1000,2000,4000")}, train_problems=128000,
@@ -99,7 +99,7 @@ class Study:
 
     def nice(self, size: str) -> int:
         """Sizes pre-trained here are the longest path: the embedded size's tasks yield the CPU to them."""
-        return 10 if self.a.sizes[size][0] is None and self.a.parallel > 1 else 0
+        return 5 if self.a.sizes[size][0] is None and self.a.parallel > 1 else 0
 
     def init_of(self, size: str, fam: str) -> str:
         preset, _ = self.a.sizes[size]
