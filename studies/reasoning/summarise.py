@@ -90,18 +90,19 @@ def collect(work: Path) -> list[dict]:
     rows = []
     for path in sorted((work / "evals").glob("*.json")):
         m = POINT.fullmatch(path.stem)
-        if path.stem.startswith(("pretrain-", "probe-")) or not m:
-            continue
+        if path.stem.startswith(("pretrain-", "probe-")) or not m or not (work / "done" / f"evaluate-{path.stem}").exists():
+            continue   # another kind of file, or an evaluation still running
         size, fam, budget = m["size"], m["family"], int(m["budget"])
         point = work / "points" / path.stem
         record = metrics_at(point, budget)
         pre_file = work / "evals" / f"pretrain-{size}-{fam}.json"
-        pre = json.loads(pre_file.read_text())["nelbo"] if pre_file.is_file() else {}
+        pre_done = (work / "done" / f"pretrain-nelbo-{size}-{fam}").exists()
+        pre = json.loads(pre_file.read_text())["nelbo"] if pre_done else {}
         if (size, fam) not in params:
             params[(size, fam)] = parameters(point)
         seen = budget * settings["batch_size"]
         generations = read_jsonl(work / "generations" / f"{path.stem}.jsonl")
-        probe = probe_shape(work, path.stem)
+        probe = probe_shape(work, path.stem) if (work / "done" / f"probe-{path.stem}").exists() else probe_shape(work, "")
         for r in json.loads(path.read_text())["accuracy"]:
             mine = [g for g in generations if g["steps"] == r["steps"] and g["setting"].startswith(r["sampler"] + "|")]
             rows.append({"size": size, "size_rank": sizes.index(size) if size in sizes else 99, "family": fam,
@@ -121,15 +122,14 @@ def collect(work: Path) -> list[dict]:
 def ladder(rows: list[dict]) -> list[dict]:
     """One row per (size, family, budget): its best setting (strategy, steps) and ancestral's best."""
     out: dict[tuple, dict] = {}
+    ancestral: dict[tuple, float] = {}
     for r in rows:
         key = (r["size"], r["family"], r["budget_steps"])
-        best = out.get(key)
-        if best is None or r["accuracy"] > best["accuracy"]:
+        if key not in out or r["accuracy"] > out[key]["accuracy"]:
             out[key] = dict(r)
-        anc = out[key].get("ancestral_accuracy", -1)
-        if r["sampler"] == "ancestral" and r["accuracy"] > anc:
-            out[key]["ancestral_accuracy"] = r["accuracy"]
-    return list(out.values())
+        if r["sampler"] == "ancestral":
+            ancestral[key] = max(ancestral.get(key, 0.0), r["accuracy"])
+    return [{**p, "ancestral_accuracy": ancestral.get(key, 0.0)} for key, p in out.items()]
 
 
 def verdicts(points: list[dict]) -> dict[tuple, dict]:
@@ -141,7 +141,10 @@ def verdicts(points: list[dict]) -> dict[tuple, dict]:
         if prev is None:
             state = "one rung only"
         elif last["accuracy"] > prev["ci_high"]:
-            state = f"still rising at {last['budget_steps']} steps (the ladder's end)"
+            state = f"still rising at {last['budget_steps']} steps, the last rung run"
+        elif last["task_val_nelbo"] < 0.95 * prev["task_val_nelbo"]:   # the loss still falls: not a plateau
+            state = (f"accuracy flat from {prev['budget_steps']} to {last['budget_steps']} steps (within its interval)"
+                     f" but task NELBO still falling ({prev['task_val_nelbo']:.3g} -> {last['task_val_nelbo']:.3g})")
         else:
             state = f"stopped rising: {last['budget_steps']} steps is within the interval of {prev['budget_steps']}"
         reach = {}
@@ -182,6 +185,52 @@ def tables(rows: list[dict], points: list[dict], verdict: dict) -> str:
         out.append(f"| {size} | {LABELS[fam]} | {b['params'] / 1e6:.2f}M ({b['params_no_embedding'] / 1e6:.2f}M) | {pre} |"
                    f" {v['state']} |{reach}")
     return "\n".join(out)
+
+
+def ranking(points: list[dict], size: str, pick) -> list[str]:
+    """Families of `size` ordered by accuracy at the rung `pick(rungs)` chooses (best first)."""
+    out = []
+    for fam in LABELS:
+        rs = sorted((p for p in points if p["size"] == size and p["family"] == fam), key=lambda p: p["budget_steps"])
+        if rs:
+            out.append((pick(rs), fam))
+    return [fam for r, fam in sorted(out, key=lambda x: -x[0]["accuracy"])]
+
+
+def reading(points: list[dict], verdict: dict) -> str:
+    """The findings, in sentences built from the figures (one bullet per finding)."""
+    lines = []
+    for size in dict.fromkeys(p["size"] for p in points):
+        first = ranking(points, size, lambda rs: rs[0])
+        last = ranking(points, size, lambda rs: rs[-1])
+        tips = {fam: max((p for p in points if p["size"] == size and p["family"] == fam), key=lambda p: p["budget_steps"])
+                for fam in last}
+        by_ppl = sorted((f for f in tips if tips[f]["pretrain_val_nelbo"] is not None),
+                        key=lambda f: tips[f]["pretrain_val_nelbo"])
+        desc = "; ".join(f"{LABELS[f]} {pct(tips[f])} after {tips[f]['budget_steps']} steps ({tips[f]['finetune_flops']:.2g} FLOPs,"
+                         f" {verdict[(size, f)]['state']})" for f in last)
+        lines.append(f"- **{size}**, at each family's last rung: {desc}.")
+        if len(last) < 2:
+            continue
+        order = " > ".join(LABELS[f] for f in last)
+        then = "the same order as at the first rung" if first == last else \
+            f"at the first rung: {' > '.join(LABELS[f] for f in first)}"
+        lines.append(f"- **{size}**: accuracy orders the families {order} ({then}; point estimates); "
+                     f"pre-training val NELBO orders them {' < '.join(LABELS[f] for f in by_ppl)} (best first).")
+        if len(by_ppl) > 1:
+            worst, top = by_ppl[-1], last[0]
+            if worst == top:
+                lines.append(f"- **{size}**: the family with the worst perplexity ({LABELS[worst]}) solves the most problems.")
+            else:
+                gap = "disjoint" if tips[top]["ci_low"] > tips[worst]["ci_high"] else "overlapping"
+                lines.append(f"- **{size}**: the family with the worst perplexity ({LABELS[worst]}, {pct(tips[worst])}) does not"
+                             f" solve the most problems ({LABELS[top]}, {pct(tips[top])}; intervals {gap}).")
+        probes = [f"{LABELS[f]} {tips[f]['probe_from_given']:.0%} / {tips[f]['probe_from_true']:.0%}"
+                  for f in last if tips[f]["probe_from_given"] is not None]
+        if probes:
+            lines.append(f"- **{size}**, given a first line whose result is changed, line 2 starts from the given"
+                         f" / the true result: {', '.join(probes)} (ancestral, last rung).")
+    return "\n".join(lines)
 
 
 def majority_baseline(work: Path) -> str:
@@ -263,5 +312,7 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
         shown = {k: settings[k] for k in ("task", "budgets", "sizes", "batch_size", "seq_len", "lr", "warmup",
                                           "train_problems", "test_problems", "steps", "samplers") if k in settings}
         block = f"<!-- results -->\n{md}\nSettings: `{json.dumps(shown)}`\n<!-- /results -->"
-        readme.write_text(re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, readme.read_text(), flags=re.S))
+        text = re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, readme.read_text(), flags=re.S)
+        found = f"<!-- reading -->\n{reading(points, verdict)}\n<!-- /reading -->"
+        readme.write_text(re.sub(r"<!-- reading -->.*<!-- /reading -->", lambda _: found, text, flags=re.S))
     return md
