@@ -315,4 +315,8 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
         text = re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, readme.read_text(), flags=re.S)
         found = f"<!-- reading -->\n{reading(points, verdict)}\n<!-- /reading -->"
         readme.write_text(re.sub(r"<!-- reading -->.*<!-- /reading -->", lambda _: found, text, flags=re.S))
+        top = here.parent.parent / "README.md"   # the project README states the findings with the figure
+        block = (f"<!-- study -->\n{reading(points, verdict)}\n\n![reasoning study: accuracy and task NELBO vs fine-tuning"
+                 f" FLOPs, accuracy vs NFE](studies/reasoning/accuracy.png)\n<!-- /study -->")
+        top.write_text(re.sub(r"<!-- study -->.*<!-- /study -->", lambda _: block, top.read_text(), flags=re.S))
     return md
