@@ -12,7 +12,7 @@ import argparse
 from toolkit.errors import UserError, cli_main
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 
-from gui.policy import AccessPolicy, host_and_port
+from gui.policy import AccessPolicy, check_port_free, host_and_port, port_message
 
 
 @cli_main
@@ -36,6 +36,7 @@ def main(argv=None):
         raise UserError("--concurrency must be >= 1")
     host, port = host_and_port(args.host, args.port)
     policy = AccessPolicy.for_launch(host, args.share, args.allow_roots, args.runs_per_client)
+    check_port_free(host, port)     # now, before the models load, and again (a race) when the server starts
     # deferred: torch and gradio take seconds to import; --help and argument errors should not wait
     import torch
 
@@ -48,7 +49,10 @@ def main(argv=None):
         raise UserError("no models: the embedded checkpoints are missing; pass --models DIR ...")
     for key in registry.keys:
         registry.get(key)       # fail now, with a clear message, rather than at the first click
-    launch(build_app(registry, args.concurrency, policy), host, port, args.share)
+    try:
+        launch(build_app(registry, args.concurrency, policy), host, port, args.share)
+    except OSError as e:
+        raise UserError(port_message(host, port, e)) from None
 
 
 if __name__ == "__main__":

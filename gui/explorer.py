@@ -12,10 +12,11 @@ import math
 
 from toolkit.errors import UserError
 from toolkit.evaluation.metrics import Samples, rounded, score_samples
+from toolkit.samplers import supported
 
 from gui.live import MAX_STEPS, Run, Settings, check_settings
 from gui.render import short_name
-from gui.strategies import SAMPLER_KEY
+from gui.strategies import DEFAULT_STRATEGY, SAMPLER_KEY
 
 MAX_POINTS = 24      # (model, step count) pairs per sweep
 MAX_SAMPLES = 16
@@ -72,12 +73,11 @@ def score(run: Run, evaluator) -> dict:
 
 
 def with_sampler(settings: Settings, family: str, sampler: str) -> Settings:
-    options = {**settings.options, family: {**settings.options.get(family, {}), SAMPLER_KEY: sampler}}
-    return Settings(**{**settings.__dict__, "options": options})
+    return settings.derive({**settings.options, family: {**settings.options.get(family, {}), SAMPLER_KEY: sampler}})
 
 
 def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings, num_samples: int,
-          samplers: tuple[str, ...] | list[str] = ("ancestral",)):
+          samplers: tuple[str, ...] | list[str] = (DEFAULT_STRATEGY,)):
     """Yield the growing list of result rows, one (model, strategy, step count) at a time.
 
     A strategy a model's family does not offer is skipped for that model."""
@@ -87,8 +87,8 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
     if unknown:
         raise UserError(f"unknown model {unknown[0]!r} (available: {', '.join(registry.keys)})")
     models = {k: registry.get(k) for k in keys}
-    samplers = list(samplers or ["ancestral"])
-    pairs = [(k, s) for k in keys for s in samplers if s in getattr(models[k].family, "samplers", ("ancestral",))]
+    samplers = list(samplers or [DEFAULT_STRATEGY])
+    pairs = [(k, s) for k in keys for s in samplers if s in supported(models[k].family)]
     if keys and not pairs:
         raise UserError(f"none of the selected models offers the strategies {', '.join(samplers)}")
     if len(pairs) * len(step_counts) > MAX_POINTS:
@@ -100,7 +100,7 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
     for key, sampler in pairs:
         seen_steps = set()
         for steps in step_counts:
-            s = with_sampler(Settings(**{**settings.__dict__, "steps": steps}), models[key].family.name, sampler)
+            s = with_sampler(settings.derive(steps=steps), models[key].family.name, sampler)
             run = Run(key, models[key], s, num_samples)
             while not run.done:
                 run.advance()
@@ -115,7 +115,7 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
                          "steps": taken, "nfe": m["nfe"],
                          "seconds": round(run.seconds, 4), "tokens_per_s": m["tokens_per_s"],
                          "gen_ppl": m["gen_ppl"], "entropy": m["entropy"],
-                         "repetitive": is_repetitive(m["entropy"], s.length - len(run.prompt_ids)), "pareto": False})
+                         "repetitive": is_repetitive(m["entropy"], s.base.length - len(run.prompt_ids)), "pareto": False})
             front = set(pareto_front(rows))
             for i, r in enumerate(rows):
                 r["pareto"] = i in front
@@ -131,11 +131,11 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
         ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
         return fig
     colours = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#6e7781", "#bf3989", "#0550ae"]
-    for n, (key, sampler) in enumerate(dict.fromkeys((r["model"], r.get("sampler", "ancestral")) for r in rows)):
-        pts = [r for r in rows if r["model"] == key and r.get("sampler", "ancestral") == sampler]
+    for n, (key, sampler) in enumerate(dict.fromkeys((r["model"], r["sampler"]) for r in rows)):
+        pts = [r for r in rows if r["model"] == key and r["sampler"] == sampler]
         colour = colours[n % len(colours)]
         ax.plot([r["tokens_per_s"] for r in pts], [r["gen_ppl"] for r in pts], "-", lw=1, color=colour, alpha=0.85,
-                label=short_name(key) + ("" if sampler == "ancestral" else f" · {sampler}"))
+                label=short_name(key) + ("" if sampler == DEFAULT_STRATEGY else f" · {sampler}"))
         for rep, marker in ((False, "o"), (True, "x")):
             sel = [r for r in pts if bool(r.get("repetitive")) == rep]
             ax.plot([r["tokens_per_s"] for r in sel], [r["gen_ppl"] for r in sel], marker, ms=6, color=colour)

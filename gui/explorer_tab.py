@@ -12,7 +12,7 @@ from gui import explorer
 from gui.live import Settings, whole_number
 from gui.models import ModelRegistry
 from gui.policy import AccessPolicy, client_of
-from gui.strategies import strategy_names
+from gui.strategies import DEFAULT_STRATEGY, strategy_names
 
 
 def _table(rows):
@@ -36,7 +36,7 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
                 x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
                                      elem_id="x-length")
                 x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
-                x_samplers = gr.CheckboxGroup(strategy_names(), value=["ancestral"], label="Decoding strategies",
+                x_samplers = gr.CheckboxGroup(strategy_names(), value=[DEFAULT_STRATEGY], label="Decoding strategies",
                                               info="each with its default options; skipped where a family lacks it",
                                               elem_id="x-samplers")
                 x_seed = gr.Number(0, label="Seed", precision=0)
@@ -48,15 +48,15 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
 
     policy = policy or AccessPolicy()
 
-    def run_sweep(request: gr.Request, keys, step_text, length_v, samples_v, seed_v, strategies=("ancestral",)):
+    def run_sweep(request: gr.Request, keys, step_text, length_v, samples_v, seed_v, strategies=(DEFAULT_STRATEGY,)):
         try:
             counts = explorer.parse_steps(step_text)
             settings = Settings(length=whole_number(length_v, "length"), seed=whole_number(seed_v or 0, "seed"))
             rows = []
-            total = len(keys or []) * len(counts) * len(strategies or ["ancestral"])
+            total = len(keys or []) * len(counts) * len(strategies or [DEFAULT_STRATEGY])
             with policy.run_slot(client_of(request)):
                 for rows in explorer.sweep(registry, list(keys or []), counts, settings,
-                                           whole_number(samples_v, "samples"), list(strategies or ["ancestral"])):
+                                           whole_number(samples_v, "samples"), list(strategies or [DEFAULT_STRATEGY])):
                     yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
                            f"Running… {len(rows)} point(s) of up to {total}")
             yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),

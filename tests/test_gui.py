@@ -262,3 +262,105 @@ def test_generate_endpoint_streams_and_guards(registry, server):
     with pytest.raises(Exception, match="greater than maximum"):   # the slider's own bound, reported
         client.predict(*args, api_name="/generate")
     assert "Done" in call(**{names[0]: "", names[1]: registry.keys[:1], names[2]: 8, names[7]: 0})[-1][1]   # serving
+
+
+def test_seed_beyond_64_bits_is_a_message(registry, server):
+    """torch seeds are signed 64-bit: a larger seed is refused with a message, in the app and the API."""
+    from gradio_client import Client
+    with pytest.raises(UserError, match="seed must be"):
+        start(registry, registry.keys, Settings(length=8, seed=99999999999999999999))
+    with pytest.raises(UserError, match="seed must be"):
+        start(registry, registry.keys, Settings(length=8, seed=-1))
+    client = Client(server, verbose=False)
+    with pytest.raises(Exception, match="seed must be"):
+        client.predict("", registry.keys, 8, 2, 99999999999999999999, api_name="/denoise")
+
+
+def test_token_labels_are_readable_and_keep_every_byte(registry):
+    """Byte-level pieces of a character and control bytes show as `<0xE2>`, never as U+FFFD or a raw
+    control character; read back, the labels give exactly the text's UTF-8 bytes."""
+    import re
+    m = registry.get(registry.keys[0])
+    text = "It’s a café — naïve\x00\x04 ok"
+    ids = m.encode(text)
+    run = start(registry, registry.keys[:1], Settings(length=8))[0]
+    labels = [run.token_string(i) for i in ids]
+    assert any(re.fullmatch(r"(<0x[0-9A-F]{2}>)+", lab) for lab in labels)
+    assert all("\ufffd" not in lab and all(c.isprintable() or c in "\n\t" for c in lab) for lab in labels)
+    raw = b"".join(bytes(int(h, 16) for h in re.findall(r"<0x([0-9A-F]{2})>", lab))
+                   if re.fullmatch(r"(<0x[0-9A-F]{2}>)+", lab) else lab.encode() for lab in labels)
+    assert raw == m.decode(ids).encode()
+
+
+def test_trace_records_what_ran(registry):
+    """A run whose strategy options were refused records no request (and what was asked and why);
+    a run that ran records the strategy and options it ran with."""
+    s = Settings(length=12, steps=4, options={"mdlm": {"sampler": "confidence", "sampler_options": "k=x"},
+                                              "esolm": {"sampler": "confidence", "sampler_options": "k=2"}})
+    runs = finish(registry, registry.keys, s)
+    data = {r["family"]: r for r in json.loads(json.dumps(trace_json(runs, s)))["runs"]}
+    assert data["mdlm"]["request"] is None and data["mdlm"]["error"] and data["mdlm"]["asked"]["sampler"] == "confidence"
+    assert data["esolm"]["request"]["sampler"] == "confidence" and data["esolm"]["request"]["sampler_options"] == {"k": "2"}
+    assert data["ar"]["request"]["sampler"] == data["duo"]["request"]["sampler"] == SampleRequest().sampler
+    assert data["ar"]["error"] is None and data["esolm"]["error"] is None
+
+
+def test_remasked_tokens_show_what_they_withdrew(registry):
+    """ReMDM sends revealed tokens back to [MASK]: the panel shows the withdrawn token struck through."""
+    s = Settings(prompt="It", length=24, steps=12, seed=2,
+                 options={"mdlm": {"sampler": "remdm", "sampler_options": "eta=0.5, schedule=cap"}})
+    run = finish(registry, [registry.keys[1]], s)[0]
+    assert run.error is None
+    shown = 0
+    for i, rec in enumerate(run.trace):
+        if not rec["remasked"]:
+            continue
+        html = render.render_panel(run, upto=i + 1)
+        for pos in rec["remasked"]:
+            withdrawn = run.trace[i - 1]["tokens"][pos]
+            assert withdrawn != run.model.family.mask_id
+            label = render._esc(run.token_string(withdrawn))
+            assert f'>{label}</span>' in html and "withdrew" in html
+            shown += 1
+    assert shown > 0
+
+
+def test_api_parameters_are_named_and_denoise_takes_the_ui_options(registry, server):
+    """/generate names every input (no param_8 ...) and output (no value_37); /denoise takes
+    temperature, top-p, a strategy and family options and samples exactly what they ask for."""
+    import re
+    from gradio_client import Client
+    client = Client(server, verbose=False)
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    gen = [p["parameter_name"] for p in api["/generate"]["parameters"]]
+    assert not [n for n in gen if re.fullmatch(r"param_\d+", n)], gen
+    assert {"prompt", "models", "seed", "mdlm_strategy", "mdlm_strategy_options", "duo_tail"} <= set(gen)
+    assert not [r["label"] for r in api["/generate"]["returns"] if re.fullmatch(r"value_\d+", r["label"] or "")]
+    den = [p["parameter_name"] for p in api["/denoise"]["parameters"]]
+    assert den[:5] == ["prompt", "families", "length", "steps", "seed"]      # positional callers keep working
+    assert {"temperature", "top_p", "strategies", "options"} <= set(den)
+    mdlm = registry.keys[1]
+    out = client.predict(prompt="It is", families=[mdlm], length=16, steps=4, seed=5, temperature=0.7, top_p=0.9,
+                         strategies={"mdlm": "confidence:k=2"}, options={}, api_name="/denoise")
+    m = registry.get(mdlm)
+    text, _ = m.generate(SampleRequest(length=16, steps=4, seed=5, temperature=0.7, top_p=0.9, prompt=m.encode("It is"),
+                                       sampler="confidence", sampler_options={"k": 2}))
+    assert out["texts"][mdlm] == text[0] and not out["errors"]
+    out = client.predict(prompt="", families=[mdlm], length=8, steps=2, seed=0, strategies={"mdlm": "nonsense"},
+                         api_name="/denoise")
+    assert "nonsense" in out["errors"][mdlm]
+
+
+def test_port_in_use_is_one_line(registry, capsys):
+    """`python -m gui --port N` with N taken: exit 2 and one line naming the port and --port."""
+    import socket
+
+    from gui.__main__ import main
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            main(["--port", str(port), "--models", registry.keys[0], "--evaluator", registry.keys[0]])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and str(port) in err and "--port" in err
