@@ -17,7 +17,7 @@ from toolkit.checkpoints import rundir
 from toolkit.config import RunConfig
 from toolkit.data import load_data
 from toolkit.errors import UserError
-from toolkit.hardware import resolve_compile, resolve_precision
+from toolkit.hardware import resolve_compile, resolve_precision, tune_allocator
 from toolkit.lm import build_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
@@ -40,6 +40,7 @@ class Trainer:
         """`data`: an already built PackedData (benchmarks feed synthetic tokens); default cfg.data's."""
         self.cfg = cfg
         t = cfg.train
+        tune_allocator()
         if t.threads:
             torch.set_num_threads(t.threads)
         self.dist = Distributed(t.device)
