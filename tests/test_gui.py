@@ -126,21 +126,59 @@ def test_trace_json_is_complete(registry):
 def test_pareto_front():
     rows = [{"tokens_per_s": 10, "gen_ppl": 50}, {"tokens_per_s": 20, "gen_ppl": 60},
             {"tokens_per_s": 5, "gen_ppl": 70}, {"tokens_per_s": 20, "gen_ppl": 55}]
-    assert explorer.pareto_front(rows) == [0, 3]
+    assert explorer.pareto_front(rows, tie=0) == [0, 3]          # plain Pareto dominance
     rows[3]["repetitive"] = True       # off the frontier, which then takes the next best
-    assert explorer.pareto_front(rows) == [0, 1]
-    assert explorer.is_repetitive(0.5, 64) and not explorer.is_repetitive(3.9, 64)
+    assert explorer.pareto_front(rows, tie=0) == [0, 1]
+    rows[3]["repetitive"], rows[0]["self_scored"] = False, True     # scored by itself: off the frontier too
+    assert explorer.pareto_front(rows, tie=0) == [3]
     assert explorer.parse_steps("8, 16 8 32") == [8, 16, 32]
     for bad in ("", "x", "0", str(MAX_STEPS + 1)):
         with pytest.raises(UserError):
             explorer.parse_steps(bad)
 
 
+def test_frontier_treats_close_speeds_as_a_tie():
+    """A point is beaten only by one no worse in Gen PPL and more than SPEED_TIE faster: medians that a
+    rerun can swap (closer than that) keep both on the frontier."""
+    tie = explorer.SPEED_TIE
+    a = {"tokens_per_s": 100, "gen_ppl": 40}
+    for noisy in (1 + tie * 0.5, 1 + tie * 0.9, 1 / (1 + tie * 0.9)):     # b's speed in three reruns
+        assert explorer.pareto_front([a, {"tokens_per_s": 100 * noisy, "gen_ppl": 35}]) == [0, 1]
+    assert explorer.pareto_front([a, {"tokens_per_s": 100 * (1 + tie) * 1.01, "gen_ppl": 35}]) == [1]
+    assert explorer.pareto_front([a, {"tokens_per_s": 100 * (1 + tie) * 1.01, "gen_ppl": 45}]) == [0, 1]
+
+
+def test_repetition_flag_is_calibrated_on_real_text(registry):
+    """Real validation text of the samples' length is (almost) never flagged; text repeating a few words is,
+    including the 64-token case the old half-of-log(length) rule let through (entropy ~2.8 nats)."""
+    from toolkit.data import load_data
+    from toolkit.evaluation.generation import mean_entropy
+    judge = registry.evaluator()
+    val = load_data(judge.cfg.data).val
+    for length in (16, 24, 32):
+        ref = explorer.reference(judge, length)
+        assert ref.threshold == pytest.approx(explorer.REPETITIVE_FRACTION * ref.entropy)
+        chunks = [[int(t) for t in row[:length]] for row in val[:128]]
+        flagged = sum(mean_entropy([c]) < ref.threshold for c in chunks)
+        assert flagged <= 0.05 * len(chunks), (length, flagged)
+        looping = [int(t) for t in val[0, :4]] * (length // 4)          # four tokens over and over
+        assert mean_entropy([looping]) < ref.threshold
+        assert 0 < ref.gen_ppl < 1e6 and ref.chunks == explorer.REFERENCE_CHUNKS
+    ref64 = explorer.Reference(length=64, entropy=3.85, gen_ppl=55, chunks=32)   # the embedded models' text
+    assert 2.9 < ref64.threshold and 2.9 >= 0.5 * math.log(64)                  # now flagged, then not
+
+
 def test_explorer_sweep_scores_and_marks_frontier(registry):
     keys = registry.keys[1:3]
-    for rows in explorer.sweep(registry, keys, [2, 4], Settings(length=12, seed=0), num_samples=2):
+    for rows in explorer.sweep(registry, keys, [2, 4], Settings(length=12, seed=0), num_samples=2, repeats=3):
         pass
     assert len(rows) == 4
+    for r in rows:       # the median of three timed runs, inside their range
+        assert r["tokens_per_s_min"] <= r["tokens_per_s"] <= r["tokens_per_s_max"]
+        assert r["tokens_per_s"] == pytest.approx(2 * 12 / r["seconds"], rel=0.01)
+    assert not any(r["self_scored"] for r in rows)
+    *_, judged = explorer.sweep(registry, registry.keys[:1], [2], Settings(length=12, seed=0), 1, repeats=1)
+    assert judged[0]["self_scored"] and not judged[0]["pareto"]       # the judge's own samples
     assert all(math.isfinite(r["gen_ppl"]) and r["gen_ppl"] > 1 and r["entropy"] > 0 and r["tokens_per_s"] > 0
                for r in rows)
     front = [r for r in rows if r["pareto"]]
@@ -364,3 +402,35 @@ def test_port_in_use_is_one_line(registry, capsys):
             main(["--port", str(port), "--models", registry.keys[0], "--evaluator", registry.keys[0]])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "\n" not in err and str(port) in err and "--port" in err
+
+
+def test_explorer_figure_tells_families_and_strategies_apart(registry):
+    """Colour = family (distinct), marker = strategy (distinct), the legend outside the data, and labels
+    that say what they count (steps taken, median timings, the judge)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from toolkit.samplers import names
+    assert len({explorer.family_colour(f) for f in REGISTRY}) == len(REGISTRY)
+    assert len({explorer.strategy_marker(s) for s in names()}) == len(names())
+    rows = [{"model": m, "family": f, "sampler": s, "steps": st, "nfe": st, "tokens_per_s": tps,
+             "tokens_per_s_min": tps * 0.9, "tokens_per_s_max": tps * 1.1, "gen_ppl": ppl, "entropy": 3.5,
+             "repetitive": rep, "self_scored": m == "ar", "pareto": False}
+            for m, f, s, st, tps, ppl, rep in [("ar", "ar", "ancestral", 64, 300, 30, False),
+                                               ("mdlm", "mdlm", "ancestral", 8, 900, 90, False),
+                                               ("mdlm", "mdlm", "confidence", 8, 1000, 25, True),
+                                               ("esolm", "esolm", "block", 8, 1200, 80, False)]]
+    for i in explorer.pareto_front(rows):
+        rows[i]["pareto"] = True
+    fig = explorer.explorer_plot(rows, "ar", explorer.Reference(64, 3.85, 55.0, 32))
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert any("scored by itself" in t for t in texts) and any("repetitive" in t and "3.47" in t for t in texts)
+    assert any("real text" in t for t in texts)
+    renderer = fig.canvas.get_renderer()
+    assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    assert "steps taken" in ax.get_title() and "median" in ax.get_xlabel() and "ar" in ax.get_ylabel()
+    drawn = {c.get_label(): c.lines[0] for c in ax.containers}        # one error-bar series per (model, strategy)
+    colour = {k: line.get_color() for k, line in drawn.items()}
+    assert colour["mdlm"] == colour["mdlm · confidence"] != colour["esolm · block"] != colour["ar"]
+    assert drawn["mdlm"].get_marker() != drawn["mdlm · confidence"].get_marker()
