@@ -38,7 +38,7 @@ FAMILIES = ("ar", "mdlm", "duo", "esolm")
 PROFILES = {
     "cpu": dict(sizes={"demo": (None, "500,1000,2000,4000,8000"), "large": ("cpu-m", "125,250,500,1000,2000,4000")},
                 train_problems=128000, test_problems=300, steps="8,32", parallel=2, device="cpu", threads=1,
-                eval_every=250, pretrain=[], train=[]),
+                eval_every=250, pretrain=["stop_at=1600"], train=[]),   # the recipe's first half: see the README
     "gpu": dict(sizes={"gpu-19M": ("19M", "500,1000,2000,4000")}, train_problems=128000,
                 test_problems=300, steps="8,32", parallel=4, device="cuda", threads=0, eval_every=250,
                 pretrain=["compile=false"], train=["compile=false"]),   # compiling each rung would cost more than it saves
