@@ -36,9 +36,9 @@ FAMILIES = ("ar", "mdlm", "duo", "esolm")
 # embedded demo model of each family; its ladder of fine-tuning step budgets). The larger CPU
 # size starts its ladder lower: it costs ~4x more per step, and rungs are cheapest first.
 PROFILES = {
-    "cpu": dict(sizes={"demo": (None, "500,1000,2000,4000,8000"), "large": ("cpu-m", "125,250,500,1000,2000,4000")},
+    "cpu": dict(sizes={"demo": (None, "500,1000,2000,4000,8000"), "large": ("cpu-m", "100,200,400,800,1600,3200")},
                 train_problems=128000, test_problems=300, steps="8,32", parallel=2, device="cpu", threads=1,
-                eval_every=250, pretrain=[], train=[]),
+                eval_every=250, pretrain=["stop_at=1200"], train=[]),   # the recipe's first 3/8: see the README
     "gpu": dict(sizes={"gpu-19M": ("19M", "500,1000,2000,4000")}, train_problems=128000,
                 test_problems=300, steps="8,32", parallel=4, device="cuda", threads=0, eval_every=250,
                 pretrain=["compile=false"], train=["compile=false"]),   # compiling each rung would cost more than it saves
@@ -58,7 +58,7 @@ class Task:
     run: object                 # callable -> None; raises on failure
     deps: list[str] = field(default_factory=list)
     priority: tuple = ()
-    lock: Path | None = None    # held while running; a lock held elsewhere defers the task
+    run_dir: Path | None = None   # a trainer's run: while another process trains it, the task waits
 
 
 class Study:
@@ -67,8 +67,9 @@ class Study:
         self.data = self.work / "data" / a.task
 
     # -- commands ---------------------------------------------------------------------------
-    def sh(self, cmd: list[str], out: Path | None = None) -> None:
+    def sh(self, cmd: list[str], out: Path | None = None, nice: int = 0) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(self.a.threads or os.cpu_count()), "PYTHONPATH": str(ROOT)}
+        cmd = ["nice", "-n", str(nice), *cmd] if nice else cmd
         log("$ " + " ".join(cmd))
         with open(out, "w") if out else open(os.devnull, "w") as f:
             r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.PIPE, text=True)
@@ -96,6 +97,10 @@ class Study:
                     rows.append(probe)
         (self.data / "probe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
+    def nice(self, size: str) -> int:
+        """Sizes pre-trained here are the longest path: the embedded size's tasks yield the CPU to them."""
+        return 10 if self.a.sizes[size][0] is None and self.a.parallel > 1 else 0
+
     def init_of(self, size: str, fam: str) -> str:
         preset, _ = self.a.sizes[size]
         return fam if preset is None else str(self.work / "pretrain" / f"{size}-{fam}")
@@ -111,7 +116,7 @@ class Study:
                  f"data={self.data / 'train.jsonl'}", f"out={run}", f"max_steps={budget}",
                  f"batch_size={a.batch_size}", f"seq_len={a.seq_len}", f"lr={a.lr}", f"warmup_steps={a.warmup}",
                  "min_lr_ratio=1.0", f"eval_every={a.eval_every}", "eval_batches=12", f"log_every={a.eval_every}",
-                 f"save_every={budget}", *self.common(), *a.train])
+                 f"save_every={budget}", *self.common(), *a.train], nice=self.nice(size))
         point = self.point(size, fam, budget)
         shutil.rmtree(point, ignore_errors=True)
         shutil.copytree(run, point, ignore=shutil.ignore_patterns("*.tmp", "*.old"))
@@ -135,7 +140,7 @@ class Study:
                  "--steps", self.a.steps, "--temperature", "0", "--length", str(self.a.seq_len), "--batch-size", "64",
                  "--threads", str(self.a.threads), "--device", self.a.device, "--json", *spec,
                  "--generations", str(self.work / "generations" / f"{name}.jsonl")],
-                self.work / "evals" / f"{name}.json")
+                self.work / "evals" / f"{name}.json", nice=self.nice(size))
 
     def probe(self, size: str, fam: str, budget: int) -> None:
         name = f"{size}-{fam}-{budget}"
@@ -145,7 +150,7 @@ class Study:
                  "--temperature", "0", "--length", str(self.a.seq_len), "--batch-size", "64",
                  "--threads", str(self.a.threads), "--device", self.a.device, "--json",
                  "--generations", str(self.work / "generations" / f"probe-{name}.jsonl")],
-                self.work / "evals" / f"probe-{name}.json")
+                self.work / "evals" / f"probe-{name}.json", nice=self.nice(size))
 
     def pretrain_nelbo(self, size: str, fam: str) -> None:
         (self.work / "evals").mkdir(parents=True, exist_ok=True)
@@ -164,7 +169,7 @@ class Study:
                 preset, budgets = a.sizes[size]
                 if preset is not None:
                     out.append(Task(f"pretrain-{key}", lambda s=size, f=fam: self.pretrain(s, f), [],
-                                    (-1, si, fi), self.work / "locks" / f"pretrain-{key}.lock"))   # the longest path
+                                    (-1, si, fi), Path(self.init_of(size, fam))))   # the longest path
                     base = [f"pretrain-{key}"]
                 out.append(Task(f"pretrain-nelbo-{key}", lambda s=size, f=fam: self.pretrain_nelbo(s, f), base,
                                 (99, si, fi)))
@@ -172,7 +177,7 @@ class Study:
                 for k, budget in enumerate(budgets):
                     ft = f"finetune-{key}-{budget}"
                     out.append(Task(ft, lambda s=size, f=fam, b=budget: self.finetune(s, f, b), previous,
-                                    (k, si, fi), self.work / "locks" / f"run-{key}.lock"))
+                                    (k, si, fi), self.work / "runs" / key))
                     out.append(Task(f"evaluate-{key}-{budget}", lambda s=size, f=fam, b=budget: self.evaluate(s, f, b),
                                     [ft], (k + 0.25, si, fi)))
                     out.append(Task(f"probe-{key}-{budget}", lambda s=size, f=fam, b=budget: self.probe(s, f, b),
@@ -184,7 +189,6 @@ class Study:
         """Run every task whose marker is missing; True if all succeeded."""
         done_dir = self.work / "done"
         done_dir.mkdir(parents=True, exist_ok=True)
-        (self.work / "locks").mkdir(parents=True, exist_ok=True)
         kinds = self.a.only.split(",") if self.a.only else None
         todo = {t.name: t for t in self.tasks() if not (done_dir / t.name).exists()
                 and (kinds is None or t.name.split("-")[0] in kinds)}
@@ -235,26 +239,31 @@ class Study:
         return not failed
 
     def _run_one(self, task: Task, done_dir: Path) -> bool | None:
-        handle = None
-        if task.lock is not None:
-            handle = open(task.lock, "w")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                return None
+        if task.run_dir is not None and trainer_running(task.run_dir):
+            return None
         tic = time.time()
         try:
             task.run()
         except Exception as e:   # one failed point must not stop an unattended ladder
             log(f"FAILED {task.name}: {e}")
             return False
-        finally:
-            if handle:
-                handle.close()
         (done_dir / task.name).write_text(f"{time.time() - tic:.1f}\n")
         log(f"done {task.name} in {(time.time() - tic) / 60:.1f} min")
         return True
+
+
+def trainer_running(run: Path) -> bool:
+    """Does another process hold this run's trainer lock (`RUN/.lock`, taken by every trainer)?"""
+    lock = run / ".lock"
+    if not lock.is_file():
+        return False
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def parse_args(argv=None):
