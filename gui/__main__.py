@@ -29,6 +29,8 @@ def main(argv=None):
                     help="embedded names or checkpoint directories (default: every embedded model)")
     ap.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="AR checkpoint scoring Gen PPL in the explorer")
     ap.add_argument("--concurrency", type=int, default=2, help="requests sampled at once (the rest queue)")
+    ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                    help="sampling and scoring precision (auto: bf16 on a GPU or a CPU with native bf16, else fp32)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     args = ap.parse_args(argv)
@@ -44,7 +46,7 @@ def main(argv=None):
     from gui.models import ModelRegistry   # deferred: see above
     if args.threads:
         torch.set_num_threads(args.threads)
-    registry = ModelRegistry(args.models, evaluator=args.evaluator)
+    registry = ModelRegistry(args.models, evaluator=args.evaluator, precision=args.precision)
     if not registry.keys:
         raise UserError("no models: the embedded checkpoints are missing; pass --models DIR ...")
     for key in registry.keys:

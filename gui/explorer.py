@@ -210,7 +210,7 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
 
 
 # -- the figure ------------------------------------------------------------------------------------
-PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#949494", "#56b4e9"]  # colour-blind safe
+PALETTE = ["#0173b2", "#de8f05", "#029e73", "#cc78bc", "#d55e00", "#ca9161", "#949494", "#56b4e9"]  # colour-blind safe
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", ":", "-."]
 
@@ -254,8 +254,8 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR", ref: Reference |
                     marker=marker, ms=6, mfc=colour, label=label)
         for r in pts:
             if r.get("repetitive"):
-                ax.plot(r["tokens_per_s"], r["gen_ppl"], marker=marker, ms=9, mfc="white", mec=colour, mew=1.5)
-                ax.plot(r["tokens_per_s"], r["gen_ppl"], "x", ms=6, color="#b00020", mew=1.5)
+                ax.plot(r["tokens_per_s"], r["gen_ppl"], marker=marker, ms=9, mfc="white", mec=colour, mew=1.5, zorder=4)
+                ax.plot(r["tokens_per_s"], r["gen_ppl"], "x", ms=8, color="#b00020", mew=2, zorder=5)
             if r.get("self_scored"):
                 ax.plot(r["tokens_per_s"], r["gen_ppl"], marker="*", ms=14, mfc="none", mec="black", mew=1)
             ax.annotate(str(r["steps"]), (r["tokens_per_s"], r["gen_ppl"]), fontsize=7,
@@ -266,7 +266,7 @@ def explorer_plot(rows: list[dict], evaluator_name: str = "AR", ref: Reference |
                edgecolors="black", lw=1.2)
     extra = [Line2D([], [], ls="--", color="black", marker="o", mfc="none", label="Pareto frontier")]
     if any(r.get("repetitive") for r in rows):
-        extra.append(Line2D([], [], ls="", marker="x", color="#b00020", mew=1.5,
+        extra.append(Line2D([], [], ls="", marker="x", ms=8, color="#b00020", mew=2,
                             label="repetitive" + (f" (entropy < {ref.threshold:.2f} nats)" if ref else "")
                             + ": off the frontier"))
     if any(r.get("self_scored") for r in rows):
