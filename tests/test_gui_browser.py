@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,16 @@ def set_number(page, elem_id: str, value) -> None:
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))
     box.press("Enter")
+
+
+def wait_until_done(page, n: int) -> None:
+    page.wait_for_function("n => document.querySelectorAll('#panels .dlm-panel[data-done=\"true\"]').length === n",
+                           arg=n, timeout=120_000)
+
+
+def wait_until_scrubbed_to_first_step(page) -> None:
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#panels .dlm-step')].every(e => e.dataset.step === '1')", timeout=30_000)
 
 
 def test_browser_generates_with_all_families(server, tmp_path):
@@ -73,9 +84,7 @@ def test_browser_generates_with_all_families(server, tmp_path):
             set_number(page, "steps", steps)
             set_number(page, "seed", seed)
             page.locator("#generate").click()
-            page.wait_for_function(
-                "n => document.querySelectorAll('#panels .dlm-panel[data-done=\"true\"]').length === n",
-                arg=len(registry.keys), timeout=120_000)
+            wait_until_done(page, len(registry.keys))
             page.wait_for_selector("#download", state="visible", timeout=30_000)
             page.wait_for_selector("#run-plot [data-testid=matplotlib] img", timeout=30_000)
             page.screenshot(path=str(shots / "gui-denoise.png"), full_page=True)
@@ -89,9 +98,7 @@ def test_browser_generates_with_all_families(server, tmp_path):
             assert "Done" in page.locator("#status").inner_text()
             # scrub back to the first step: every counter follows
             set_number(page, "scrub", 1)
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('#panels .dlm-step')].every(e => e.dataset.step === '1')",
-                timeout=30_000)
+            wait_until_scrubbed_to_first_step(page)
             page.screenshot(path=str(shots / "gui-scrubbed.png"), full_page=True)
         finally:
             browser.close()
@@ -134,86 +141,72 @@ def test_browser_speed_quality_explorer(server, tmp_path):
             browser.close()
 
 
-def open_page(p, url, width, height):
-    browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.goto(url, wait_until="domcontentloaded")
-    page.wait_for_selector("#generate", timeout=60_000)
-    return browser, page
+@contextmanager
+def app_page(url, width: int = 1366, height: int = 768):
+    """The app in a fresh headless Chromium page of this size, closed afterwards."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_selector("#generate", timeout=60_000)
+            yield page
+        finally:
+            browser.close()
 
 
 def test_browser_controls_and_running_panels_fit_a_laptop_screen(server, tmp_path):
     """At 1366x768, Generate is visible without scrolling; while a run plays, every panel's step
     counter is in view; the slow-motion help is not squeezed into a narrow column."""
-    from playwright.sync_api import sync_playwright
     registry, url = server
     shots = Path(os.environ.get("GUI_ARTEFACTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser, page = open_page(p, url, 1366, 768)
-        try:
-            box = page.locator("#generate").bounding_box()
-            assert box["y"] + box["height"] <= 768, box
-            set_number(page, "length", 24)
-            set_number(page, "steps", 400)          # long enough (25 ms a step) to look at it mid-run
-            page.locator("#generate").click()
-            page.wait_for_function("() => [...document.querySelectorAll('#panels .dlm-panel[data-done=\"false\"] "
-                                   ".dlm-step')].some(e => +e.dataset.step > 3)", timeout=60_000)
-            assert page.evaluate("window.scrollY") == 0
-            stats = page.locator("#panels .dlm-stats")
-            assert stats.count() == len(registry.keys)
-            for i in range(stats.count()):
-                b = stats.nth(i).bounding_box()
-                assert 0 <= b["y"] and b["y"] + b["height"] <= 768, (i, b)
-            page.screenshot(path=str(shots / "gui-midrun-1366x768.png"))
-            page.wait_for_function(
-                "n => document.querySelectorAll('#panels .dlm-panel[data-done=\"true\"]').length === n",
-                arg=len(registry.keys), timeout=120_000)
-            page.locator("#more").get_by_text("More settings").first.click()
-            page.wait_for_selector("#slow", state="visible")
-            assert page.locator("#slow").bounding_box()["width"] >= 300
-        finally:
-            browser.close()
+    with app_page(url) as page:
+        box = page.locator("#generate").bounding_box()
+        assert box["y"] + box["height"] <= 768, box
+        set_number(page, "length", 24)
+        set_number(page, "steps", 400)          # long enough (25 ms a step) to look at it mid-run
+        page.locator("#generate").click()
+        page.wait_for_function("() => [...document.querySelectorAll('#panels .dlm-panel[data-done=\"false\"] "
+                               ".dlm-step')].some(e => +e.dataset.step > 3)", timeout=60_000)
+        assert page.evaluate("window.scrollY") == 0
+        stats = page.locator("#panels .dlm-stats")
+        assert stats.count() == len(registry.keys)
+        for i in range(stats.count()):
+            b = stats.nth(i).bounding_box()
+            assert 0 <= b["y"] and b["y"] + b["height"] <= 768, (i, b)
+        page.screenshot(path=str(shots / "gui-midrun-1366x768.png"))
+        wait_until_done(page, len(registry.keys))
+        page.locator("#more").get_by_text("More settings").first.click()
+        page.wait_for_selector("#slow", state="visible")
+        assert page.locator("#slow").bounding_box()["width"] >= 300
 
 
 def test_browser_scrubber_stays_under_the_pointer(server):
     """Scrubbing from the last step to the first must not move the slider (panel heights change)."""
-    from playwright.sync_api import sync_playwright
     registry, url = server
-    with sync_playwright() as p:
-        browser, page = open_page(p, url, 1366, 768)
-        try:
-            set_number(page, "length", 32)
-            set_number(page, "steps", 16)
-            page.locator("#generate").click()
-            page.wait_for_function(
-                "n => document.querySelectorAll('#panels .dlm-panel[data-done=\"true\"]').length === n",
-                arg=len(registry.keys), timeout=120_000)
-            page.wait_for_function("() => !document.querySelector('#scrub input[type=range]').disabled",
-                                   timeout=30_000)
-            before = page.locator("#scrub input[type=range]").bounding_box()
-            set_number(page, "scrub", 1)
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('#panels .dlm-step')].every(e => e.dataset.step === '1')",
-                timeout=30_000)
-            after = page.locator("#scrub input[type=range]").bounding_box()
-            assert abs(after["y"] - before["y"]) < 1, (before, after)
-        finally:
-            browser.close()
+    with app_page(url) as page:
+        set_number(page, "length", 32)
+        set_number(page, "steps", 16)
+        page.locator("#generate").click()
+        wait_until_done(page, len(registry.keys))
+        page.wait_for_function("() => !document.querySelector('#scrub input[type=range]').disabled",
+                               timeout=30_000)
+        before = page.locator("#scrub input[type=range]").bounding_box()
+        set_number(page, "scrub", 1)
+        wait_until_scrubbed_to_first_step(page)
+        after = page.locator("#scrub input[type=range]").bounding_box()
+        assert abs(after["y"] - before["y"]) < 1, (before, after)
 
 
 def test_browser_out_of_range_seed_is_a_message(server):
     """A seed beyond 64 bits: a one-line message in the status, not blank panels."""
-    from playwright.sync_api import sync_playwright
     registry, url = server
-    with sync_playwright() as p:
-        browser, page = open_page(p, url, 1366, 768)
-        try:
-            set_number(page, "length", 16)
-            set_number(page, "seed", "99999999999999999999")
-            page.locator("#generate").click()
-            page.wait_for_function("() => (document.querySelector('#status')?.innerText || '').includes('seed must be')",
-                                   timeout=60_000)
-            assert "seed must be" in page.locator("#panels").inner_text()
-        finally:
-            browser.close()
+    with app_page(url) as page:
+        set_number(page, "length", 16)
+        set_number(page, "seed", "99999999999999999999")
+        page.locator("#generate").click()
+        page.wait_for_function("() => (document.querySelector('#status')?.innerText || '').includes('seed must be')",
+                               timeout=60_000)
+        assert "seed must be" in page.locator("#panels").inner_text()
