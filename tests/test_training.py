@@ -104,3 +104,23 @@ def test_existing_run_is_not_overwritten(tmp_path, tiny_checkpoint):
     r = run_cli("family=mdlm", "model=cpu-xxs", "seq_len=32", "max_steps=1", f"out={run}")
     assert r.returncode == 2 and "resume=true" in r.stderr
     assert (Path(run) / "metrics.jsonl").read_text() == before
+
+
+def test_stop_at_pauses_on_the_full_schedule_and_resume_finishes_it(tmp_path):
+    # A run stopped at step 4 of 8 and resumed equals the uninterrupted run: the LR schedule spans
+    # max_steps whatever stop_at says, and the pause writes a checkpoint at the stop.
+    import json
+    from toolkit.resolve import resolve
+    from toolkit.trainer import Trainer
+    args = ["family=mdlm", "model=cpu-4xs", "seq_len=16", "batch_size=2", "max_steps=8", "log_every=1",
+            "eval_every=100", "save_every=100", "progress=false", "threads=1", "lr=3e-3", "warmup_steps=2"]
+    Trainer(resolve([*args, f"out={tmp_path / 'whole'}"])).fit()
+    Trainer(resolve([*args, f"out={tmp_path / 'paused'}", "stop_at=4"])).fit()
+    paused = [json.loads(x) for x in (tmp_path / "paused" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in paused) == 4
+    Trainer(resolve([*args, f"out={tmp_path / 'paused'}", "resume=true"])).fit()
+
+    def losses(run):
+        rows = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["lr"], r["train_loss"]) for r in rows if "train_loss" in r]
+    assert losses("paused") == losses("whole")

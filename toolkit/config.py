@@ -69,6 +69,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
+    stop_at: int = 0              # end this session after step N (0: at max_steps); the LR schedule still spans max_steps and resume=true goes on
     batch_size: int = 32          # global sequences per optimizer step
     grad_accum: int = 1
     device: str = "auto"          # auto | cpu | cuda | cuda:N

@@ -138,6 +138,7 @@ def validate(cfg: RunConfig) -> None:
     checks = [
         (t.max_steps > 0, f"max_steps must be > 0 (got {t.max_steps})"),
         (t.max_steps <= MAX_STEPS, f"max_steps must be at most {MAX_STEPS:.0e} (got {t.max_steps})"),
+        (t.stop_at >= 0, f"stop_at must be >= 0 (0: run to max_steps; got {t.stop_at})"),
         (t.keep_last >= 1, f"keep_last must be >= 1 (got {t.keep_last})"),
         (t.on_nonfinite in ("stop", "skip"), f"on_nonfinite must be stop or skip (got '{t.on_nonfinite}')"),
         (t.resume + t.overwrite < 2, "resume=true and overwrite=true contradict each other: pick one"),

@@ -55,6 +55,17 @@ class Step:
     nfe: int                  # network evaluations so far
     elapsed: float            # seconds since sampling started
     remasked: torch.Tensor | None = None   # bool: positions turned back into [MASK] (ReMDM); None = none
+    row_nfe: torch.Tensor | None = None    # [batch] evaluations each row needed; None = `nfe` for every row
+
+    def nfe_per_row(self) -> list[float]:
+        """Each row's own cost: the evaluations it would have needed if sampled alone.
+
+        A sampler that skips an evaluation when nothing changed (MDLM's no-change cache, ReMDM,
+        block decoding) skips it for the batch only when no row changed, so the batch's `nfe`
+        overstates a row that finished early; such samplers count `row_nfe` per row."""
+        if self.row_nfe is None:
+            return [float(self.nfe)] * self.tokens.shape[0]
+        return self.row_nfe.float().tolist()
 
     def to_dict(self, batch_index: int | None = None) -> dict:
         pick = (lambda x: x[batch_index]) if batch_index is not None else (lambda x: x)

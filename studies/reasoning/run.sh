@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The committed reasoning study: fine-tune the four embedded models on the toy arithmetic task
-# (equal steps x batch x length, so equal training FLOPs by the toolkit's count), then score
-# 500 held-out problems at several sampling step counts. Safe to re-run: every phase resumes.
-# Progress goes to stdout (run it as: setsid nohup bash studies/reasoning/run.sh > studies/reasoning/progress.log 2>&1 &).
-# `bash studies/reasoning/run.sh --summarise` only rebuilds results.csv/results.md/accuracy.png and the README table.
+# The committed reasoning study (CPU): every family at two sizes fine-tuned on the toy arithmetic task
+# along a ladder of step budgets, each rung scored on 300 held-out problems with each supported
+# strategy at 8 and 32 steps. Safe to re-run: every task resumes. A few CPU hours on two cores.
+# Run it as: setsid nohup bash studies/reasoning/run.sh > studies/reasoning/work/progress.log 2>&1 &
+# `bash studies/reasoning/run.sh --summarise` only rebuilds results.*, accuracy.png and the README tables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON_SET=${PYTHON:-}; PYTHON=${PYTHON:-python}

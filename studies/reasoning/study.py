@@ -1,110 +1,340 @@
-"""The reasoning study: fine-tune the four embedded models on the toy arithmetic task at equal
-training FLOPs, then score generated answers on held-out problems at several step counts.
+"""The reasoning study: accuracy against fine-tuning compute, per family and model size.
 
-Every phase is resumable (runs resume from their checkpoints, evaluations skip the problems
-already in their generation files), so `bash studies/reasoning/run.sh` can be re-run after an
-interruption. `--summarise` only rebuilds results.csv, results.md, the plot and the README table.
+Every family (AR, MDLM, Duo, Eso-LM) at every model size is fine-tuned on the toy arithmetic task
+along a ladder of step budgets and evaluated at every rung. One fine-tuning run per (size, family)
+climbs the ladder: the learning rate is constant after a fixed warm-up, so the run stopped at a
+budget is exactly the run that budget alone would give, and a copy of the run directory at each
+rung (`points/SIZE-FAMILY-STEPS`) is that point's own run directory. Sizes other than the demo
+one are first pre-trained here with the demo models' recipe (training/recipes/demo-*.yaml).
+
+Work is a graph of tasks (pre-train, fine-tune to a rung, evaluate a rung) run by `--parallel`
+workers, cheapest rungs first, so a study cut short still has every family at its lower rungs.
+Each finished task leaves a marker, so `bash studies/reasoning/run.sh` resumes after any
+interruption; progress goes to stdout (`progress.log` when started by run.sh). `--summarise`
+only rebuilds results.csv, results.md, the figure and the README table.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-WORK = Path(os.environ.get("STUDY_WORK", HERE / "work"))   # runs, generations (not committed)
-# family label -> (embedded init model, fine-tuning overrides); AR's sampler ignores `steps`
-FAMILIES = {"ar": ("ar", []), "mdlm": ("mdlm", []), "duo": ("duo", []), "esolm": ("esolm", [])}
-ONE_STEP_COUNT = {"ar"}
+FAMILIES = ("ar", "mdlm", "duo", "esolm")
+
+# Profiles: the committed CPU study, the same ladder at a larger size on one GPU, and a tiny
+# end-to-end run for the tests. A size maps to (a model preset pre-trained here, or None for the
+# embedded demo model of each family; its ladder of fine-tuning step budgets). The larger CPU
+# size starts its ladder lower: it costs ~4x more per step, and rungs are cheapest first.
+PROFILES = {
+    "cpu": dict(sizes={"demo": (None, "500,1000,2000,4000,8000"), "large": ("cpu-m", "100,200,400,800,1600,3200")},
+                train_problems=128000, test_problems=300, steps="8,32", parallel=2, device="cpu", threads=1,
+                eval_every=250, pretrain=["stop_at=1200"], train=[]),   # the recipe's first 3/8: see the README
+    "gpu": dict(sizes={"gpu-19M": ("19M", "500,1000,2000,4000")}, train_problems=128000,
+                test_problems=300, steps="8,32", parallel=4, device="cuda", threads=0, eval_every=250,
+                pretrain=["compile=false"], train=["compile=false"]),   # compiling each rung would cost more than it saves
+    "tiny": dict(sizes={"demo": (None, "4,8"), "tiny": ("cpu-4xs", "4,8")}, train_problems=400, test_problems=6,
+                 steps="4", parallel=2, device="cpu", threads=1, eval_every=4,
+                 pretrain=["max_steps=6", "eval_every=3", "save_every=6", "log_every=3"], train=[]),
+}
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run(cmd: list[str], out: Path | None = None) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    log("$ " + " ".join(cmd))
-    with open(out, "w") if out else open(os.devnull, "w") as f:
-        r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f if out else None, stderr=subprocess.PIPE, text=True)
-    if r.returncode:
-        raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
+@dataclass
+class Task:
+    name: str
+    run: object                 # callable -> None; raises on failure
+    deps: list[str] = field(default_factory=list)
+    priority: tuple = ()
+    run_dir: Path | None = None   # a trainer's run: while another process trains it, the task waits
 
 
-def data(a) -> Path:
-    d = WORK / "data"
-    if not (d / "test.jsonl").is_file():
-        run([sys.executable, "-m", "toolkit.data.arithmetic", str(d), "--train", str(a.train_problems),
-             "--test", str(a.test_problems), "--steps", str(a.arith_steps), "--max-operand", str(a.max_operand)])
-    return d
+class Study:
+    def __init__(self, a):
+        self.a, self.work = a, Path(a.work)
+        self.data = self.work / "data" / a.task
+
+    # -- commands ---------------------------------------------------------------------------
+    def sh(self, cmd: list[str], out: Path | None = None, nice: int = 0) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.a.threads or os.cpu_count()), "PYTHONPATH": str(ROOT)}
+        cmd = ["nice", "-n", str(nice), *cmd] if nice else cmd
+        log("$ " + " ".join(cmd))
+        with open(out, "w") if out else open(os.devnull, "w") as f:
+            r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.PIPE, text=True)
+        if r.returncode:
+            raise RuntimeError(f"exit {r.returncode}: {' '.join(cmd)}\n{r.stderr[-1500:]}")
+
+    def common(self) -> list[str]:
+        return [f"threads={self.a.threads}", f"device={self.a.device}", "progress=false", "resume=true"]
+
+    def make_data(self) -> None:
+        self.sh([sys.executable, "-m", "toolkit.data.arithmetic", str(self.data), "--task", self.a.task,
+                 "--train", str(self.a.train_problems), "--test", str(self.a.test_problems)])
+
+    def make_probe(self) -> None:
+        """probe.jsonl: each test problem with its first worked line given, true (control) and with its
+        result shifted by 1-3 (does line 2 start from what the model sees, or recompute it?)."""
+        import random
+        from toolkit.data.arithmetic import given_first_line
+        rng, rows = random.Random(0), []
+        for line in (self.data / "test.jsonl").read_text().splitlines():
+            problem = json.loads(line)
+            for shift in (0, rng.choice([-3, -2, -1, 1, 2, 3])):
+                probe = given_first_line(problem, shift)
+                if probe is not None:
+                    rows.append(probe)
+        (self.data / "probe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def nice(self, size: str) -> int:
+        """Sizes pre-trained here are the longest path: the embedded size's tasks yield the CPU to them."""
+        return 10 if self.a.sizes[size][0] is None and self.a.parallel > 1 else 0
+
+    def init_of(self, size: str, fam: str) -> str:
+        preset, _ = self.a.sizes[size]
+        return fam if preset is None else str(self.work / "pretrain" / f"{size}-{fam}")
+
+    def pretrain(self, size: str, fam: str) -> None:
+        self.sh([sys.executable, "-m", "training.train", f"config=training/recipes/demo-{fam}.yaml",
+                 f"model={self.a.sizes[size][0]}", f"out={self.init_of(size, fam)}", *self.common(), *self.a.pretrain])
+
+    def finetune(self, size: str, fam: str, budget: int) -> None:
+        run = self.work / "runs" / f"{size}-{fam}"
+        a = self.a
+        self.sh([sys.executable, "-m", "training.finetune", f"init={self.init_of(size, fam)}",
+                 f"data={self.data / 'train.jsonl'}", f"out={run}", f"max_steps={budget}",
+                 f"batch_size={a.batch_size}", f"seq_len={a.seq_len}", f"lr={a.lr}", f"warmup_steps={a.warmup}",
+                 "min_lr_ratio=1.0", f"eval_every={a.eval_every}", "eval_batches=12", f"log_every={a.eval_every}",
+                 f"save_every={budget}", *self.common(), *a.train], nice=self.nice(size))
+        point = self.point(size, fam, budget)
+        shutil.rmtree(point, ignore_errors=True)
+        shutil.copytree(run, point, ignore=shutil.ignore_patterns("*.tmp", "*.old"))
+
+    def point(self, size: str, fam: str, budget: int) -> Path:
+        return self.work / "points" / f"{size}-{fam}-{budget}"
+
+    def samplers(self, fam: str) -> list[str]:
+        """The requested strategies this family supports (the registry answers, not a list here)."""
+        import toolkit
+        from toolkit.samplers import supported
+        family = toolkit.load(fam).family
+        return [s for s in self.a.samplers.split(",") if s in supported(family)]
+
+    def evaluate(self, size: str, fam: str, budget: int) -> None:
+        name = f"{size}-{fam}-{budget}"
+        spec = [x for s in self.samplers(fam) for x in ("--sampler", s)]
+        (self.work / "evals").mkdir(parents=True, exist_ok=True)
+        self.sh([sys.executable, "-m", "toolkit.evaluate", str(self.point(size, fam, budget)),
+                 "--task", str(self.data / "test.jsonl"), "--problems", str(self.a.test_problems),
+                 "--steps", self.a.steps, "--temperature", "0", "--length", str(self.a.seq_len), "--batch-size", "64",
+                 "--threads", str(self.a.threads), "--device", self.a.device, "--json", *spec,
+                 "--generations", str(self.work / "generations" / f"{name}.jsonl")],
+                self.work / "evals" / f"{name}.json", nice=self.nice(size))
+
+    def probe(self, size: str, fam: str, budget: int) -> None:
+        name = f"{size}-{fam}-{budget}"
+        (self.work / "evals").mkdir(parents=True, exist_ok=True)
+        self.sh([sys.executable, "-m", "toolkit.evaluate", str(self.point(size, fam, budget)),
+                 "--task", str(self.data / "probe.jsonl"), "--problems", "0", "--steps", self.a.steps.split(",")[-1],
+                 "--temperature", "0", "--length", str(self.a.seq_len), "--batch-size", "64",
+                 "--threads", str(self.a.threads), "--device", self.a.device, "--json",
+                 "--generations", str(self.work / "generations" / f"probe-{name}.jsonl")],
+                self.work / "evals" / f"probe-{name}.json", nice=self.nice(size))
+
+    def pretrain_nelbo(self, size: str, fam: str) -> None:
+        (self.work / "evals").mkdir(parents=True, exist_ok=True)
+        self.sh([sys.executable, "-m", "toolkit.evaluate", self.init_of(size, fam), "--metrics", "nelbo",
+                 "--sequences", "32", "--mc-samples", "8", "--threads", str(self.a.threads),
+                 "--device", self.a.device, "--json"], self.work / "evals" / f"pretrain-{size}-{fam}.json")
+
+    # -- the task graph ---------------------------------------------------------------------
+    def tasks(self) -> list[Task]:
+        a, out = self.a, []
+        (self.work / "generations").mkdir(parents=True, exist_ok=True)
+        for si, size in enumerate(a.sizes):
+            for fi, fam in enumerate(a.families):
+                key = f"{size}-{fam}"
+                base = []
+                preset, budgets = a.sizes[size]
+                if preset is not None:
+                    out.append(Task(f"pretrain-{key}", lambda s=size, f=fam: self.pretrain(s, f), [],
+                                    (-1, si, fi), Path(self.init_of(size, fam))))   # the longest path
+                    base = [f"pretrain-{key}"]
+                out.append(Task(f"pretrain-nelbo-{key}", lambda s=size, f=fam: self.pretrain_nelbo(s, f), base,
+                                (99, si, fi)))
+                previous = base
+                for k, budget in enumerate(budgets):
+                    ft = f"finetune-{key}-{budget}"
+                    out.append(Task(ft, lambda s=size, f=fam, b=budget: self.finetune(s, f, b), previous,
+                                    (k, si, fi), self.work / "runs" / key))
+                    out.append(Task(f"evaluate-{key}-{budget}", lambda s=size, f=fam, b=budget: self.evaluate(s, f, b),
+                                    [ft], (k + 0.25, si, fi)))
+                    out.append(Task(f"probe-{key}-{budget}", lambda s=size, f=fam, b=budget: self.probe(s, f, b),
+                                    [ft], (k + 0.3, si, fi)))
+                    previous = [ft]
+        return out
+
+    def run_all(self) -> bool:
+        """Run every task whose marker is missing; True if all succeeded."""
+        done_dir = self.work / "done"
+        done_dir.mkdir(parents=True, exist_ok=True)
+        kinds = self.a.only.split(",") if self.a.only else None
+        todo = {t.name: t for t in self.tasks() if not (done_dir / t.name).exists()
+                and (kinds is None or t.name.split("-")[0] in kinds)}
+        finished = {p.name for p in done_dir.iterdir()}
+        failed: set[str] = set()
+        running: set[str] = set()
+        deferred: dict[str, float] = {}   # task -> when to try again (its lock is held elsewhere)
+        cv = threading.Condition()
+
+        def next_task():
+            finished.update(p.name for p in done_dir.iterdir())   # tasks another study process finished
+            now = time.time()
+            ready = [t for t in todo.values() if t.name not in running and deferred.get(t.name, 0) <= now
+                     and all(d in finished for d in t.deps)]
+            return min(ready, key=lambda t: t.priority) if ready else None
+
+        def worker():
+            while True:
+                with cv:
+                    while True:
+                        for name in [n for n, t in todo.items() if any(d in failed for d in t.deps)]:
+                            failed.add(name)
+                            log(f"skipped {name}: a task it needs failed")
+                            del todo[name]
+                        if not todo:
+                            cv.notify_all()
+                            return
+                        task = next_task()
+                        if task is not None:
+                            running.add(task.name)
+                            break
+                        cv.wait(timeout=30)   # a lock held elsewhere or work in flight
+                ok = self._run_one(task, done_dir)
+                with cv:
+                    running.discard(task.name)
+                    if ok is None:            # deferred: its lock is held by another process
+                        deferred[task.name] = time.time() + 60
+                        continue
+                    del todo[task.name]
+                    (finished if ok else failed).add(task.name)
+                    cv.notify_all()
+
+        threads = [threading.Thread(target=worker) for _ in range(self.a.parallel)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return not failed
+
+    def _run_one(self, task: Task, done_dir: Path) -> bool | None:
+        if task.run_dir is not None and trainer_running(task.run_dir):
+            return None
+        tic = time.time()
+        try:
+            task.run()
+        except Exception as e:   # one failed point must not stop an unattended ladder
+            log(f"FAILED {task.name}: {e}")
+            return False
+        (done_dir / task.name).write_text(f"{time.time() - tic:.1f}\n")
+        log(f"done {task.name} in {(time.time() - tic) / 60:.1f} min")
+        return True
 
 
-def finetune(fam: str, a, d: Path) -> None:
-    init, extra = FAMILIES[fam]
-    out = WORK / "runs" / fam
-    run([sys.executable, "-m", "training.finetune", f"init={init}", f"data={d / 'train.jsonl'}", f"out={out}",
-         f"max_steps={a.max_steps}", f"batch_size={a.batch_size}", f"seq_len={a.seq_len}", f"lr={a.lr}",
-         "eval_every=250", "eval_batches=12", "log_every=50", "save_every=250", "threads=1", "progress=false",
-         "resume=true", *extra])
-    log(f"{fam}: fine-tuned")
+def trainer_running(run: Path) -> bool:
+    """Does another process hold this run's trainer lock (`RUN/.lock`, taken by every trainer)?"""
+    lock = run / ".lock"
+    if not lock.is_file():
+        return False
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
-def evaluate(fam: str, a, d: Path) -> None:
-    steps = [max(a.steps)] if fam in ONE_STEP_COUNT else a.steps
-    run([sys.executable, "-m", "toolkit.evaluate", str(WORK / "runs" / fam), "--task", str(d / "test.jsonl"),
-         "--problems", str(a.test_problems), "--steps", ",".join(map(str, steps)), "--temperature", "0",
-         "--length", str(a.seq_len), "--batch-size", "64", "--threads", "1", "--json",
-         "--generations", str(WORK / f"generations-{fam}.jsonl")], WORK / f"accuracy-{fam}.json")
-    run([sys.executable, "-m", "toolkit.evaluate", FAMILIES[fam][0], "--metrics", "nelbo", "--sequences", "32",
-         "--mc-samples", "8", "--threads", "1", "--json"], WORK / f"pretrain-nelbo-{fam}.json")
-    log(f"{fam}: evaluated")
-
-
-def pipeline(fam: str, a, d: Path) -> None:
-    finetune(fam, a, d)
-    evaluate(fam, a, d)
-
-
-def main() -> None:
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--max-steps", type=int, default=1000)
+    ap.add_argument("--profile", default="cpu", choices=list(PROFILES), help="cpu (the committed study), gpu, tiny")
+    ap.add_argument("--work", default=os.environ.get("STUDY_WORK", str(HERE / "work")),
+                    help="runs, points and generations (not committed)")
+    ap.add_argument("--results", default=None, help="where results.* and the figure go (default: this folder for "
+                    "the cpu profile's default work folder, else the work folder)")
+    ap.add_argument("--task", default="arith", help="a level of toolkit/data/arithmetic.py: copy, arith, arith-hard")
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--budgets", default=None, help="fine-tuning step budgets (the ladder; default: each size's own)")
+    ap.add_argument("--sizes", default=None, help="comma list of the profile's sizes to run")
+    ap.add_argument("--samplers", default="ancestral,confidence,block", help="strategies tried where supported")
+    ap.add_argument("--steps", default=None, help="sampling step counts")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=72)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--steps", default="8,16,32", help="sampling step counts")
-    ap.add_argument("--train-problems", type=int, default=20000)
-    ap.add_argument("--test-problems", type=int, default=500)
-    ap.add_argument("--arith-steps", type=int, default=2)
-    ap.add_argument("--max-operand", type=int, default=10)
-    ap.add_argument("--parallel", type=int, default=2)
-    ap.add_argument("--families", default="esolm,duo,mdlm,ar", help="in start order (slowest first)")
-    ap.add_argument("--summarise", action="store_true", help="only rebuild the tables and plot")
-    a = ap.parse_args()
-    a.steps = [int(s) for s in a.steps.split(",")]
-    families = a.families.split(",")
-    unknown = [f for f in families if f not in FAMILIES]
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--train-problems", type=int, default=None)
+    ap.add_argument("--test-problems", type=int, default=None)
+    ap.add_argument("--parallel", type=int, default=None, help="tasks at a time")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the profile's)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads per task (0: torch's default)")
+    ap.add_argument("--pretrain", action="append", default=None, metavar="KEY=VALUE",
+                    help="extra training.train overrides for pre-training (repeatable)")
+    ap.add_argument("--only", default=None, help="comma list of task kinds to run (pretrain, finetune, evaluate, probe);"
+                    " the others are left to another study process and waited for")
+    ap.add_argument("--summarise", action="store_true", help="only rebuild the tables and the figure")
+    a = ap.parse_args(argv)
+    profile = PROFILES[a.profile]
+    for k, v in profile.items():
+        if k not in ("sizes", "train") and getattr(a, k, None) is None:
+            setattr(a, k, v)
+    sizes = {name: (preset, a.budgets or ladder) for name, (preset, ladder) in profile["sizes"].items()}
+    wanted = a.sizes.split(",") if isinstance(a.sizes, str) else list(sizes)
+    unknown = [s for s in wanted if s not in sizes]
+    if unknown:
+        raise SystemExit(f"unknown sizes {unknown} for profile {a.profile} (known: {', '.join(sizes)})")
+    a.train = profile["train"]
+    a.sizes = {s: (sizes[s][0], sorted(int(b) for b in str(sizes[s][1]).split(","))) for s in wanted}
+    a.families = a.families.split(",")
+    unknown = [f for f in a.families if f not in FAMILIES]
     if unknown:
         raise SystemExit(f"unknown families {unknown} (known: {', '.join(FAMILIES)})")
+    a.steps = str(a.steps)
+    if a.results is None:
+        a.results = str(HERE) if a.profile == "cpu" and Path(a.work) == HERE / "work" else a.work
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    study = Study(a)
+    ok = True
     if not a.summarise:
-        WORK.mkdir(parents=True, exist_ok=True)
-        (WORK / "settings.json").write_text(json.dumps(vars(a), indent=2))
-        d = data(a)
+        study.work.mkdir(parents=True, exist_ok=True)
+        (study.work / "settings.json").write_text(json.dumps({k: v for k, v in vars(a).items()}, indent=2))
+        if not (study.data / "test.jsonl").is_file():
+            study.make_data()
+        if not (study.data / "probe.jsonl").is_file():
+            study.make_probe()
         tic = time.time()
-        with ThreadPoolExecutor(a.parallel) as pool:
-            for f in [pool.submit(pipeline, fam, a, d) for fam in families]:
-                f.result()
-        log(f"all runs done in {(time.time() - tic) / 60:.1f} min")
+        ok = study.run_all()
+        log(f"ladder {'finished' if ok else 'finished with failures'} in {(time.time() - tic) / 60:.1f} min")
     from summarise import summarise   # noqa: E402  (same folder)
-    summarise(WORK, HERE if WORK == HERE / "work" else WORK, [f for f in FAMILIES if f in families])
+    summarise(study.work, Path(a.results), update_readme=Path(a.results) == HERE)
     log("summary written")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
-    main()
+    sys.path[:0] = [str(HERE), str(ROOT)]   # this checkout's toolkit, as in the tasks' processes
+    sys.exit(main())

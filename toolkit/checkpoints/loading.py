@@ -6,6 +6,7 @@ import torch
 from toolkit.checkpoints.rundir import load_weights, read_config, resolve_path, tokenizer_file
 from toolkit.data.tokenizer import load_tokenizer
 from toolkit.errors import UserError
+from toolkit.hardware import tune_allocator
 from toolkit.lm import LanguageModel
 from toolkit.model.backbone import Backbone
 from toolkit.model.lora import is_lora_state, merged_state
@@ -19,6 +20,7 @@ def plain_weights(ckpt, cfg) -> dict:
 
 def load_checkpoint(name_or_path: str, device: str = "cpu") -> LanguageModel:
     """Load any checkpoint directory (or embedded model name) into a ready LanguageModel."""
+    tune_allocator()   # sampling allocates [rows, vocabulary] temporaries every step
     ckpt = resolve_path(name_or_path)
     cfg, meta = read_config(ckpt)
     tokenizer = load_tokenizer(tokenizer_file(ckpt, meta), (cfg.data.eos_token, cfg.data.mask_token))

@@ -4,20 +4,27 @@ Each problem is a short story ("Emma has 12 letters. She writes 5 more. ...") wi
 worked answer, one line per step, ending in GSM8K's final-answer line `#### N`. The answer
 is checkable, so a model's generations can be scored by exact match of the final number.
 
-Difficulty: `steps` operations per problem and operands drawn from 1..`max_operand`
+Difficulty: `steps` operations per problem and operands drawn from `min_operand`..`max_operand`
 (multiplications use a factor of 2 or 3). Splits come from fixed seeds, and a test problem
 never repeats a training question. Words are common in the Austen corpus, so the embedded
 4k BPE splits the text sensibly (numbers become one token per digit).
 
-`python -m toolkit.data.arithmetic OUT_DIR --train 20000 --test 500` writes train/test JSONL.
+Named levels (`LEVELS`), easiest first:
+- `copy`: "Emma has 4821 letters. How many letters does she have?" -> `#### 4821`: no arithmetic,
+  only reading a 4-digit number back (tells format and copying apart from computing);
+- `arith`: 2 operations on operands 1-10 (the reasoning study's main task);
+- `arith-hard`: 3 operations on 2-digit operands (10-99), so that sums carry across digits.
+
+`python -m toolkit.data.arithmetic OUT_DIR --task arith --train 20000 --test 500` writes train/test JSONL.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from toolkit.errors import UserError, cli_main
@@ -30,15 +37,34 @@ SPLIT_SEEDS = {"train": 1234, "test": 98765}
 
 @dataclass(frozen=True)
 class Difficulty:
-    steps: int = 2           # operations after the starting amount
-    max_operand: int = 20    # operands are drawn from 1..max_operand
+    steps: int = 2           # operations after the starting amount (0: a copy task)
+    max_operand: int = 20    # operands (and the starting amount) are drawn from min_operand..max_operand
     multiply: bool = True    # allow "doubles"/"triples" steps
+    min_operand: int = 1     # the starting amount is at least max(2, min_operand)
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise UserError(f"steps must be >= 1 (got {self.steps})")
+        if self.steps < 0:
+            raise UserError(f"steps must be >= 0 (got {self.steps})")
         if self.max_operand < 2:
             raise UserError(f"max_operand must be >= 2 (got {self.max_operand})")
+        if not 1 <= self.min_operand <= self.max_operand:
+            raise UserError(f"min_operand must be in 1..max_operand={self.max_operand} (got {self.min_operand})")
+
+
+LEVELS: dict[str, Difficulty] = {
+    "copy": Difficulty(steps=0, min_operand=1000, max_operand=9999, multiply=False),
+    "arith": Difficulty(steps=2, max_operand=10),
+    "arith-hard": Difficulty(steps=3, min_operand=10, max_operand=99),
+}
+
+
+def level(name: str, steps: int | None = None, max_operand: int | None = None) -> Difficulty:
+    """A named level, optionally with its number of operations or largest operand changed."""
+    if name not in LEVELS:
+        raise UserError(f"unknown arithmetic task '{name}' (known: {', '.join(LEVELS)})")
+    d = LEVELS[name]
+    changes = {k: v for k, v in (("steps", steps), ("max_operand", max_operand)) if v is not None}
+    return replace(d, **changes) if changes else d
 
 
 def _pronoun(name: str) -> str:
@@ -49,20 +75,20 @@ def make_problem(rng: random.Random, d: Difficulty) -> dict:
     """One problem: {'question', 'answer' (worked, ends in '#### N'), 'result' (int)}."""
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     he = _pronoun(name)
-    value = rng.randint(2, d.max_operand)
+    value = rng.randint(max(2, d.min_operand), d.max_operand)
     story = [f"{name} has {value} {item}."]
     work = []
     for _ in range(d.steps):
         kinds = ["add", "sub"] + (["mul"] if d.multiply and value <= d.max_operand else [])
         kind = rng.choice(kinds)
-        if kind == "sub" and value < 2:
+        if kind == "sub" and value <= d.min_operand:
             kind = "add"
         if kind == "add":
-            k = rng.randint(1, d.max_operand)
+            k = rng.randint(d.min_operand, d.max_operand)
             story.append(rng.choice([f"{he} gets {k} more.", f"{he} buys {k} more.", f"{he} finds {k} more."]))
             new, line = value + k, f"{value} + {k} = {value + k}"
         elif kind == "sub":
-            k = rng.randint(1, min(value - 1, d.max_operand))
+            k = rng.randint(d.min_operand, min(value - 1, d.max_operand))
             story.append(rng.choice([f"{he} gives away {k}.", f"{he} loses {k}.", f"{he} sells {k}."]))
             new, line = value - k, f"{value} - {k} = {value - k}"
         else:
@@ -71,8 +97,38 @@ def make_problem(rng: random.Random, d: Difficulty) -> dict:
             new, line = value * k, f"{value} * {k} = {value * k}"
         work.append(line)
         value = new
-    story.append(f"How many {item} does {he.lower()} have now?")
+    story.append(f"How many {item} does {he.lower()} have{' now' if d.steps else ''}?")
     return {"question": " ".join(story), "answer": "\n".join(work + [f"#### {value}"]), "result": value}
+
+
+WORKED_LINE = re.compile(r"(\d+) ([-+*]) (\d+) = (\d+)")
+OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def given_first_line(problem: dict, shift: int) -> dict | None:
+    """The problem with its first worked line given in the prompt, its result changed by `shift`.
+
+    A probe of whether a model computes from the intermediate it can see: the reference answer
+    continues from the changed result (line 2 starts from it), so a model that recomputes line 1
+    from the question instead starts line 2 from the true result. `shift=0` is the control (the
+    true first line given). None if the problem has fewer than two worked lines or the changed
+    chain would go below 1.
+    """
+    *lines, _ = problem["answer"].split("\n")
+    if len(lines) < 2:
+        return None
+    a, op, b, c = WORKED_LINE.fullmatch(lines[0]).groups()
+    value = int(c) + shift
+    given, rest = f"{a} {op} {b} = {value}", []
+    for line in lines[1:]:
+        _, op, b, _ = WORKED_LINE.fullmatch(line).groups()
+        new = OPERATIONS[op](value, int(b))
+        if new < 1:
+            return None
+        rest.append(f"{value} {op} {b} = {new}")
+        value = new
+    return {"question": problem["question"] + "\n" + given, "answer": "\n".join(rest + [f"#### {value}"]),
+            "result": value, "true_first_result": int(c), "given_first_result": int(c) + shift}
 
 
 def generate(n: int, split: str = "train", difficulty: Difficulty = Difficulty(), train_size: int = 20000) -> list[dict]:
@@ -118,11 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir")
     ap.add_argument("--train", type=int, default=20000, help="training problems (train.jsonl)")
     ap.add_argument("--test", type=int, default=500, help="held-out problems (test.jsonl)")
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--max-operand", type=int, default=20)
+    ap.add_argument("--task", default=None, choices=list(LEVELS),
+                    help="a named level (its settings; --steps/--max-operand still change them)")
+    ap.add_argument("--steps", type=int, default=None, help="operations per problem (default 2)")
+    ap.add_argument("--max-operand", type=int, default=None, help="largest operand (default 20)")
     ap.add_argument("--no-multiply", action="store_true")
     a = ap.parse_args(argv)
-    d = Difficulty(a.steps, a.max_operand, not a.no_multiply)
+    if a.task:
+        d = level(a.task, a.steps, a.max_operand)
+        d = replace(d, multiply=False) if a.no_multiply else d
+    else:
+        d = Difficulty(2 if a.steps is None else a.steps, 20 if a.max_operand is None else a.max_operand,
+                       not a.no_multiply)
     out = Path(a.out_dir)
     write_jsonl(out / "train.jsonl", generate(a.train, "train", d))
     write_jsonl(out / "test.jsonl", generate(a.test, "test", d, train_size=a.train))

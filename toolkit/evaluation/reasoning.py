@@ -1,6 +1,6 @@
 """Generative task accuracy: sample an answer per problem, extract its final number, compare.
 
-Tasks: `arith` (the toy word problems of toolkit/data/arithmetic.py, held-out split),
+Tasks: `copy`, `arith`, `arith-hard` (the toy word problems of toolkit/data/arithmetic.py, held-out split),
 `gsm8k` (the Hugging Face dataset's test split; needs a network or a cached copy), or a
 JSONL file of {question, answer} rows whose answer ends in GSM8K's `#### N`. The prompt is
 shown exactly as in fine-tuning (toolkit/data/pairs.py), each problem gets the family's own
@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from toolkit.data.arithmetic import Difficulty, generate
+from toolkit.data.arithmetic import LEVELS, generate, level
 from toolkit.data.pairs import field_text, pair_rows, prompt_text
 from toolkit.errors import UserError
 from toolkit.sampling import SampleRequest
@@ -66,17 +66,19 @@ class Problem:
 
 
 def load_problems(task: str, limit: int = 500, prompt_field: str = "question", response_field: str = "answer",
-                  arith_steps: int = 2, max_operand: int = 20) -> list[Problem]:
-    """The task's problems with their gold final numbers (rows without one are an error)."""
-    if task == "arith":
-        problems = generate(limit or 500, "test", Difficulty(arith_steps, max_operand))   # unseen in the default 20k
-        rows = [("arith", i + 1, r) for i, r in enumerate(problems)]
+                  arith_steps: int | None = None, max_operand: int | None = None) -> list[Problem]:
+    """The task's problems with their gold final numbers (rows without one are an error).
+
+    A named arithmetic level takes its own settings unless `arith_steps`/`max_operand` are given."""
+    if task in LEVELS:
+        problems = generate(limit or 500, "test", level(task, arith_steps, max_operand))   # unseen in the default 20k
+        rows = [(task, i + 1, r) for i, r in enumerate(problems)]
     elif task == "gsm8k":
         rows = pair_rows("gsm8k", "main", "test")
     elif task.endswith((".jsonl", ".json")) or Path(task).is_file() or Path(task).is_dir():
         rows = pair_rows(task, "", "test" if Path(task).is_dir() else "train")
     else:
-        raise UserError(f"unknown task '{task}' (arith, gsm8k, or a JSONL file of question/answer rows)")
+        raise UserError(f"unknown task '{task}' ({', '.join(LEVELS)}, gsm8k, or a JSONL file of question/answer rows)")
     out = []
     for where, n, row in rows:
         if limit and len(out) >= limit:
@@ -125,6 +127,8 @@ def task_accuracy(model, problems: list[Problem], request: SampleRequest, out: s
                   batch_size: int = 64, progress=None) -> dict:
     """Accuracy (with a 95% Wilson interval), mean NFE and tokens/s at `request`'s settings.
 
+    NFE is each problem's own (`Step.nfe_per_row`: what it would cost sampled alone), so a batch
+    does not charge a problem for the evaluations its neighbours needed; `batch_nfe` is recorded too.
     Problems are grouped by prompt length, so one batch shares one prefix length; each
     generation is appended to `out` as soon as its batch ends, keyed by its setting (`setting_key`)
     for resuming: a rerun with another sampler, option or step count generates afresh.
@@ -156,12 +160,12 @@ def task_accuracy(model, problems: list[Problem], request: SampleRequest, out: s
                 _, last = model.generate(req)
                 seconds = time.perf_counter() - tic
                 generated = (req.length - plen) * len(chunk)
-                for (p, _), row in zip(chunk, last.tokens.tolist()):
+                for (p, _), row, nfe in zip(chunk, last.tokens.tolist(), last.nfe_per_row()):
                     text = response_text(model, row[plen:])
                     predicted = extract_answer(text)
                     rec = {"id": p.id, "steps": request.steps, "setting": setting, "question": p.question, "gold": p.gold,
                            "generation": text, "predicted": predicted, "correct": predicted == p.gold,
-                           "nfe": last.nfe, "tokens_per_s": round(generated / max(seconds, 1e-9), 1),
+                           "nfe": nfe, "batch_nfe": last.nfe, "tokens_per_s": round(generated / max(seconds, 1e-9), 1),
                            "seconds": round(seconds / len(chunk), 5)}
                     rows.append(rec)
                     if handle:

@@ -92,6 +92,8 @@ class MDLM(Family):
         confidence = fixed.float()
         grid, clock = time_grid(request.steps), Clock()
         logits, nfe = None, 0
+        row_nfe = torch.zeros(z.shape[0], dtype=torch.long)   # a row alone re-evaluates only once it changed
+        stale = torch.ones(z.shape[0], dtype=torch.bool)
         for k in range(request.steps):
             t, s = grid[k], grid[k + 1]
             u_reveal = torch.rand(z.shape, generator=gen).to(device)
@@ -99,6 +101,8 @@ class MDLM(Family):
             if logits is None or not request.use_cache:
                 logits = self.denoise(net, z, t.expand(z.shape[0]))
                 nfe += 1
+                row_nfe += stale if request.use_cache else 1
+                stale[:] = False
             masked = z == self.mask_id
             masked &= ~fixed
             reveal = masked & (u_reveal < self.schedule.reveal_probability(t, s).to(device))
@@ -110,5 +114,6 @@ class MDLM(Family):
                 conf = probs.gather(-1, new[:, None]).squeeze(-1)
                 confidence = confidence.masked_scatter(reveal, conf)
                 logits = None  # the input changed: the next step needs a fresh evaluation
+            stale |= reveal.any(-1).cpu()
             yield Step(step=k + 1, t=float(t), s=float(s), tokens=z.clone(), changed=reveal,
-                       confidence=confidence.clone(), nfe=nfe, elapsed=clock())
+                       confidence=confidence.clone(), nfe=nfe, elapsed=clock(), row_nfe=row_nfe.clone())

@@ -137,6 +137,7 @@ def _bidirectional(family, net, request, o, device):
     denoise = _Denoiser(family, net, n, o, mode, device)
     in_block = torch.zeros(n, dtype=torch.bool, device=device)
     nfe = step = 0
+    row_nfe = torch.zeros(z.shape[0], dtype=torch.long)
     for a, e in spans:
         in_block.zero_()
         in_block[a:e] = True
@@ -149,6 +150,7 @@ def _bidirectional(family, net, request, o, device):
             ids, conf = candidates(denoise(z, masked, a, e, first=j == 0), u[masked],
                                    request.temperature, request.top_p, o.top_k)
             nfe += 1
+            row_nfe += masked.any(-1).cpu()   # a row whose block is already done needs no evaluation
             cand = z.masked_scatter(masked, ids)
             scores = torch.zeros(z.shape, device=device).masked_scatter(masked, conf)
             if order == "random":
@@ -163,7 +165,7 @@ def _bidirectional(family, net, request, o, device):
             j, step = j + 1, step + 1
             left = float(((z == family.mask_id) & ~fixed).float().mean())
             yield Step(step=step, t=left + float(pick.float().mean()), s=left, tokens=z.clone(), changed=pick,
-                       confidence=confidence.clone(), nfe=nfe, elapsed=clock())
+                       confidence=confidence.clone(), nfe=nfe, elapsed=clock(), row_nfe=row_nfe.clone())
 
 
 def _check_causal_order(family, request, o) -> str:

@@ -59,6 +59,7 @@ class Remdm(Sampler):
         z, fixed = masked_tokens_init(request, family.mask_id, device)
         confidence = fixed.float()
         grid, clock, nfe = time_grid(request.steps), Clock(), 0
+        row_nfe = torch.zeros(z.shape[0], dtype=torch.long)
         for k in range(request.steps):
             t, s = float(grid[k]), float(grid[k + 1])
             a_t, a_s = float(family.schedule.alpha(t)), float(family.schedule.alpha(s))
@@ -71,10 +72,11 @@ class Remdm(Sampler):
             if reveal.any():
                 logits = family.subs_logits(net(z, select=reveal))
                 nfe += 1
+                row_nfe += reveal.any(-1).cpu()   # a row with nothing to reveal needs no evaluation
                 ids, conf = candidates(logits, u_token[reveal], request.temperature, request.top_p, o.top_k)
                 z = z.masked_scatter(reveal, ids)
                 confidence = confidence.masked_scatter(reveal, conf)
             z = z.masked_fill(remask, family.mask_id)
             confidence = confidence.masked_fill(remask, 0.0)
             yield Step(step=k + 1, t=t, s=s, tokens=z.clone(), changed=reveal | remask, confidence=confidence.clone(),
-                       nfe=nfe, elapsed=clock(), remasked=remask)
+                       nfe=nfe, elapsed=clock(), remasked=remask, row_nfe=row_nfe.clone())

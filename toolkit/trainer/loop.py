@@ -17,7 +17,7 @@ from toolkit.checkpoints import rundir
 from toolkit.config import RunConfig
 from toolkit.data import load_data
 from toolkit.errors import UserError
-from toolkit.hardware import resolve_compile, resolve_precision
+from toolkit.hardware import resolve_compile, resolve_precision, tune_allocator
 from toolkit.lm import build_family
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
@@ -40,6 +40,7 @@ class Trainer:
         """`data`: an already built PackedData (benchmarks feed synthetic tokens); default cfg.data's."""
         self.cfg = cfg
         t = cfg.train
+        tune_allocator()
         if t.threads:
             torch.set_num_threads(t.threads)
         self.dist = Distributed(t.device)
@@ -194,13 +195,14 @@ class Trainer:
         self.net.train()
         progress = progress_bar(t.max_steps, self.step, self.cfg.family) if t.progress and self.dist.main else None
         self.window.start()
-        while self.step < t.max_steps:
+        end = min(t.max_steps, t.stop_at) if t.stop_at > 0 else t.max_steps   # stop_at pauses, the schedule stays
+        while self.step < end:
             loss = self.train_step()   # a device tensor: nothing below reads it until a log point
             self.step += 1
             self.window.add(loss, self.tokens_per_step)
             if progress is not None:
                 progress.update(1)
-            last = self.step == t.max_steps
+            last = self.step == end
             evaluate = self.step % t.eval_every == 0 or last
             log = self.step % t.log_every == 0 or evaluate
             save = self.step % t.save_every == 0 or last
@@ -226,7 +228,7 @@ class Trainer:
         self.guard.check(self)
         if progress is not None:
             progress.close()
-        if self.lora is not None and self.dist.main:
+        if self.lora is not None and self.dist.main and self.step == t.max_steps:
             save_merged(self.lora, self.out / "merged", self.cfg)
         self.dist.close()
         return {"step": self.step, "out": str(self.out)}

@@ -1,0 +1,71 @@
+"""The reasoning study end to end on a tiny ladder (the committed study's code path, seconds not hours):
+pre-training a size, climbing the ladder, a run directory per rung, evaluation, resume, the summary."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = ROOT / "studies" / "reasoning"
+
+
+def run_study(*args, script="study.py"):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable}
+    cmd = ["bash", str(STUDY / script), *args] if script.endswith(".sh") else [sys.executable, str(STUDY / script), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_tiny_ladder_runs_end_to_end_and_resumes(tmp_path):
+    work = tmp_path / "work"
+    r = run_study("--profile", "tiny", "--work", str(work), "--families", "mdlm,duo", "--sizes", "tiny")
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    rows = list(csv.DictReader(open(work / "results.csv")))
+    ladder = list(csv.DictReader(open(work / "ladder.csv")))
+    assert {(x["family"], x["budget_steps"]) for x in ladder} == {(f, b) for f in ("mdlm", "duo") for b in ("4", "8")}
+    # MDLM is scored with every strategy it supports, Duo with its only one.
+    assert {x["sampler"] for x in rows if x["family"] == "mdlm"} == {"ancestral", "confidence", "block"}
+    assert {x["sampler"] for x in rows if x["family"] == "duo"} == {"ancestral"}
+    for fam in ("mdlm", "duo"):
+        # One run climbs the ladder at a constant cost per step: rung 8 holds twice rung 4's FLOPs,
+        # and each rung is its own complete run directory stopped at its budget.
+        flops = {int(x["budget_steps"]): float(x["finetune_flops"]) for x in ladder if x["family"] == fam}
+        assert flops[8] == pytest.approx(2 * flops[4])
+        for budget in (4, 8):
+            point = work / "points" / f"tiny-{fam}-{budget}"
+            steps = [json.loads(line)["step"] for line in (point / "metrics.jsonl").read_text().splitlines()]
+            assert max(steps) == budget and (point / "checkpoint").is_dir()
+        config = json.loads((work / "runs" / f"tiny-{fam}" / "config.json").read_text())
+        assert config["optim"]["min_lr_ratio"] == 1.0   # constant LR: a rung is what its budget alone gives
+        assert config["train"]["init"] == str(work / "pretrain" / f"tiny-{fam}")   # the size pre-trained here
+    assert (work / "accuracy.png").stat().st_size > 10_000
+    # Resume: a finished study has nothing left to do; a lost marker reruns just that task.
+    (work / "done" / "evaluate-tiny-mdlm-8").unlink()
+    r = run_study("--profile", "tiny", "--work", str(work), "--families", "mdlm,duo", "--sizes", "tiny")
+    assert r.returncode == 0, r.stderr[-2000:]
+    ran = [line for line in r.stdout.splitlines() if "] done " in line]
+    assert len(ran) == 1 and "evaluate-tiny-mdlm-8" in ran[0]
+
+
+@pytest.mark.slow
+def test_gpu_path_runs_in_a_tiny_cpu_mode(tmp_path):
+    work = tmp_path / "gpu"
+    r = subprocess.run(["bash", str(STUDY / "gpu.sh"), "--device", "cpu", "--threads", "1", "--parallel", "2",
+                        "--families", "mdlm", "--budgets", "2,4", "--train-problems", "200", "--test-problems", "4",
+                        "--steps", "4", "--pretrain", "model=cpu-4xs", "--pretrain", "max_steps=4",
+                        "--pretrain", "eval_every=2", "--pretrain", "save_every=4"],
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable,
+                                      "STUDY_WORK": str(work)}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    assert {x["budget_steps"] for x in csv.DictReader(open(work / "ladder.csv"))} == {"2", "4"}
+    assert json.loads((work / "runs" / "gpu-19M-mdlm" / "config.json").read_text())["train"]["compile"] == "false"
+
+
+def test_unknown_names_are_one_line_errors(tmp_path):
+    for args, message in ((["--sizes", "huge"], "unknown sizes ['huge']"), (["--families", "gpt"], "unknown families")):
+        r = run_study("--profile", "tiny", "--work", str(tmp_path), *args)
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
