@@ -59,7 +59,8 @@ class DualTime:
 
     def _t_table(self, gamma: torch.Tensor) -> torch.Tensor:
         lo, hi = _TABLE_RANGE
-        pos = ((gamma.double().cpu() - lo) / (hi - lo) * (_TABLE_POINTS - 1)).clamp(0, _TABLE_POINTS - 1)
+        self.table = self.table.to(gamma.device)   # moved once: no host round trip per step
+        pos = ((gamma.double() - lo) / (hi - lo) * (_TABLE_POINTS - 1)).clamp(0, _TABLE_POINTS - 1)
         k = pos.floor().long().clamp(max=_TABLE_POINTS - 2)
         frac = pos - k
         return self.table[k] * (1 - frac) + self.table[k + 1] * frac   # linear interpolation
@@ -75,13 +76,14 @@ class DualTime:
             dt = (self._t_table(gamma + _FD) - t0) / _FD
             out = ((t0 - 1 / self.n) * scale, dt * scale)
         else:
-            mu = torch.exp(-gamma.double().cpu() / 2)[..., None]
-            powers = mu ** torch.arange(self.m.shape[-1], dtype=torch.float64)
+            self.m, self.i = self.m.to(gamma.device), self.i.to(gamma.device)
+            mu = torch.exp(-gamma.double() / 2)[..., None]
+            powers = mu ** torch.arange(self.m.shape[-1], dtype=torch.float64, device=gamma.device)
             damp = torch.exp(-mu[..., 0] ** 2 / 2)
             t0 = damp * (powers * self.m).sum(-1)
             dt_dmu = damp * (powers * (self.i - mu * self.m)).sum(-1)
             out = ((t0 - 1 / self.n) * scale, dt_dmu * (-mu[..., 0] / 2) * scale)   # d mu / d gamma = -mu/2
-        return out[0].to(gamma.device), out[1].to(gamma.device)
+        return out
 
 
 def series_coefficients(n: int, terms: int) -> tuple[torch.Tensor, torch.Tensor]:
