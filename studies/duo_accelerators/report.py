@@ -76,7 +76,7 @@ def main(root: str) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for name, rows in (("no curriculum", base), ("curriculum", cur)):
         ax1.plot([r["flops"] for r in rows], [r["val_nelbo"] for r in rows], marker=".", label=name)
-    ax1.set(xlabel="training FLOPs", ylabel="val NELBO (nats/token)", title="Duo demo: curriculum", ylim=(None, 7))
+    ax1.set(xlabel="training FLOPs", ylabel="val NELBO (nats/token)", title="Duo demo: curriculum", ylim=(6.2, 6.6))
     ax1.legend()
     for who, rows in evals.items():
         ax2.plot([r["steps"] for r in rows], [r["gen_ppl"] for r in rows], marker="o", label=who)
