@@ -128,6 +128,18 @@ class Family:
             nll = out
         return nll if weights is None else torch.where(weights != 0, nll * weights, 0.0).sum()   # 0 * inf: 0
 
+    # -- training hooks (the trainer calls them for every family; most need none) ------------
+    def begin_train_step(self, step: int, net) -> None:
+        """Called once before each optimizer step `step` (0-based) with the unwrapped network:
+        for a family whose loss depends on training progress (a curriculum, a teacher)."""
+
+    def train_state(self) -> dict:
+        """Tensors the family needs to resume a run exactly (saved with the optimizer state)."""
+        return {}
+
+    def load_train_state(self, state: dict, net) -> None:
+        """Restore what `train_state` returned (an empty dict for a run saved without any)."""
+
     # -- sampling ----------------------------------------------------------------------
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         """Yield one Step per reverse step; the last holds the final tokens."""
