@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from toolkit.errors import UserError
 from toolkit.evaluation.metrics import Samples, rounded, score_samples
-from toolkit.families import REGISTRY
+from toolkit.plotting import family_colour
 from toolkit.samplers import names as strategy_order, supported
 
 from gui.live import MAX_STEPS, Run, Settings, check_settings
@@ -210,15 +210,8 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
 
 
 # -- the figure ------------------------------------------------------------------------------------
-PALETTE = ["#0173b2", "#de8f05", "#029e73", "#cc78bc", "#d55e00", "#ca9161", "#949494", "#56b4e9"]  # colour-blind safe
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", ":", "-."]
-
-
-def family_colour(family: str) -> str:
-    """One colour per family, fixed by the registry's order (the same in every figure)."""
-    order = list(REGISTRY) + [family]
-    return PALETTE[order.index(family) % len(PALETTE)]
 
 
 def strategy_marker(sampler: str) -> str:
