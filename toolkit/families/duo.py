@@ -30,7 +30,7 @@ from typing import Iterator
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import Family, covered_tokens, masked_tokens_init, register
+from toolkit.families.base import Family, covered_tokens, register, seeded_start
 from toolkit.families.duality import MODES, dual_time, gaussian_latent, gaussian_noise
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, top_p_filter
 from toolkit.schedule import EPS
@@ -264,8 +264,7 @@ class Duo(Family):
 
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         opts = self.check_sampling_options(request.options)
-        gen = torch.Generator(device="cpu").manual_seed(request.seed)
-        z, fixed = masked_tokens_init(request, 0, device)
+        gen, z, fixed = seeded_start(request, 0, device)
         noise = torch.randint(0, self.vocab_size, z.shape, generator=gen).to(device)
         z = torch.where(fixed, z, noise)
         grid, clock = torch.linspace(1.0, SAMPLING_EPS, request.steps + 1), Clock()
