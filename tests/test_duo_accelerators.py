@@ -138,7 +138,6 @@ def test_distillation_target_is_the_teacher_one_gap_earlier_on_the_same_path():
     n, step = 50, 4   # round 1: dt = 2/8
     fam, student = distill_family(n), tiny_net(n, seed=0)
     fam.begin_train_step(step, tiny_net(n, seed=1))   # the teacher: other weights
-    fam.step = step
     teacher = tiny_net(n, seed=1)
     x0 = torch.randint(0, n - 1, (3, 8), generator=torch.Generator().manual_seed(3))
     t = torch.tensor([0.1, 0.6, 0.95])
