@@ -12,7 +12,7 @@ import argparse
 from toolkit.errors import UserError, cli_main
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 
-from gui.policy import AccessPolicy, host_and_port
+from gui.policy import AccessPolicy, check_port_free, host_and_port, port_message
 
 
 @cli_main
@@ -29,6 +29,8 @@ def main(argv=None):
                     help="embedded names or checkpoint directories (default: every embedded model)")
     ap.add_argument("--evaluator", default=DEFAULT_EVALUATOR, help="AR checkpoint scoring Gen PPL in the explorer")
     ap.add_argument("--concurrency", type=int, default=2, help="requests sampled at once (the rest queue)")
+    ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                    help="sampling and scoring precision (auto: bf16 on a GPU or a CPU with native bf16, else fp32)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     args = ap.parse_args(argv)
@@ -36,6 +38,7 @@ def main(argv=None):
         raise UserError("--concurrency must be >= 1")
     host, port = host_and_port(args.host, args.port)
     policy = AccessPolicy.for_launch(host, args.share, args.allow_roots, args.runs_per_client)
+    check_port_free(host, port)     # now, before the models load, and again (a race) when the server starts
     # deferred: torch and gradio take seconds to import; --help and argument errors should not wait
     import torch
 
@@ -43,12 +46,15 @@ def main(argv=None):
     from gui.models import ModelRegistry   # deferred: see above
     if args.threads:
         torch.set_num_threads(args.threads)
-    registry = ModelRegistry(args.models, evaluator=args.evaluator)
+    registry = ModelRegistry(args.models, evaluator=args.evaluator, precision=args.precision)
     if not registry.keys:
         raise UserError("no models: the embedded checkpoints are missing; pass --models DIR ...")
     for key in registry.keys:
         registry.get(key)       # fail now, with a clear message, rather than at the first click
-    launch(build_app(registry, args.concurrency, policy), host, port, args.share)
+    try:
+        launch(build_app(registry, args.concurrency, policy), host, port, args.share)
+    except OSError as e:
+        raise UserError(port_message(host, port, e)) from None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Step trace for the view); nothing here looks at a family's name.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import tempfile
 import time
@@ -18,11 +19,11 @@ from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 
 from gui import render
-from gui.live import (MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, start, trace_json,
+from gui.live import (MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, number, start, trace_json,
                       whole_number)
 from gui.models import ModelRegistry
 from gui.policy import AccessPolicy, client_of
-from gui.strategies import sampler_controls
+from gui.strategies import SAMPLER_KEY, SAMPLER_OPTIONS_KEY, options_from_api, sampler_controls
 
 DEFAULT_PROMPT = "It is a truth universally acknowledged"
 FRAME_SECONDS = 0.08        # at most ~12 screen updates a second while sampling
@@ -50,12 +51,28 @@ def settings_from(prompt, length, steps, temperature, top_p, seed, option_keys, 
     options: dict = {}
     for (fam, opt), value in zip(option_keys, option_values):
         options.setdefault(fam, {})[opt] = value
-    try:
-        temperature, top_p = float(temperature), float(top_p)
-    except (TypeError, ValueError):
-        raise UserError(f"temperature and top-p must be numbers (got {temperature!r}, {top_p!r})") from None
-    return Settings(prompt=prompt or "", length=whole_number(length, "length"), steps=whole_number(steps, "steps"),
-                    temperature=temperature, top_p=top_p, seed=whole_number(seed or 0, "seed"), options=options)
+    return Settings(prompt or "", options, length=whole_number(length, "length"), steps=whole_number(steps, "steps"),
+                    temperature=number(temperature, "temperature"), top_p=number(top_p, "top-p"),
+                    seed=whole_number(seed or 0, "seed"))
+
+
+def api_name_of(fam: str, opt: str) -> str:
+    """The API parameter of a per-family control: `duo_tail`, `mdlm_strategy`, `mdlm_strategy_options`."""
+    return f"{fam}_" + {SAMPLER_KEY: "strategy", SAMPLER_OPTIONS_KEY: "strategy_options"}.get(opt, opt)
+
+
+def with_parameter_names(handler, names: list[str]):
+    """`handler(request, *values)` as a function whose signature names each input: Gradio names the
+    API's parameters after it (a *values signature would show them as param_8, param_9, ...)."""
+    def named(request: gr.Request, *values):
+        yield from handler(request, *values)
+
+    named.__signature__ = inspect.Signature(
+        [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)]
+        + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+    named.__annotations__ = {"request": gr.Request}
+    named.__doc__ = handler.__doc__
+    return named
 
 
 def save_trace(runs, settings) -> str:
@@ -88,47 +105,52 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
     """Lay out the tab (inside an open gr.Blocks) and wire its handlers."""
     policy = policy or AccessPolicy()
     with gr.Tab("Denoise"):
-        with gr.Row():
-            with gr.Column(scale=1, min_width=300):
-                models = gr.CheckboxGroup(choices, value=registry.keys[:4], label="Models", elem_id="models")
-                with gr.Row():
-                    path = gr.Textbox(label="Add a checkpoint directory", scale=3, elem_id="ckpt-path",
-                                      interactive=policy.paths_enabled,
-                                      placeholder="runs/my-run" if policy.paths_enabled else
-                                      "off: this app is shared (the operator can allow folders)")
-                    add = gr.Button("Load", scale=1, size="sm", interactive=policy.paths_enabled)
-                prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (held fixed)", lines=2, elem_id="prompt")
-                length = gr.Slider(1, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
-                                   elem_id="length")
-                steps = gr.Slider(1, MAX_STEPS, value=32, step=1, label="Steps", elem_id="steps",
-                                  info="left-to-right decoding takes one step per token whatever this says")
-                with gr.Row():
-                    temperature = gr.Slider(0, MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature")
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p")
-                with gr.Row():
-                    seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
-                    slow = gr.Slider(0, MAX_DELAY_MS, value=DEFAULT_DELAY_MS, step=5, label="Slow motion (ms per step)",
-                                     info="a pause between steps so small models can be watched; "
-                                          "not counted in wall time or tokens/s", elem_id="slow")
-                with gr.Accordion("Family options", open=False):
-                    controls = option_controls()
-                with gr.Accordion("Decoding strategy (per family)", open=False):
-                    controls += sampler_controls()
+        # Prompt and Generate first, then the few settings most runs change: all of it above the fold at
+        # 1366x768, so the panels (and their step counters) stay in view while a run plays.
+        with gr.Row(equal_height=False):
+            prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (held fixed)", lines=1, scale=4, elem_id="prompt")
+            with gr.Column(scale=1, min_width=180):
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
-                status = gr.Markdown("", elem_id="status")
-            with gr.Column(scale=3):
-                panels = gr.HTML(render.LEGEND, elem_id="panels")
-                scrub = gr.Slider(1, 2, value=1, step=1, label="Scrub through the trace (after a run)",
-                                  interactive=False, elem_id="scrub")
-                plot = gr.Plot(label="Per step: tokens changed (bars) and mean confidence (line)", show_label=False,
-                               elem_id="run-plot")
-                download = gr.DownloadButton("Download trace (JSON)", visible=False, elem_id="download")
+                status = gr.Markdown("", label="Status", elem_id="status")
+        with gr.Row(equal_height=False):
+            models = gr.CheckboxGroup(choices, value=registry.keys[:4], label="Models", elem_id="models", scale=2)
+            length = gr.Slider(1, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
+                               elem_id="length", scale=1, min_width=160)
+            steps = gr.Slider(1, MAX_STEPS, value=32, step=1, label="Steps (AR: one per token)", elem_id="steps",
+                              scale=1, min_width=160)
+            seed = gr.Number(0, label="Seed", precision=0, elem_id="seed", scale=1, min_width=120)
+        with gr.Accordion("More settings: temperature, top-p, slow motion, checkpoints, family options, strategies",
+                          open=False, elem_id="more"):
+            with gr.Row():
+                temperature = gr.Slider(0, MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature", min_width=160)
+                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p", min_width=160)
+                slow = gr.Slider(0, MAX_DELAY_MS, value=DEFAULT_DELAY_MS, step=5, label="Slow motion (ms per step)",
+                                 info="a pause between steps so small models can be watched; "
+                                      "not counted in wall time or tokens/s", elem_id="slow", scale=2, min_width=320)
+            with gr.Row():
+                path = gr.Textbox(label="Add a checkpoint directory", scale=3, elem_id="ckpt-path",
+                                  interactive=policy.paths_enabled,
+                                  placeholder="runs/my-run" if policy.paths_enabled else
+                                  "off: this app is shared (the operator can allow folders)")
+                add = gr.Button("Load", scale=1, size="sm", interactive=policy.paths_enabled)
+            with gr.Accordion("Family options", open=False):
+                controls = option_controls()
+            with gr.Accordion("Decoding strategy (per family)", open=False):
+                controls += sampler_controls()
+        # the scrubber sits above the panels, so it stays under the pointer whatever height they take
+        scrub = gr.Slider(1, 2, value=1, step=1, label="Scrub through the trace (after a run)",
+                          interactive=False, elem_id="scrub")
+        panels = gr.HTML(render.LEGEND, label="Panels", elem_id="panels")
+        plot = gr.Plot(label="Per step: tokens changed (bars) and mean confidence (line)", show_label=False,
+                       elem_id="run-plot")
+        download = gr.DownloadButton("Download trace (JSON)", label="Trace", visible=False, elem_id="download")
         runs_state = gr.State(None, time_to_live=3600)   # traces are dropped an hour after a run
 
     option_keys = [(fam, opt) for fam, opt, _ in controls]
 
     def generate(request: gr.Request, prompt_v, keys, length_v, steps_v, temp_v, top_p_v, seed_v, slow_v,
                  *opt_values):
+        """Sample with every selected model, streaming (panels HTML, status, plot, scrubber, -, trace file)."""
         try:
             settings = settings_from(prompt_v, length_v, steps_v, temp_v, top_p_v, seed_v, option_keys, opt_values)
             with policy.run_slot(client_of(request)):
@@ -162,7 +184,9 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
                gr.update(minimum=1, maximum=max(total, 2), value=total, interactive=total > 1),
                runs, gr.update(value=save_trace(runs, settings), visible=True))
 
-    go.click(generate, [prompt, models, length, steps, temperature, top_p, seed, slow, *[c for *_, c in controls]],
+    names = ["prompt", "models", "length", "steps", "temperature", "top_p", "seed", "slow_motion_ms",
+             *[api_name_of(fam, opt) for fam, opt in option_keys]]
+    go.click(with_parameter_names(generate, names), [prompt, models, length, steps, temperature, top_p, seed, slow, *[c for *_, c in controls]],
              [panels, status, plot, scrub, runs_state, download], api_name="generate",
              show_progress="hidden")     # the default overlay would dim the live panels
 
@@ -180,12 +204,18 @@ def denoise_endpoint(registry: ModelRegistry, policy: AccessPolicy | None = None
     policy = policy or AccessPolicy()
 
     def denoise(prompt: str, families: list[str], length: int = 64, steps: int = 32, seed: int = 0,
-                request: gr.Request = None) -> dict:
-        """Sample with each model; return the final texts and per-model step counts."""
+                temperature: float = 1.0, top_p: float = 1.0, strategies: dict | None = None,
+                options: dict | None = None, request: gr.Request = None) -> dict:
+        """Sample with each model (`families`: model names or checkpoint paths); return the final texts
+        and per-model step counts, NFE and seconds. `strategies` maps a family to a decoding strategy,
+        optionally with its options ("confidence" or "confidence:k=4"); `options` maps a family to its
+        sampling options ({"duo": {"tail": "none"}}). A model whose options are refused is in `errors`."""
         keys = [families] if isinstance(families, str) else list(families or [])
         try:
-            settings = Settings(prompt=prompt or "", length=whole_number(length, "length"),
-                                steps=whole_number(steps, "steps"), seed=whole_number(seed, "seed"))
+            settings = Settings(prompt or "", options_from_api(strategies, options),
+                                length=whole_number(length, "length"), steps=whole_number(steps, "steps"),
+                                seed=whole_number(seed, "seed"), temperature=number(temperature, "temperature"),
+                                top_p=number(top_p, "top_p"))
             with policy.run_slot(client_of(request)):
                 runs = start(registry, keys, settings)
                 for _ in interleave(runs):

@@ -1,26 +1,40 @@
 """The speed-quality explorer: Gen PPL vs tokens/s over step counts, with the Pareto frontier.
 
-For each selected model and step count it samples, times the sampler, scores the samples'
-generative perplexity under an AR evaluator and their unigram entropy (a guard against the
-low-PPL, repetitive failure mode). This is the paper's central comparison, run locally; with
-several decoding strategies selected, each (model, strategy) pair is its own curve, compared
-at the same step counts (equal NFE for every strategy but adaptive thresholds).
+For each selected model, decoding strategy and step count it samples, times the sampler (the
+median of several identical runs, with their range), scores the samples' generative perplexity
+under an AR judge and their unigram entropy. Entropy guards against the low-PPL, repetitive
+failure mode; its threshold is calibrated on real text: the judge's validation text, cut to the
+samples' length, scored the same way (its Gen PPL is drawn as a reference line too). A model
+scored by itself (the judge's own samples) is marked and, like repetitive points, kept off the
+frontier. This is the paper's central comparison, run locally; strategies are compared at the
+same step counts (equal NFE for every strategy but adaptive thresholds).
 """
 from __future__ import annotations
 
 import math
+import random
+import statistics
+from dataclasses import dataclass
 
 from toolkit.errors import UserError
 from toolkit.evaluation.metrics import Samples, rounded, score_samples
+from toolkit.plotting import family_colour
+from toolkit.samplers import names as strategy_order, supported
 
 from gui.live import MAX_STEPS, Run, Settings, check_settings
 from gui.render import short_name
-from gui.strategies import SAMPLER_KEY
+from gui.strategies import DEFAULT_STRATEGY, SAMPLER_KEY
 
-MAX_POINTS = 24      # (model, step count) pairs per sweep
+MAX_POINTS = 48      # (model, strategy, step count) points per sweep: the defaults (9 x 5, AR once) fit
 MAX_SAMPLES = 16
+REPEATS = 5          # timing rounds per point: tokens/s is their median, the error bar their range
+ROUND_SECONDS = 0.2  # a round repeats a short run until this much time is timed (and takes the mean)
+SPEED_TIE = 0.25     # speeds within 25% are a tie for the frontier (identical sweeps differ by up to ~20%)
+REPETITIVE_FRACTION = 0.9   # repetitive: mean entropy below this fraction of real text's (same length)
+REFERENCE_CHUNKS = 32       # validation chunks scored for the reference
 
-COLUMNS = ["model", "family", "sampler", "steps", "nfe", "seconds", "tokens_per_s", "gen_ppl", "entropy", "repetitive", "pareto"]
+COLUMNS = ["model", "family", "sampler", "steps", "nfe", "runs", "seconds", "tokens_per_s", "tokens_per_s_min",
+           "tokens_per_s_max", "gen_ppl", "entropy", "repetitive", "self_scored", "pareto"]
 
 
 def parse_steps(text: str) -> list[int]:
@@ -40,123 +54,231 @@ def parse_steps(text: str) -> list[int]:
     return out
 
 
-def pareto_front(rows: list[dict]) -> list[int]:
-    """Indices of rows no other row beats on both axes (higher tokens/s, lower Gen PPL).
+def pareto_front(rows: list[dict], tie: float = SPEED_TIE) -> list[int]:
+    """Indices of rows no other row beats: another row beats this one when its Gen PPL is no worse and
+    its median speed is more than `tie` (a fraction) higher.
 
-    Rows flagged `repetitive` are left out: their low Gen PPL is the metric's failure mode.
+    Speeds closer than that are a tie: on a shared machine the medians of identical sweeps differ by up
+    to ~20% (benchmarks/gui_explorer.py), so a smaller gap would let a rerun change the frontier.
+    Rows flagged `repetitive` (low Gen PPL from repetition) or `self_scored` (judged by themselves)
+    are left out.
     """
-    ok = [i for i, r in enumerate(rows) if not r.get("repetitive")]
-    front = []
-    for i in ok:
-        a = rows[i]
-        dominated = any(rows[j]["tokens_per_s"] >= a["tokens_per_s"] and rows[j]["gen_ppl"] <= a["gen_ppl"]
-                        and (rows[j]["tokens_per_s"] > a["tokens_per_s"] or rows[j]["gen_ppl"] < a["gen_ppl"])
-                        for j in ok if j != i)
-        if not dominated:
-            front.append(i)
-    return front
+    ok = [i for i, r in enumerate(rows) if not r.get("repetitive") and not r.get("self_scored")]
+
+    def beats(j, i):
+        (pj, sj), (pi, si) = ((rows[k]["gen_ppl"], rows[k]["tokens_per_s"]) for k in (j, i))
+        return pj <= pi and (sj > (1 + tie) * si or (pj < pi and sj == si))
+
+    return [i for i in ok if not any(beats(j, i) for j in ok if j != i)]
 
 
-def is_repetitive(entropy: float, tokens: int) -> bool:
-    """Below half the largest possible unigram entropy (log of the token count): a repeating sample."""
-    return tokens > 1 and entropy < 0.5 * math.log(tokens)
+@dataclass
+class Reference:
+    """Real text of the samples' length, scored like them: the yardstick for repetition and Gen PPL."""
+    length: int
+    entropy: float        # mean unigram entropy of the validation chunks (nats)
+    gen_ppl: float        # their Gen PPL under the judge
+    chunks: int
+
+    @property
+    def threshold(self) -> float:
+        return REPETITIVE_FRACTION * self.entropy
+
+    def describe(self) -> str:
+        return (f"validation text ({self.chunks} chunks of {self.length} tokens): entropy {self.entropy:.2f} nats, "
+                f"Gen PPL {self.gen_ppl:.1f}; repetitive below {REPETITIVE_FRACTION:.0%} of its entropy "
+                f"({self.threshold:.2f} nats)")
+
+
+_references: dict = {}
+
+
+def reference(judge, length: int, chunks: int = REFERENCE_CHUNKS) -> Reference:
+    """The judge's validation text cut into `chunks` pieces of `length` tokens, scored (cached)."""
+    from toolkit.data import load_data      # deferred: only a sweep needs the corpus
+    key = (judge.path, length, chunks)
+    if key not in _references:
+        try:
+            val = load_data(judge.cfg.data).val
+        except (OSError, ValueError) as e:
+            raise UserError(f"the judge's validation text could not be read ({e}): it calibrates the "
+                            "repetition flag") from None
+        if val.shape[1] < length:
+            raise UserError(f"the judge's validation blocks hold {val.shape[1]} tokens: the samples "
+                            f"({length} tokens) are longer than the text that calibrates the repetition flag")
+        rows = [[int(t) for t in row[:length]] for row in val[:chunks]]
+        s = score_samples(Samples(texts=[judge.decode(r) for r in rows], tokens=rows), ("gen_ppl", "entropy"), judge)
+        _references[key] = Reference(length, s["entropy"], s["gen_ppl"], len(rows))
+    return _references[key]
 
 
 def score(run: Run, evaluator) -> dict:
-    """NFE, tokens/s, Gen PPL (under the evaluator) and entropy of a finished run's generated part,
-    rounded for the table (toolkit.evaluation.metrics is the one definition of each)."""
+    """NFE, Gen PPL (under the evaluator) and entropy of a finished run's generated part, rounded for
+    the table (toolkit.evaluation.metrics is the one definition of each)."""
     samples = Samples(texts=run.texts(), tokens=run.last.tokens[:, len(run.prompt_ids):].tolist(),
                       nfe=run.last.nfe, seconds=run.seconds, generated=run.generated_tokens)
-    scores = score_samples(samples, ("nfe", "tokens_per_s", "gen_ppl", "entropy"), evaluator)
-    return rounded({k: scores[k] for k in ("nfe", "tokens_per_s", "gen_ppl", "entropy")})
+    scores = score_samples(samples, ("nfe", "gen_ppl", "entropy"), evaluator)
+    return rounded({k: scores[k] for k in ("nfe", "gen_ppl", "entropy")})
+
+
+def finished(key, model, settings: Settings, num_samples: int) -> Run:
+    run = Run(key, model, settings, num_samples)
+    while not run.done:
+        run.advance()
+    if run.error:
+        raise UserError(f"{key}: {run.error}")
+    return run
+
+
+def set_timing(row: dict, seconds: list[float], generated: int) -> None:
+    """The row's speed: the median of its timed runs, and the range they span."""
+    median = statistics.median(seconds)
+    row.update(runs=len(seconds), seconds=round(median, 4), tokens_per_s=round(generated / median, 1),
+               tokens_per_s_min=round(generated / max(seconds), 1),
+               tokens_per_s_max=round(generated / min(seconds), 1))
+
+
+def mark_front(rows: list[dict]) -> None:
+    front = set(pareto_front(rows))
+    for i, r in enumerate(rows):
+        r["pareto"] = i in front
 
 
 def with_sampler(settings: Settings, family: str, sampler: str) -> Settings:
-    options = {**settings.options, family: {**settings.options.get(family, {}), SAMPLER_KEY: sampler}}
-    return Settings(**{**settings.__dict__, "options": options})
+    return settings.derive({**settings.options, family: {**settings.options.get(family, {}), SAMPLER_KEY: sampler}})
+
+
+def plan(models: dict, samplers: list[str], step_counts: list[int]) -> list[tuple[str, str]]:
+    """The (model, strategy) pairs of a sweep; a strategy a family does not offer is skipped for it."""
+    pairs = [(k, s) for k, m in models.items() for s in samplers if s in supported(m.family)]
+    if models and not pairs:
+        raise UserError(f"none of the selected models offers the strategies {', '.join(samplers)}")
+    if len(pairs) * len(step_counts) > MAX_POINTS:
+        raise UserError(f"at most {MAX_POINTS} (model, strategy, step count) points per sweep "
+                        f"(asked for {len(pairs)} x {len(step_counts)})")
+    return pairs
 
 
 def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings, num_samples: int,
-          samplers: tuple[str, ...] | list[str] = ("ancestral",)):
-    """Yield the growing list of result rows, one (model, strategy, step count) at a time.
-
-    A strategy a model's family does not offer is skipped for that model."""
+          samplers: tuple[str, ...] | list[str] = (DEFAULT_STRATEGY,), repeats: int = REPEATS):
+    """Yield the growing list of result rows, one (model, strategy, step count) at a time."""
     if not 1 <= num_samples <= MAX_SAMPLES:
         raise UserError(f"samples per point must be between 1 and {MAX_SAMPLES} (got {num_samples})")
     unknown = [k for k in keys if k not in registry.keys]
     if unknown:
         raise UserError(f"unknown model {unknown[0]!r} (available: {', '.join(registry.keys)})")
     models = {k: registry.get(k) for k in keys}
-    samplers = list(samplers or ["ancestral"])
-    pairs = [(k, s) for k in keys for s in samplers if s in getattr(models[k].family, "samplers", ("ancestral",))]
-    if keys and not pairs:
-        raise UserError(f"none of the selected models offers the strategies {', '.join(samplers)}")
-    if len(pairs) * len(step_counts) > MAX_POINTS:
-        raise UserError(f"at most {MAX_POINTS} (model, strategy, step count) points per sweep "
-                        f"(asked for {len(pairs)} x {len(step_counts)})")
+    pairs = plan(models, list(samplers or [DEFAULT_STRATEGY]), step_counts)
     check_settings(settings, models)
-    evaluator = registry.evaluator()
+    judge = registry.evaluator()
     rows: list[dict] = []
-    for key, sampler in pairs:
+    timed: list[tuple[str, Settings, int, list[float]]] = []   # per row: what to rerun, how often, its timings
+    for key, sampler in pairs:        # first round: sample, score and time every point once
         seen_steps = set()
         for steps in step_counts:
-            s = with_sampler(Settings(**{**settings.__dict__, "steps": steps}), models[key].family.name, sampler)
-            run = Run(key, models[key], s, num_samples)
-            while not run.done:
-                run.advance()
-            if run.error:
-                raise UserError(f"{key}: {run.error}")
+            s = with_sampler(settings.derive(steps=steps), models[key].family.name, sampler)
+            run = finished(key, models[key], s, num_samples)
             taken = len(run.trace)
             if taken in seen_steps:      # the sampler ignores the step count (e.g. one step per token)
                 continue
             seen_steps.add(taken)
-            m = score(run, evaluator)
-            rows.append({"model": key, "family": run.model.family.name, "sampler": sampler,
-                         "steps": taken, "nfe": m["nfe"],
-                         "seconds": round(run.seconds, 4), "tokens_per_s": m["tokens_per_s"],
-                         "gen_ppl": m["gen_ppl"], "entropy": m["entropy"],
-                         "repetitive": is_repetitive(m["entropy"], s.length - len(run.prompt_ids)), "pareto": False})
-            front = set(pareto_front(rows))
-            for i, r in enumerate(rows):
-                r["pareto"] = i in front
+            ref = reference(judge, run.generated_tokens // num_samples)
+            m = score(run, judge)
+            rows.append({"model": key, "family": run.model.family.name, "sampler": sampler, "steps": taken,
+                         "nfe": m["nfe"], "gen_ppl": m["gen_ppl"], "entropy": m["entropy"],
+                         "repetitive": m["entropy"] < ref.threshold,
+                         "self_scored": run.model.path == judge.path, "pareto": False})
+            per_round = min(20, max(1, math.ceil(ROUND_SECONDS / max(run.seconds, 1e-6))))
+            timed.append((key, s, per_round, []))
+            set_timing(rows[-1], [run.seconds], run.generated_tokens)   # provisional: the warm-up run
+            mark_front(rows)
             yield rows
+    # then the timings, in rounds over all points, each round in its own (seeded) order: a burst of
+    # load on a shared machine lands on one round of every point (the median drops it), and a slow
+    # drift of the load over a round does not always favour the points timed last; a round times a
+    # short run several times (ROUND_SECONDS), so one timing is not one scheduler tick
+    for round_no in range(repeats):
+        order = list(range(len(rows)))
+        random.Random(round_no).shuffle(order)
+        for i in order:
+            key, s, per_round, seconds = timed[i]
+            runs = [finished(key, models[key], s, num_samples) for _ in range(per_round)]
+            seconds.append(sum(r.seconds for r in runs) / per_round)
+            set_timing(rows[i], seconds, runs[0].generated_tokens)
+        mark_front(rows)
+        yield rows
 
 
-def explorer_plot(rows: list[dict], evaluator_name: str = "AR"):
-    """Gen PPL (log) vs tokens/s (log), one colour per model, step counts annotated, frontier drawn."""
+# -- the figure ------------------------------------------------------------------------------------
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def strategy_marker(sampler: str) -> str:
+    order = strategy_order() + [sampler]
+    return MARKERS[order.index(sampler) % len(MARKERS)]
+
+
+def explorer_plot(rows: list[dict], evaluator_name: str = "AR", ref: Reference | None = None,
+                  repeats: int = REPEATS):
+    """Gen PPL (log) vs tokens/s (log): colour = family, marker = strategy, line style = checkpoint,
+    bars = timing range, numbers = steps taken, frontier dashed; the legend sits outside the axes."""
     from matplotlib.figure import Figure   # deferred: matplotlib is slow to import
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    from matplotlib.lines import Line2D
+    fig = Figure(figsize=(9.5, 4.8), layout="constrained")
     ax = fig.subplots()
     if not rows:
         ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
         return fig
-    colours = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bc4c00", "#6e7781", "#bf3989", "#0550ae"]
-    for n, (key, sampler) in enumerate(dict.fromkeys((r["model"], r.get("sampler", "ancestral")) for r in rows)):
-        pts = [r for r in rows if r["model"] == key and r.get("sampler", "ancestral") == sampler]
-        colour = colours[n % len(colours)]
-        ax.plot([r["tokens_per_s"] for r in pts], [r["gen_ppl"] for r in pts], "-", lw=1, color=colour, alpha=0.85,
-                label=short_name(key) + ("" if sampler == "ancestral" else f" · {sampler}"))
-        for rep, marker in ((False, "o"), (True, "x")):
-            sel = [r for r in pts if bool(r.get("repetitive")) == rep]
-            ax.plot([r["tokens_per_s"] for r in sel], [r["gen_ppl"] for r in sel], marker, ms=6, color=colour)
+    per_family: dict[str, list[str]] = {}
+    for key in dict.fromkeys(r["model"] for r in rows):
+        fam = next(r["family"] for r in rows if r["model"] == key)
+        per_family.setdefault(fam, []).append(key)
+    for key, sampler in dict.fromkeys((r["model"], r["sampler"]) for r in rows):
+        pts = sorted((r for r in rows if r["model"] == key and r["sampler"] == sampler), key=lambda r: r["nfe"])
+        fam = pts[0]["family"]
+        colour, marker = family_colour(fam), strategy_marker(sampler)
+        style = LINESTYLES[per_family[fam].index(key) % len(LINESTYLES)]
+        xs, ys = [r["tokens_per_s"] for r in pts], [r["gen_ppl"] for r in pts]
+        xerr = [[r["tokens_per_s"] - r.get("tokens_per_s_min", r["tokens_per_s"]) for r in pts],
+                [r.get("tokens_per_s_max", r["tokens_per_s"]) - r["tokens_per_s"] for r in pts]]
+        label = short_name(key) + ("" if sampler == DEFAULT_STRATEGY else f" · {sampler}")
+        ax.errorbar(xs, ys, xerr=xerr, fmt=style, color=colour, lw=1.2, elinewidth=0.8, capsize=2, alpha=0.9,
+                    marker=marker, ms=6, mfc=colour, label=label)
         for r in pts:
+            if r.get("repetitive"):
+                ax.plot(r["tokens_per_s"], r["gen_ppl"], marker=marker, ms=9, mfc="white", mec=colour, mew=1.5, zorder=4)
+                ax.plot(r["tokens_per_s"], r["gen_ppl"], "x", ms=8, color="#b00020", mew=2, zorder=5)
+            if r.get("self_scored"):
+                ax.plot(r["tokens_per_s"], r["gen_ppl"], marker="*", ms=14, mfc="none", mec="black", mew=1)
             ax.annotate(str(r["steps"]), (r["tokens_per_s"], r["gen_ppl"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+                        xytext=(4, 3), textcoords="offset points")
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["tokens_per_s"])
-    ax.plot([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], "--", color="black", lw=1.2,
-            label="Pareto frontier", zorder=0)
-    ax.scatter([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], s=90, facecolors="none",
+    ax.plot([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], "--", color="black", lw=1.2, zorder=0)
+    ax.scatter([r["tokens_per_s"] for r in front], [r["gen_ppl"] for r in front], s=110, facecolors="none",
                edgecolors="black", lw=1.2)
+    extra = [Line2D([], [], ls="--", color="black", marker="o", mfc="none", label="Pareto frontier")]
+    if any(r.get("repetitive") for r in rows):
+        extra.append(Line2D([], [], ls="", marker="x", ms=8, color="#b00020", mew=2,
+                            label="repetitive" + (f" (entropy < {ref.threshold:.2f} nats)" if ref else "")
+                            + ": off the frontier"))
+    if any(r.get("self_scored") for r in rows):
+        extra.append(Line2D([], [], ls="", marker="*", ms=10, mfc="none", mec="black",
+                            label="scored by itself (the judge): off the frontier"))
+    if ref is not None:
+        ax.axhline(ref.gen_ppl, color="#555555", ls=":", lw=1)
+        extra.append(Line2D([], [], ls=":", color="#555555", label=f"real text: Gen PPL {ref.gen_ppl:.0f}"))
     if all(r["tokens_per_s"] > 0 for r in rows):
         from matplotlib.ticker import NullFormatter   # deferred: see above
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
     if all(r["gen_ppl"] > 0 and math.isfinite(r["gen_ppl"]) for r in rows):
         ax.set_yscale("log")
-    ax.set_xlabel("tokens / s (this machine)")
+    ax.set_xlabel(f"generated tokens / s on this CPU (median of {repeats} timing rounds; bars: their range)")
     ax.set_ylabel(f"Gen PPL under {short_name(evaluator_name)} (lower is better)")
-    ax.set_title("speed vs quality (labels: sampling steps; x = repetitive samples, off the frontier)",
-                 fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title("speed vs quality; numbers: steps taken (AR takes one per token)", fontsize=10)
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + extra, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              frameon=False)
     ax.grid(alpha=0.3, which="both")
     return fig

@@ -1,5 +1,5 @@
-"""The "Speed-quality explorer" tab: a sweep over models and step counts, plotted as Gen PPL against
-tokens/s with the Pareto frontier (the computation is gui/explorer.py)."""
+"""The "Speed-quality explorer" tab: a sweep over models, strategies and step counts, plotted as Gen PPL
+against tokens/s with the Pareto frontier (the computation is gui/explorer.py)."""
 from __future__ import annotations
 
 import gradio as gr
@@ -12,7 +12,9 @@ from gui import explorer
 from gui.live import Settings, whole_number
 from gui.models import ModelRegistry
 from gui.policy import AccessPolicy, client_of
-from gui.strategies import strategy_names
+from gui.strategies import DEFAULT_STRATEGY, strategy_names
+
+DEFAULT_STEP_COUNTS = "4, 8, 16, 32, 64"
 
 
 def _table(rows):
@@ -24,43 +26,52 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
     """Lay out the tab (inside an open gr.Blocks), wire the sweep; returns its model selector."""
     ppl, ent = METRICS["gen_ppl"], METRICS["entropy"]
     with gr.Tab("Speed-quality explorer"):
-        gr.Markdown(f"For each model and step count: sample, time it, score **{ppl.label}** under the AR "
-                    f"evaluator (`{registry.evaluator_key}`) and unigram **{ent.label}** (low = repetitive). "
-                    "Points on the dashed line are Pareto-optimal: nothing else is both faster and better. "
-                    "Samples whose entropy is below half the maximum (log of the length) are marked "
-                    "repetitive (x) and kept off the frontier: low Gen PPL from repetition is not quality.")
+        gr.Markdown(
+            f"For each model, decoding strategy and step count: sample, time it ({explorer.REPEATS} identical runs: "
+            f"the median, with the range as error bars), score **{ppl.label}** under the AR judge "
+            f"(`{registry.evaluator_key}`) and unigram **{ent.label}**. Real text calibrates both: the judge's "
+            f"validation text, cut to the same length, gives the dotted Gen PPL line, and samples whose entropy "
+            f"is below {explorer.REPETITIVE_FRACTION:.0%} of its entropy are marked repetitive (x) and kept off the "
+            "frontier (low Gen PPL from repetition is not quality). The judge's own samples are scored by "
+            f"themselves: marked (star) and kept off the frontier. A point is on the dashed frontier unless "
+            f"another is no worse in Gen PPL and more than {explorer.SPEED_TIE:.0%} faster (closer speeds are a tie: "
+            "identical sweeps on a shared machine differ that much). Numbers: steps taken.")
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 x_models = gr.CheckboxGroup(choices, value=registry.keys[:4], label="Models")
-                x_steps = gr.Textbox("4, 8, 16, 32, 64", label="Step counts", elem_id="x-steps")
+                x_steps = gr.Textbox(DEFAULT_STEP_COUNTS, label="Step counts", elem_id="x-steps")
                 x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
                                      elem_id="x-length")
                 x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
-                x_samplers = gr.CheckboxGroup(strategy_names(), value=["ancestral"], label="Decoding strategies",
+                x_samplers = gr.CheckboxGroup(strategy_names(), value=strategy_names(), label="Decoding strategies",
                                               info="each with its default options; skipped where a family lacks it",
                                               elem_id="x-samplers")
                 x_seed = gr.Number(0, label="Seed", precision=0)
                 x_go = gr.Button("Run sweep", variant="primary", elem_id="x-go")
-                x_status = gr.Markdown("", elem_id="x-status")
+                x_status = gr.Markdown("", label="Status", elem_id="x-status")
             with gr.Column(scale=2):
                 x_plot = gr.Plot(label="Gen PPL vs tokens/s", show_label=False, elem_id="x-plot")
                 x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False, elem_id="x-table")
 
     policy = policy or AccessPolicy()
 
-    def run_sweep(request: gr.Request, keys, step_text, length_v, samples_v, seed_v, strategies=("ancestral",)):
+    def run_sweep(request: gr.Request, models, step_counts, length, samples, seed, strategies=(DEFAULT_STRATEGY,)):
+        """Sweep the models over strategies and step counts; stream (plot, table, status)."""
         try:
-            counts = explorer.parse_steps(step_text)
-            settings = Settings(length=whole_number(length_v, "length"), seed=whole_number(seed_v or 0, "seed"))
-            rows = []
-            total = len(keys or []) * len(counts) * len(strategies or ["ancestral"])
+            counts = explorer.parse_steps(step_counts)
+            settings = Settings(length=whole_number(length, "length"), seed=whole_number(seed or 0, "seed"))
+            strategies = list(strategies or [DEFAULT_STRATEGY])
+            rows, ref = [], None
             with policy.run_slot(client_of(request)):
-                for rows in explorer.sweep(registry, list(keys or []), counts, settings,
-                                           whole_number(samples_v, "samples"), list(strategies or ["ancestral"])):
-                    yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
-                           f"Running… {len(rows)} point(s) of up to {total}")
-            yield (explorer.explorer_plot(rows, registry.evaluator_key), _table(rows),
-                   f"Done: {len(rows)} point(s).")
+                for rows in explorer.sweep(registry, list(models or []), counts, settings,
+                                           whole_number(samples, "samples"), strategies):
+                    ref = ref or explorer.reference(registry.evaluator(), settings.base.length)
+                    yield (explorer.explorer_plot(rows, registry.evaluator_key, ref), _table(rows),
+                           f"Running… {len(rows)} point(s), each timed {min(r['runs'] for r in rows)} "
+                           f"of {explorer.REPEATS} times")
+            note = f" Reference: {ref.describe()}." if ref else ""
+            yield (explorer.explorer_plot(rows, registry.evaluator_key, ref), _table(rows),
+                   f"Done: {len(rows)} point(s).{note}")
         except UserError as e:
             gr.Warning(str(e))
             yield gr.update(), gr.update(), f"⚠️ {e}"

@@ -7,29 +7,45 @@ its own steps, so interleaving does not inflate a model's wall time or tokens/s.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
+
+import torch
 
 from toolkit.errors import UserError
 from toolkit.sampling import SampleRequest
 
-from gui.strategies import request_fields
+from gui.render import token_label
+from gui.strategies import strategy_request
 
 MAX_STEPS = 512          # reverse steps a user may ask for
 MAX_LENGTH = 512         # tokens, also capped by each model's context
 MAX_TEMPERATURE = 5.0
 MAX_PROMPT_CHARS = 20_000  # a prompt must fit the context anyway; this bounds the tokenizer's work
+MAX_SEED = 2**63 - 1     # torch seeds are signed 64-bit
+GUI_DEFAULTS = {"length": 64, "steps": 32}   # short enough to watch on a CPU
 
 
-@dataclass
 class Settings:
-    prompt: str = ""
-    length: int = 64
-    steps: int = 32
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    options: dict = field(default_factory=dict)   # family name -> {option: raw value ("" = default)}
-    #   (plus the decoding strategy under "sampler" / "sampler_options", see gui/strategies.py)
+    """What a user asked for: the prompt as text (each model tokenizes it itself), the raw options per
+    family as typed (family options, and the strategy under "sampler" / "sampler_options", see
+    gui/strategies.py), and everything else as the SampleRequest every model starts from."""
+
+    def __init__(self, prompt: str = "", options: dict | None = None, **request):
+        self.prompt = prompt
+        self.options = {fam: dict(raw) for fam, raw in (options or {}).items()}
+        try:
+            self.base = SampleRequest(**{**GUI_DEFAULTS, **request})
+        except TypeError as e:
+            raise UserError(f"unknown setting: {e}") from None
+
+    def derive(self, options: dict | None = None, **request_changes) -> "Settings":
+        """A copy with other options and/or request fields (the explorer's sweep points)."""
+        out = Settings(self.prompt, self.options if options is None else options)
+        out.base = replace(self.base, **request_changes)
+        return out
+
+    def to_json(self) -> dict:
+        return {"prompt": self.prompt, "options": self.options, **asdict(self.base)}
 
 
 def whole_number(value, name: str) -> int:
@@ -38,51 +54,49 @@ def whole_number(value, name: str) -> int:
         f = float(value)
         if f != int(f):
             raise ValueError
-        return int(f)
+        return value if isinstance(value, int) and not isinstance(value, bool) else int(f)
     except (TypeError, ValueError, OverflowError):
         raise UserError(f"{name} must be a whole number (got {value!r})") from None
 
 
-def check_settings(s: Settings, models: dict) -> None:
+def number(value, name: str) -> float:
+    """A float from a UI/API value; anything else is a UserError naming the field."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number (got {value!r})") from None
+
+
+def check_settings(settings: Settings, models: dict) -> None:
     """Bounds shared by the UI and the API; raises UserError with a message a user can act on."""
     if not models:
         raise UserError("select at least one model")
+    s, prompt = settings.base, settings.prompt
     cap = min([MAX_LENGTH] + [m.max_length for m in models.values()])
     if not 1 <= s.length <= cap:
         raise UserError(f"length must be between 1 and {cap} tokens for the selected models (got {s.length})")
-    if len(s.prompt) > MAX_PROMPT_CHARS:
-        raise UserError(f"the prompt is {len(s.prompt)} characters: at most {MAX_PROMPT_CHARS}")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise UserError(f"the prompt is {len(prompt)} characters: at most {MAX_PROMPT_CHARS}")
     if not 1 <= s.steps <= MAX_STEPS:
         raise UserError(f"steps must be between 1 and {MAX_STEPS} (got {s.steps})")
     if not 0 <= s.temperature <= MAX_TEMPERATURE:   # NaN fails this too
         raise UserError(f"temperature must be between 0 and {MAX_TEMPERATURE} (got {s.temperature})")
     if not 0 < s.top_p <= 1:
         raise UserError(f"top-p must be in (0, 1] (got {s.top_p})")
+    if not 0 <= s.seed <= MAX_SEED:
+        raise UserError(f"seed must be a whole number between 0 and {MAX_SEED} (2**63 - 1) (got {s.seed})")
     for key, m in models.items():
-        n = len(m.encode(s.prompt)) if s.prompt else 0
+        n = len(m.encode(prompt)) if prompt else 0
         if n >= s.length:
             raise UserError(f"the prompt is {n} tokens for {key}: make it shorter or raise the length above {n}")
 
 
-def family_options(model, settings: Settings) -> dict:
-    """The settings' options for this model's family, blanks meaning 'the checkpoint default'."""
-    raw = settings.options.get(model.family.name, {})
-    return {k: v for k, v in raw.items() if v is not None and v != "" and k in model.family.sampling_options}
-
-
-def starts_masked(model) -> bool:
-    """Does this model's sampler start from the [MASK] state? One cheap probe step tells.
-
-    Needed to tell 'revealed' (was masked) from 'changed' (was another token) at the first step.
-    """
-    cached = getattr(model, "_gui_starts_masked", None)
-    if cached is None:
-        req = SampleRequest(length=min(8, model.max_length), steps=1000, seed=0)
-        first = next(iter(model.sample(req)))
-        toks = first.tokens[0][~first.changed[0]]
-        cached = bool((toks == model.family.mask_id).any())
-        model._gui_starts_masked = cached
-    return cached
+def starts_masked(family) -> bool:
+    """Is the sampler's start (the forward process at t = 1) the all-[MASK] state? Tells 'revealed'
+    (was masked) from 'changed' (was another token) at the first step; no noising (AR) reveals too."""
+    x0 = torch.zeros(1, 8, dtype=torch.long)
+    z = family.forward_sample(x0, torch.ones(1), generator=torch.Generator().manual_seed(0))
+    return z is None or bool((z == family.mask_id).all())
 
 
 class Run:
@@ -91,21 +105,21 @@ class Run:
     def __init__(self, key: str, model, settings: Settings, num_samples: int = 1):
         self.key, self.model, self.settings = key, model, settings
         self.prompt_ids = model.encode(settings.prompt) if settings.prompt else []
-        self.request = SampleRequest(num_samples=num_samples, length=settings.length, steps=settings.steps,
-                                     temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
-                                     prompt=self.prompt_ids, options=family_options(model, settings))
+        self.asked = settings.options.get(model.family.name, {})
+        self.request: SampleRequest | None = None   # what runs; None when the options were refused
         self.trace: list[dict] = []
         self.seconds = 0.0
         self.done = False
         self.error: str | None = None
         self.last = None          # the latest Step (all samples)
-        self.masked_start = True
+        self.masked_start = starts_masked(model.family)
         self._strings: dict[int, str] = {}
         try:
-            self.request = replace(self.request, **request_fields(model, settings.options))
-            model.check_request(self.request)
-            self.masked_start = starts_masked(model)
-            self._it = iter(model.sample(self.request))
+            request = replace(settings.base, num_samples=num_samples, prompt=self.prompt_ids,
+                              **strategy_request(model.family, self.asked))
+            model.check_request(request)
+            self._it = iter(model.sample(request))
+            self.request = request
         except UserError as e:
             self.fail(str(e))
 
@@ -136,7 +150,8 @@ class Run:
     # -- views ---------------------------------------------------------------------------
     @property
     def generated_tokens(self) -> int:
-        return self.request.num_samples * (self.request.length - len(self.prompt_ids))
+        req = self.request or self.settings.base
+        return req.num_samples * (req.length - len(self.prompt_ids))
 
     def stats(self, upto: int | None = None) -> dict:
         rec = self.trace[(upto or len(self.trace)) - 1] if self.trace else None
@@ -147,8 +162,9 @@ class Run:
                 "done": done, "total_steps": len(self.trace) if self.done else None}
 
     def token_string(self, i: int) -> str:
+        """How token `i` is shown: its text, or its bytes (`<0xE2>`) where that is not printable."""
         if i not in self._strings:
-            self._strings[i] = self.model.token_strings([i])[0]
+            self._strings[i] = token_label(self.model, i)
         return self._strings[i]
 
     def texts(self) -> list[str]:
@@ -156,9 +172,11 @@ class Run:
         return [self.model.decode(row) for row in self.last.tokens] if self.last is not None else [""]
 
     def to_json(self) -> dict:
+        """The run as it ran: `request` is what was sampled (None if refused: then `asked` and `error` say why)."""
         ids = sorted({i for rec in self.trace for i in rec["tokens"]})
         return {"key": self.key, "family": self.model.family.name, "checkpoint": self.model.path,
-                "request": asdict(self.request), "error": self.error, "stats": self.stats(),
+                "asked": self.asked, "request": asdict(self.request) if self.request else None,
+                "error": self.error, "stats": self.stats(),
                 "final_text": self.texts()[0], "mask_id": self.model.family.mask_id,
                 "token_strings": {str(i): self.token_string(i) for i in ids}, "steps": self.trace}
 
@@ -181,4 +199,4 @@ def interleave(runs: list[Run]):
 
 
 def trace_json(runs: list[Run], settings: Settings) -> dict:
-    return {"format": "dlm-toolkit-trace/1", "settings": asdict(settings), "runs": [r.to_json() for r in runs]}
+    return {"format": "dlm-toolkit-trace/1", "settings": settings.to_json(), "runs": [r.to_json() for r in runs]}

@@ -26,7 +26,9 @@ def embedded_names() -> list[str]:
 class ModelRegistry:
     """Maps a display key (an embedded name or a path) to a loaded LanguageModel."""
 
-    def __init__(self, keys: list[str] | None = None, evaluator: str | None = DEFAULT_EVALUATOR):
+    def __init__(self, keys: list[str] | None = None, evaluator: str | None = DEFAULT_EVALUATOR,
+                 precision: str = "auto"):
+        self.precision = precision      # every model's inference precision (auto: bf16 where native)
         self._lock = threading.Lock()
         self._models: dict = {}
         self.keys: list[str] = []
@@ -50,6 +52,7 @@ class ModelRegistry:
         with self._lock:
             if key not in self._models:
                 self._models[key] = load(key)
+                self._models[key].precision = self.precision
             return self._models[key]
 
     def evaluator(self):

@@ -7,6 +7,7 @@ symlinks followed), and each client may run only a few requests at once.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,26 @@ def host_and_port(host: str | None, port: int | None) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise UserError(f"port must be in 1..65535 (got {port})")
     return host, port
+
+
+def port_message(host: str, port: int, err: OSError) -> str:
+    return (f"cannot listen on {host}:{port} ({getattr(err, 'strerror', None) or err}): another program may be "
+            f"using port {port}; choose another with --port")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """UserError naming the port (and --port) when the app could not listen there."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise UserError(f"cannot resolve --host {host}: {e}") from None
+    family, *_, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server does: a closed port is free
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise UserError(port_message(host, port, e)) from None
 
 
 @dataclass

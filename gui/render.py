@@ -34,8 +34,38 @@ CSS = """
 
 LEGEND = ('<div class="dlm-legend dlm-text">'
           '<span class="tok prompt">prompt</span><span class="tok masked">▒ masked</span>'
-          '<span class="tok revealed">just revealed</span><span class="tok changed">changed this step</span><span class="tok remasked">▒ re-masked</span>'
+          '<span class="tok revealed">just revealed</span><span class="tok changed">changed this step</span><span class="tok remasked">re-masked</span>'
           '<span class="tok stable">stable</span> · opacity = model confidence (log scale: faint = p &lt; 0.001)</div>')
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in for each byte (printable Latin-1 bytes stand for
+    themselves, the others take the characters from U+0100 on), inverted: character -> byte."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    moved = [b for b in range(256) if b not in kept]
+    return {**{chr(b): b for b in kept}, **{chr(256 + n): b for n, b in enumerate(moved)}}
+
+
+BYTE_OF = _byte_level_alphabet()
+
+
+def readable(text: str) -> bool:
+    """Can this decoded token be shown as is? Not if it is a broken UTF-8 piece or a control character."""
+    return bool(text) and "\ufffd" not in text and all(c.isprintable() or c in "\n\t" for c in text)
+
+
+def token_label(model, i: int) -> str:
+    """Token `i` as a panel shows it: its text, or its bytes as `<0xE2>` (part of a multi-byte
+    character, a control byte); a special token by its name."""
+    text = model.token_strings([i])[0]
+    if readable(text):
+        return text
+    raw = model.tokenizer.id_to_token(int(i)) or ""
+    if not text:                         # a special token ([EOS]): decodes to nothing
+        return raw or f"<id {i}>"
+    if raw and all(c in BYTE_OF for c in raw):
+        return "".join(f"<0x{BYTE_OF[c]:02X}>" for c in raw)
+    return f"<id {i}>"
 
 
 def _esc(s: str) -> str:
@@ -43,7 +73,8 @@ def _esc(s: str) -> str:
 
 
 def token_states(run, index: int) -> list[tuple[str, float, int]]:
-    """(state, confidence, id) per position at trace record `index` (0-based)."""
+    """(state, confidence, id) per position at trace record `index` (0-based); for a re-masked
+    position the id is the token it withdrew (shown struck through)."""
     rec = run.trace[index]
     prev = run.trace[index - 1]["tokens"] if index > 0 else None
     mask = run.model.family.mask_id
@@ -56,6 +87,7 @@ def token_states(run, index: int) -> list[tuple[str, float, int]]:
             state = "prompt"
         elif i in remasked:
             state = "remasked"
+            tok = prev[i] if prev is not None else tok
         elif tok == mask:
             state = "masked"
         elif i in changed:
@@ -102,9 +134,10 @@ def render_panel(run, upto: int | None = None, label: str = "") -> str:
     st = run.stats(index + 1)
     spans = []
     for state, conf, tok in token_states(run, index):
-        text = "▒" if state in ("masked", "remasked") else _esc(run.token_string(tok))
+        text = "▒" if state == "masked" else _esc(run.token_string(tok))
         opacity = 1.0 if state in ("masked", "remasked", "prompt") else confidence_opacity(conf)
-        spans.append(f'<span class="tok {state}" style="opacity:{opacity:.2f}" title="p={conf:.3f}">{text}</span>')
+        tip = f"re-masked: withdrew {run.token_string(tok)!r}" if state == "remasked" else f"p={conf:.3f}"
+        spans.append(f'<span class="tok {state}" style="opacity:{opacity:.2f}" title="{html.escape(tip)}">{text}</span>')
     final = ""
     if st["done"]:
         final = f'<div class="dlm-final" data-final="1">{html.escape(run.texts()[0])}</div>'

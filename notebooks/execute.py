@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "**Measured run time (full mode):**"
+PROGRESS = re.compile(r"\d+%\|")      # a tqdm frame: "AR:  45%|████▌     | 90/200 [...]"
 
 
 def stamp(seconds: float, load: float) -> str:
@@ -41,6 +43,14 @@ def set_runtime(nb, line: str) -> None:
     first.source = "\n".join(lines)
 
 
+def strip_progress(nb) -> None:
+    """Drop progress-bar frames (and the blank lines between them) from stderr: noise in a saved notebook."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr" and
+                                                            (PROGRESS.search(o.text) or not o.text.strip()))]
+
+
 def execute(path: Path, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     load = os.getloadavg()[0]
@@ -48,6 +58,7 @@ def execute(path: Path, timeout: int) -> float:
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     seconds = time.perf_counter() - tic
     set_runtime(nb, stamp(seconds, load))
+    strip_progress(nb)
     nbformat.write(nb, path)
     return seconds
 

@@ -106,3 +106,74 @@ def test_no_family_name_outside_the_families():
              for node in ast.walk(ast.parse(f.read_text()))
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names]
     assert found == []
+
+
+def private_imports(path: Path, own: str | None = None) -> list[str]:
+    """`from X import _name` / `import X._name` where X is another package than the file's own."""
+    if own is None:
+        own = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            pkg = node.module or ""
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            pkg, names = "", [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            full = f"{pkg}.{name}".strip(".")
+            if full.split(".")[0] not in PROJECT_PACKAGES:   # a third party's private module is its own business
+                continue
+            parts = full.split(".")
+            private = [i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")]
+            if private and ".".join(parts[:private[0]]).rsplit(".", 1)[0] != own and ".".join(parts[:private[0]]) != own:
+                bad.append(f"{path.name}:{node.lineno} imports {full}")
+    return bad
+
+
+PROJECT_PACKAGES = ("toolkit", "gui", "training", "benchmarks", "tools", "studies")
+
+
+def source_files() -> list[Path]:
+    return [f for d in PROJECT_PACKAGES for f in sorted((ROOT / d).rglob("*.py"))]
+
+
+def test_the_private_import_checker_sees_one(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from toolkit.families.esolm import _Hidden\nfrom gui.live import _mine\n"
+                     "import toolkit.samplers._x\nfrom toolkit.samplers.common import _ok\nimport torch._inductor\n")
+    assert private_imports(probe, own="toolkit.samplers") == ["probe.py:1 imports toolkit.families.esolm._Hidden",
+                                                              "probe.py:2 imports gui.live._mine"]
+
+
+def test_no_private_name_imported_across_packages():
+    assert [b for f in source_files() for b in private_imports(f)] == []
+
+
+def string_literals(files, names: set[str]) -> list[str]:
+    """Constants in `names`, except record keys (`rec["confidence"]`, `d.get("confidence")`: a field, not a name)."""
+    found = []
+    for f in files:
+        tree = ast.parse(f.read_text())
+        keys = {id(n.slice) for n in ast.walk(tree) if isinstance(n, ast.Subscript)}
+        keys |= {id(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
+                 and isinstance(n.func, ast.Attribute) and n.func.attr == "get"}
+        found += [f"{f.relative_to(ROOT)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+                  and id(node) not in keys]
+    return found
+
+
+def test_no_strategy_name_in_the_trainer_or_the_clis():
+    """The trainer and the CLIs read the strategy registry (toolkit.samplers): no literal names one."""
+    from toolkit.samplers import SAMPLERS
+    files = sorted((TOOLKIT / "cli").rglob("*.py")) + sorted((TOOLKIT / "trainer").rglob("*.py"))
+    assert string_literals(files, set(SAMPLERS)) == []
+
+
+def test_no_strategy_name_in_the_gui():
+    """The GUI asks the registry for defaults and supported strategies (toolkit/samplers/requests.py)."""
+    pytest.importorskip("gradio")
+    from toolkit.samplers import SAMPLERS
+    assert string_literals(sorted((ROOT / "gui").rglob("*.py")), set(SAMPLERS)) == []

@@ -126,21 +126,59 @@ def test_trace_json_is_complete(registry):
 def test_pareto_front():
     rows = [{"tokens_per_s": 10, "gen_ppl": 50}, {"tokens_per_s": 20, "gen_ppl": 60},
             {"tokens_per_s": 5, "gen_ppl": 70}, {"tokens_per_s": 20, "gen_ppl": 55}]
-    assert explorer.pareto_front(rows) == [0, 3]
+    assert explorer.pareto_front(rows, tie=0) == [0, 3]          # plain Pareto dominance
     rows[3]["repetitive"] = True       # off the frontier, which then takes the next best
-    assert explorer.pareto_front(rows) == [0, 1]
-    assert explorer.is_repetitive(0.5, 64) and not explorer.is_repetitive(3.9, 64)
+    assert explorer.pareto_front(rows, tie=0) == [0, 1]
+    rows[3]["repetitive"], rows[0]["self_scored"] = False, True     # scored by itself: off the frontier too
+    assert explorer.pareto_front(rows, tie=0) == [3]
     assert explorer.parse_steps("8, 16 8 32") == [8, 16, 32]
     for bad in ("", "x", "0", str(MAX_STEPS + 1)):
         with pytest.raises(UserError):
             explorer.parse_steps(bad)
 
 
+def test_frontier_treats_close_speeds_as_a_tie():
+    """A point is beaten only by one no worse in Gen PPL and more than SPEED_TIE faster: medians that a
+    rerun can swap (closer than that) keep both on the frontier."""
+    tie = explorer.SPEED_TIE
+    a = {"tokens_per_s": 100, "gen_ppl": 40}
+    for noisy in (1 + tie * 0.5, 1 + tie * 0.9, 1 / (1 + tie * 0.9)):     # b's speed in three reruns
+        assert explorer.pareto_front([a, {"tokens_per_s": 100 * noisy, "gen_ppl": 35}]) == [0, 1]
+    assert explorer.pareto_front([a, {"tokens_per_s": 100 * (1 + tie) * 1.01, "gen_ppl": 35}]) == [1]
+    assert explorer.pareto_front([a, {"tokens_per_s": 100 * (1 + tie) * 1.01, "gen_ppl": 45}]) == [0, 1]
+
+
+def test_repetition_flag_is_calibrated_on_real_text(registry):
+    """Real validation text of the samples' length is (almost) never flagged; text repeating a few words is,
+    including the 64-token case the old half-of-log(length) rule let through (entropy ~2.8 nats)."""
+    from toolkit.data import load_data
+    from toolkit.evaluation.generation import mean_entropy
+    judge = registry.evaluator()
+    val = load_data(judge.cfg.data).val
+    for length in (16, 24, 32):
+        ref = explorer.reference(judge, length)
+        assert ref.threshold == pytest.approx(explorer.REPETITIVE_FRACTION * ref.entropy)
+        chunks = [[int(t) for t in row[:length]] for row in val[:128]]
+        flagged = sum(mean_entropy([c]) < ref.threshold for c in chunks)
+        assert flagged <= 0.05 * len(chunks), (length, flagged)
+        looping = [int(t) for t in val[0, :4]] * (length // 4)          # four tokens over and over
+        assert mean_entropy([looping]) < ref.threshold
+        assert 0 < ref.gen_ppl < 1e6 and ref.chunks == explorer.REFERENCE_CHUNKS
+    ref64 = explorer.Reference(length=64, entropy=3.85, gen_ppl=55, chunks=32)   # the embedded models' text
+    assert 2.9 < ref64.threshold and 2.9 >= 0.5 * math.log(64)                  # now flagged, then not
+
+
 def test_explorer_sweep_scores_and_marks_frontier(registry):
     keys = registry.keys[1:3]
-    for rows in explorer.sweep(registry, keys, [2, 4], Settings(length=12, seed=0), num_samples=2):
+    for rows in explorer.sweep(registry, keys, [2, 4], Settings(length=12, seed=0), num_samples=2, repeats=3):
         pass
     assert len(rows) == 4
+    for r in rows:       # the median of three timed runs, inside their range
+        assert r["tokens_per_s_min"] <= r["tokens_per_s"] <= r["tokens_per_s_max"]
+        assert r["tokens_per_s"] == pytest.approx(2 * 12 / r["seconds"], rel=0.01)
+    assert not any(r["self_scored"] for r in rows)
+    *_, judged = explorer.sweep(registry, registry.keys[:1], [2], Settings(length=12, seed=0), 1, repeats=1)
+    assert judged[0]["self_scored"] and not judged[0]["pareto"]       # the judge's own samples
     assert all(math.isfinite(r["gen_ppl"]) and r["gen_ppl"] > 1 and r["entropy"] > 0 and r["tokens_per_s"] > 0
                for r in rows)
     front = [r for r in rows if r["pareto"]]
@@ -262,3 +300,137 @@ def test_generate_endpoint_streams_and_guards(registry, server):
     with pytest.raises(Exception, match="greater than maximum"):   # the slider's own bound, reported
         client.predict(*args, api_name="/generate")
     assert "Done" in call(**{names[0]: "", names[1]: registry.keys[:1], names[2]: 8, names[7]: 0})[-1][1]   # serving
+
+
+def test_seed_beyond_64_bits_is_a_message(registry, server):
+    """torch seeds are signed 64-bit: a larger seed is refused with a message, in the app and the API."""
+    from gradio_client import Client
+    with pytest.raises(UserError, match="seed must be"):
+        start(registry, registry.keys, Settings(length=8, seed=99999999999999999999))
+    with pytest.raises(UserError, match="seed must be"):
+        start(registry, registry.keys, Settings(length=8, seed=-1))
+    client = Client(server, verbose=False)
+    with pytest.raises(Exception, match="seed must be"):
+        client.predict("", registry.keys, 8, 2, 99999999999999999999, api_name="/denoise")
+
+
+def test_token_labels_are_readable_and_keep_every_byte(registry):
+    """Byte-level pieces of a character and control bytes show as `<0xE2>`, never as U+FFFD or a raw
+    control character; read back, the labels give exactly the text's UTF-8 bytes."""
+    import re
+    m = registry.get(registry.keys[0])
+    text = "It’s a café — naïve\x00\x04 ok"
+    ids = m.encode(text)
+    run = start(registry, registry.keys[:1], Settings(length=8))[0]
+    labels = [run.token_string(i) for i in ids]
+    assert any(re.fullmatch(r"(<0x[0-9A-F]{2}>)+", lab) for lab in labels)
+    assert all("\ufffd" not in lab and all(c.isprintable() or c in "\n\t" for c in lab) for lab in labels)
+    raw = b"".join(bytes(int(h, 16) for h in re.findall(r"<0x([0-9A-F]{2})>", lab))
+                   if re.fullmatch(r"(<0x[0-9A-F]{2}>)+", lab) else lab.encode() for lab in labels)
+    assert raw == m.decode(ids).encode()
+
+
+def test_trace_records_what_ran(registry):
+    """A run whose strategy options were refused records no request (and what was asked and why);
+    a run that ran records the strategy and options it ran with."""
+    s = Settings(length=12, steps=4, options={"mdlm": {"sampler": "confidence", "sampler_options": "k=x"},
+                                              "esolm": {"sampler": "confidence", "sampler_options": "k=2"}})
+    runs = finish(registry, registry.keys, s)
+    data = {r["family"]: r for r in json.loads(json.dumps(trace_json(runs, s)))["runs"]}
+    assert data["mdlm"]["request"] is None and data["mdlm"]["error"] and data["mdlm"]["asked"]["sampler"] == "confidence"
+    assert data["esolm"]["request"]["sampler"] == "confidence" and data["esolm"]["request"]["sampler_options"] == {"k": "2"}
+    assert data["ar"]["request"]["sampler"] == data["duo"]["request"]["sampler"] == SampleRequest().sampler
+    assert data["ar"]["error"] is None and data["esolm"]["error"] is None
+
+
+def test_remasked_tokens_show_what_they_withdrew(registry):
+    """ReMDM sends revealed tokens back to [MASK]: the panel shows the withdrawn token struck through."""
+    s = Settings(prompt="It", length=24, steps=12, seed=2,
+                 options={"mdlm": {"sampler": "remdm", "sampler_options": "eta=0.5, schedule=cap"}})
+    run = finish(registry, [registry.keys[1]], s)[0]
+    assert run.error is None
+    shown = 0
+    for i, rec in enumerate(run.trace):
+        if not rec["remasked"]:
+            continue
+        html = render.render_panel(run, upto=i + 1)
+        for pos in rec["remasked"]:
+            withdrawn = run.trace[i - 1]["tokens"][pos]
+            assert withdrawn != run.model.family.mask_id
+            label = render._esc(run.token_string(withdrawn))
+            assert f'>{label}</span>' in html and "withdrew" in html
+            shown += 1
+    assert shown > 0
+
+
+def test_api_parameters_are_named_and_denoise_takes_the_ui_options(registry, server):
+    """/generate names every input (no param_8 ...) and output (no value_37); /denoise takes
+    temperature, top-p, a strategy and family options and samples exactly what they ask for."""
+    import re
+    from gradio_client import Client
+    client = Client(server, verbose=False)
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    gen = [p["parameter_name"] for p in api["/generate"]["parameters"]]
+    assert not [n for n in gen if re.fullmatch(r"param_\d+", n)], gen
+    assert {"prompt", "models", "seed", "mdlm_strategy", "mdlm_strategy_options", "duo_tail"} <= set(gen)
+    assert not [r["label"] for r in api["/generate"]["returns"] if re.fullmatch(r"value_\d+", r["label"] or "")]
+    den = [p["parameter_name"] for p in api["/denoise"]["parameters"]]
+    assert den[:5] == ["prompt", "families", "length", "steps", "seed"]      # positional callers keep working
+    assert {"temperature", "top_p", "strategies", "options"} <= set(den)
+    mdlm = registry.keys[1]
+    out = client.predict(prompt="It is", families=[mdlm], length=16, steps=4, seed=5, temperature=0.7, top_p=0.9,
+                         strategies={"mdlm": "confidence:k=2"}, options={}, api_name="/denoise")
+    m = registry.get(mdlm)
+    text, _ = m.generate(SampleRequest(length=16, steps=4, seed=5, temperature=0.7, top_p=0.9, prompt=m.encode("It is"),
+                                       sampler="confidence", sampler_options={"k": 2}))
+    assert out["texts"][mdlm] == text[0] and not out["errors"]
+    out = client.predict(prompt="", families=[mdlm], length=8, steps=2, seed=0, strategies={"mdlm": "nonsense"},
+                         api_name="/denoise")
+    assert "nonsense" in out["errors"][mdlm]
+
+
+def test_port_in_use_is_one_line(registry, capsys):
+    """`python -m gui --port N` with N taken: exit 2 and one line naming the port and --port."""
+    import socket
+
+    from gui.__main__ import main
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            main(["--port", str(port), "--models", registry.keys[0], "--evaluator", registry.keys[0]])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and str(port) in err and "--port" in err
+
+
+def test_explorer_figure_tells_families_and_strategies_apart(registry):
+    """Colour = family (distinct), marker = strategy (distinct), the legend outside the data, and labels
+    that say what they count (steps taken, median timings, the judge)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from toolkit.samplers import names
+    assert len({explorer.family_colour(f) for f in REGISTRY}) == len(REGISTRY)
+    assert len({explorer.strategy_marker(s) for s in names()}) == len(names())
+    rows = [{"model": m, "family": f, "sampler": s, "steps": st, "nfe": st, "tokens_per_s": tps,
+             "tokens_per_s_min": tps * 0.9, "tokens_per_s_max": tps * 1.1, "gen_ppl": ppl, "entropy": 3.5,
+             "repetitive": rep, "self_scored": m == "ar", "pareto": False}
+            for m, f, s, st, tps, ppl, rep in [("ar", "ar", "ancestral", 64, 300, 30, False),
+                                               ("mdlm", "mdlm", "ancestral", 8, 900, 90, False),
+                                               ("mdlm", "mdlm", "confidence", 8, 1000, 25, True),
+                                               ("esolm", "esolm", "block", 8, 1200, 80, False)]]
+    for i in explorer.pareto_front(rows):
+        rows[i]["pareto"] = True
+    fig = explorer.explorer_plot(rows, "ar", explorer.Reference(64, 3.85, 55.0, 32))
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert any("scored by itself" in t for t in texts) and any("repetitive" in t and "3.47" in t for t in texts)
+    assert any("real text" in t for t in texts)
+    renderer = fig.canvas.get_renderer()
+    assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    assert "steps taken" in ax.get_title() and "median" in ax.get_xlabel() and "ar" in ax.get_ylabel()
+    drawn = {c.get_label(): c.lines[0] for c in ax.containers}        # one error-bar series per (model, strategy)
+    colour = {k: line.get_color() for k, line in drawn.items()}
+    assert colour["mdlm"] == colour["mdlm · confidence"] != colour["esolm · block"] != colour["ar"]
+    assert drawn["mdlm"].get_marker() != drawn["mdlm · confidence"].get_marker()

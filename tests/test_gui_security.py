@@ -118,19 +118,20 @@ def test_runs_per_client_are_bounded(registry):
 
     registry.get = slow_get
     try:
-        t = threading.Thread(target=denoise, args=("", ["mdlm"], 8, 2, 0, request("10.0.0.5")))
+        t = threading.Thread(target=denoise, args=("", ["mdlm"], 8, 2, 0),
+                             kwargs={"request": request("10.0.0.5")})
         t.start()
         assert entered.wait(10)
         with pytest.raises(Exception, match="already have 1 request"):
-            denoise("", ["mdlm"], 8, 2, 0, request("10.0.0.5"))
+            denoise("", ["mdlm"], 8, 2, 0, request=request("10.0.0.5"))
         registry.get = real_get
-        out = denoise("", ["mdlm"], 8, 2, 0, request("10.0.0.6"))     # another client is not held up
+        out = denoise("", ["mdlm"], 8, 2, 0, request=request("10.0.0.6"))     # another client is not held up
         assert out["texts"]["mdlm"] is not None
     finally:
         registry.get = real_get
         gate.set()
         t.join(10)
-    assert denoise("", ["mdlm"], 8, 2, 0, request("10.0.0.5"))["steps"]["mdlm"] == 2   # the slot was released
+    assert denoise("", ["mdlm"], 8, 2, 0, request=request("10.0.0.5"))["steps"]["mdlm"] == 2   # the slot was released
     assert not policy._running
 
 

@@ -62,3 +62,18 @@ def test_execute_stamps_the_run_time_in_the_first_cell():
     assert head[2].startswith(MARK) and "2 min 05 s" in head[2] and "load average 3.0" in head[2]
     ex.set_runtime(nb, ex.stamp(5, 0.5))                  # a re-run replaces the line, never adds one
     assert nb.cells[0].source.count(MARK) == 1 and "0 min 05 s" in nb.cells[0].source
+
+
+def test_execute_strips_progress_bars_and_keeps_other_output():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("nb_execute", ROOT / "notebooks" / "execute.py")
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\rAR:  45%|████▌     | 90/200 [00:06<00:07]"),
+                    nbformat.v4.new_output("stream", name="stderr", text="\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="warning: something real\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="done\n")]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    ex.strip_progress(nb)
+    assert [o.text for o in nb.cells[0].outputs] == ["warning: something real\n", "done\n"]

@@ -167,7 +167,7 @@ def tune_allocator() -> bool:
     if os.environ.get("DLM_TUNE_MALLOC", "1") == "0" or platform.system() != "Linux":
         return False
     try:
-        import ctypes
+        import ctypes   # deferred: only a Linux process tunes glibc
         libc = ctypes.CDLL("libc.so.6")
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, _ALLOCATOR_LIMIT)) and \
             bool(libc.mallopt(_M_TRIM_THRESHOLD, _ALLOCATOR_LIMIT))

@@ -4,6 +4,7 @@ This is what `toolkit.load` returns and what the CLIs, the GUI and the notebooks
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Iterator
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from toolkit.config import RunConfig
 from toolkit.errors import UserError
 from toolkit.families import get_family
+from toolkit.hardware import resolve_precision
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
 from toolkit.samplers import resolve as resolve_sampler
@@ -37,6 +39,17 @@ class LanguageModel:
         self.net.to(self.device).eval()
         self.net.backend = resolve_backend(cfg.model.attention, self.device)
         self.path: str | None = None
+        self.precision = "auto"   # inference: auto (bf16 where the device multiplies it natively), bf16 or fp32
+        self._resolved: tuple | None = None
+
+    def inference(self):
+        """The compute precision of sampling and scoring: a bf16 autocast where `precision` resolves to
+        bf16 (weights stay fp32; probabilities are taken in fp32 by the samplers), else nothing."""
+        if self._resolved is None or self._resolved[:2] != (self.precision, self.device):
+            self._resolved = (self.precision, self.device, resolve_precision(self.precision, self.device))
+        if self._resolved[2] == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
 
     @property
     def name(self) -> str:
@@ -105,7 +118,13 @@ class LanguageModel:
         """Iterate over the reverse steps (the trace); the last Step holds the final tokens."""
         self.check_request(request)
         self.net.eval()
-        yield from run_sampler(self.family, self.net, request, self.device)
+        steps = run_sampler(self.family, self.net, request, self.device)
+        while True:        # the precision is entered per step: a caller's code between steps never runs in it
+            with self.inference():
+                step = next(steps, None)
+            if step is None:
+                return
+            yield step
 
     def generate(self, request: SampleRequest) -> tuple[list[str], Step]:
         last = None
@@ -121,7 +140,8 @@ class LanguageModel:
         x0 = x0.to(self.device)
         if t is None:
             t = antithetic_times(x0.shape[0], generator).to(self.device)
-        return self.family.nelbo(self.net, x0, t, generator)
+        with self.inference():
+            return self.family.nelbo(self.net, x0, t, generator).float()
 
     def num_params(self, non_embedding: bool = True) -> int:
         return self.net.num_params(non_embedding)

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TESTS = ["tests/test_families.py", "tests/test_family_math.py", "tests/test_family_reverse_steps.py",
                  "tests/test_finetune.py",   # the families' prompt-masked (fine-tuning) losses
                  "tests/test_fused_head.py"]   # token_nll: fused and plain heads, weights, selected rows
-TARGETS = ["toolkit/families/*.py", "toolkit/schedule.py"]
+TARGETS = ["toolkit/families/*.py", "toolkit/samplers/causal_order.py", "toolkit/schedule.py"]
 # functions (or methods) whose math the check mutates; others (validation, registry, records) are skipped
 FOCUS = {
     "alpha", "alpha_prime", "sigma", "reveal_probability", "stratified_times", "antithetic_times",
@@ -44,7 +44,8 @@ FOCUS = {
     "sample", "corrupt", "subs_logits", "denoise", "token_nll", "covered_tokens",
     "weight", "selected_ce", "diffusion_terms", "duo_nelbo_terms", "duo_posterior", "x_theta",
     "permuted_order", "permuted_causal_mask", "sequential_mask", "sequential_inputs", "sequential_logits",
-    "sequential_nll", "reveal", "_logits_cached", "_logits_full", "masked_tokens_init",
+    "sequential_nll", "reveal", "logits", "commit", "_logits_cached", "_logits_full", "masked_tokens_init",
+    "seeded_start",
 }
 # names swapped for each other (a wrong time or a wrong operand)
 NAME_SWAPS = [("t", "s"), ("a_t", "a_s"), ("alpha_t", "alpha_s"), ("x0", "z_t"), ("z0", "x0"),
@@ -213,7 +214,7 @@ def copy_tree(root: Path, dest: Path) -> None:
 
 # tests whose name has one of these words run first for a mutant of that file (-x stops sooner)
 FIRST = {"ar.py": ["ar"], "duo.py": ["duo"], "esolm.py": ["esolm", "eso", "permuted", "sequential"],
-         "mdlm.py": ["mdlm", "masked"]}
+         "mdlm.py": ["mdlm", "masked"], "causal_order.py": ["esolm", "eso", "permuted", "sequential"]}
 
 
 class _RunFirst:

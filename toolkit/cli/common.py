@@ -8,6 +8,7 @@ import torch
 
 from toolkit.checkpoints import load
 from toolkit.errors import UserError
+from toolkit.samplers import DEFAULT as DEFAULT_STRATEGY, names as strategy_names
 from toolkit.values import parse_options  # noqa: F401  (the CLIs' --option KEY=VALUE parsing)
 
 
@@ -29,10 +30,11 @@ def add_sampling_args(ap: argparse.ArgumentParser, multi_sampler: bool = False) 
                     help="family or sampler option (see the list below; sampler options: --sampler list)")
     if multi_sampler:
         ap.add_argument("--sampler", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
-                        help="decoding strategy to compare (repeatable; default ancestral; docs/samplers.md)")
+                        help=f"decoding strategy to compare (repeatable; default {DEFAULT_STRATEGY}; docs/samplers.md)")
     else:
-        ap.add_argument("--sampler", default="ancestral",
-                        help="decoding strategy: ancestral (default), confidence, remdm, block ('list' shows them)")
+        ap.add_argument("--sampler", default=DEFAULT_STRATEGY,
+                        help=f"decoding strategy: {', '.join(strategy_names())} (default {DEFAULT_STRATEGY};"
+                             " 'list' shows them)")
     ap.add_argument("--no-cache", action="store_true", help="disable the KV / no-change caches")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")

@@ -34,7 +34,8 @@ class ToolkitEvaluator:
         ids = self.model.encode(text)
         if not ids:
             return 0.0, 0
-        total, _, n = text_nll(self.model, ids, self.mc_samples)
+        with self.model.inference():     # the model's precision (auto: bf16 where native)
+            total, _, n = text_nll(self.model, ids, self.mc_samples)
         return total, n
 
 

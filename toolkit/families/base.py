@@ -50,8 +50,6 @@ class Family:
     imported_options: ClassVar[dict] = {}
     # sampling-time options a user may change: name -> (default, help); the GUI and CLI read this
     sampling_options: ClassVar[dict[str, tuple[object, str]]] = {}
-    # decoding strategies (toolkit/samplers/) this family supports; the first is its default
-    samplers: ClassVar[tuple[str, ...]] = ("ancestral",)
     # how the denoiser attends while decoding: "bidirectional" or "causal_order" (causal over tokens
     # in reveal order, so prefix KV caches are exact); the samplers read it, never the family's name
     decode_attention: ClassVar[str] = "bidirectional"
@@ -128,6 +126,18 @@ class Family:
             nll = out
         return nll if weights is None else torch.where(weights != 0, nll * weights, 0.0).sum()   # 0 * inf: 0
 
+    # -- training hooks (the trainer calls them for every family; most need none) ------------
+    def begin_train_step(self, step: int, net) -> None:
+        """Called once before each optimizer step `step` (0-based) with the unwrapped network:
+        for a family whose loss depends on training progress (a curriculum, a teacher)."""
+
+    def train_state(self) -> dict:
+        """Tensors the family needs to resume a run exactly (saved with the optimizer state)."""
+        return {}
+
+    def load_train_state(self, state: dict, net) -> None:
+        """Restore what `train_state` returned (an empty dict for a run saved without any)."""
+
     # -- sampling ----------------------------------------------------------------------
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         """Yield one Step per reverse step; the last holds the final tokens."""
@@ -151,6 +161,27 @@ class Family:
 def covered_tokens(x0: torch.Tensor, loss_mask) -> torch.Tensor | int:
     """The loss's normaliser: every token of the batch, or the covered ones (like the reference)."""
     return x0.numel() if loss_mask is None else loss_mask.sum().clamp(min=1)
+
+
+class MaskedFamily(Family):
+    """The masked (absorbing-state) capability the masked decoding strategies need: [MASK] is
+    `mask_id`, `subs_logits` (the SUBS parameterisation) never predicts it, and
+    `reveal_probability(t, s)` is the chance that a masked token is revealed in the step t -> s.
+    A strategy declares `requires = MaskedFamily` (toolkit/samplers/base.py) to run on it."""
+
+    def subs_logits(self, logits):
+        """SUBS: the model never predicts [MASK]."""
+        return self.without_mask(logits)
+
+    def reveal_probability(self, t, s):
+        return self.schedule.reveal_probability(t, s)
+
+
+def seeded_start(request: SampleRequest, fill_id: int, device):
+    """(the request's seeded CPU generator, masked_tokens_init's [B, L] ids and fixed mask): every
+    sampler's set-up, so that one seed gives one sequence of draws whatever the strategy."""
+    gen = torch.Generator(device="cpu").manual_seed(request.seed)
+    return (gen, *masked_tokens_init(request, fill_id, device))
 
 
 def masked_tokens_init(request: SampleRequest, fill_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

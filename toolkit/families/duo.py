@@ -12,15 +12,26 @@ t = 1 ... 1e-5, then a tail at t = 1e-5 (T + 1 network evaluations):
 - `tail=last_step`: the T-th step itself is the arg-max (T evaluations; this toolkit's first protocol).
 Top-p trims the posterior q(z_s | z_t, x_theta), uniform-noise mass included (`nucleus=posterior`,
 the reference); `nucleus=x_theta` trims x_theta before the posterior instead.
+
+Two training accelerators of the Duo paper (docs/methods.md, "Duo's accelerators"), both options:
+- `curriculum=true`: until step `curriculum_end` the loss feeds the backbone a tempered softmax of
+  a Gaussian latent (the duality, toolkit/families/duality.py) instead of discrete tokens;
+- `distill=true` (with `init=` a trained Duo checkpoint): discrete consistency distillation; the
+  student matches a frozen teacher one step ahead on the same deterministic Gaussian trajectory,
+  the gap doubling and the teacher refreshed every `teacher_every` steps. The result is an
+  ordinary Duo checkpoint.
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import Family, covered_tokens, masked_tokens_init, register
+from toolkit.families.base import Family, covered_tokens, register, seeded_start
+from toolkit.families.duality import MODES, dual_time, gaussian_latent, gaussian_noise
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, top_p_filter
 from toolkit.schedule import EPS
 from toolkit.values import parse_value
@@ -28,6 +39,67 @@ from toolkit.values import parse_value
 SAMPLING_EPS = 1e-5   # the reference's last time: the grid is linspace(1, 1e-5, T + 1)
 TAILS = ("greedy", "ancestral", "none", "last_step")
 NUCLEUS = ("posterior", "x_theta")
+DISTILL_LOSSES = ("kl-bwd", "kl-fwd")
+
+
+@dataclass
+class DuoOptions:
+    """Training options only: sampling a Duo checkpoint never reads them. The defaults are the Duo
+    repository's (configs/algo/duo.yaml `curriculum`, configs/algo/distillation.yaml)."""
+    curriculum: bool = False          # Gaussian-relaxation curriculum for steps 0 .. curriculum_end
+    curriculum_start: int = 100_000   # the temperature anneals from here ...
+    curriculum_end: int = 200_000     # ... to here; afterwards the ordinary discrete loss
+    tau_log10_start: float = -1.0     # log10 of the softmax temperature before curriculum_start
+    tau_log10_end: float = -2.0       # ... and reached at curriculum_end
+    gamma_min: float = -3.5           # the Gaussian's log-SNR range: gamma_t = min + t (max - min)
+    gamma_max: float = -1.75
+    dual_integral: str = "simple"     # how the dual time is computed: simple (quadrature table) or series
+    series_terms: int = 150
+    distill: bool = False             # discrete consistency distillation (start with init=CHECKPOINT)
+    distill_steps: int = 64           # T: the first round's gap is dt = 1/T, doubling every round
+    teacher_every: int = 10_000       # round length: the teacher <- student and dt doubles
+    distill_gamma_min: float = -4.0
+    distill_gamma_max: float = -1.0
+    distill_loss: str = "kl-bwd"      # KL(student || teacher) (the repo's default) or kl-fwd
+
+    def validate(self) -> None:
+        if self.dual_integral not in MODES:
+            raise UserError(f"dual_integral must be one of {', '.join(MODES)} (got '{self.dual_integral}')")
+        if self.distill_loss not in DISTILL_LOSSES:
+            raise UserError(f"distill_loss must be one of {', '.join(DISTILL_LOSSES)} (got '{self.distill_loss}')")
+        if not 0 <= self.curriculum_start <= self.curriculum_end:
+            raise UserError(f"need 0 <= curriculum_start <= curriculum_end (got {self.curriculum_start},"
+                            f" {self.curriculum_end})")
+        for lo, hi, what in ((self.gamma_min, self.gamma_max, "gamma"),
+                             (self.distill_gamma_min, self.distill_gamma_max, "distill_gamma")):
+            if not -6 <= lo < hi <= 0.5:
+                raise UserError(f"{what}_min < {what}_max must lie in [-6, 0.5] (got {lo}, {hi})")
+        if self.dual_integral == "series" and self.gamma_min < -4:
+            raise UserError("dual_integral=series is accurate for gamma >= -4: use simple for a lower gamma_min")
+        if self.distill_steps < 1 or self.teacher_every < 1:
+            raise UserError("distill_steps and teacher_every must be >= 1")
+        if self.curriculum and self.distill:
+            raise UserError("curriculum and distill are separate stages: pick one")
+
+
+def tempered_softmax_inverse(o: DuoOptions, step: int) -> float:
+    """1 / tau at a training step: 10^-tau_log10_start, annealed log-linearly to the end value."""
+    if step < o.curriculum_start:
+        log_tau = o.tau_log10_start
+    else:
+        frac = (step - o.curriculum_start) / max(1, o.curriculum_end - o.curriculum_start)
+        log_tau = o.tau_log10_start + min(frac, 1.0) * (o.tau_log10_end - o.tau_log10_start)
+    return 10.0 ** (-log_tau)
+
+
+def distill_gap(o: DuoOptions, step: int) -> float:
+    """dt of the round holding `step`: 2^round / T (capped at 1: one step over the whole range)."""
+    return min(2.0 ** (step // o.teacher_every) / o.distill_steps, 1.0)
+
+
+def kl_rows(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """sum_v p (log p - log q) per position (finite log-probs: a zero p adds exactly 0)."""
+    return (logp.exp() * (logp - logq)).sum(-1)
 
 
 def duo_nelbo_terms(probs, x0, z_t, alpha_t, alpha_prime=-1.0):
@@ -66,6 +138,7 @@ def duo_posterior(probs, z_t, alpha_t, alpha_s):
 @register
 class Duo(Family):
     name = "duo"
+    Options = DuoOptions
     reference_names = r"\bduo(?:\b|_)|\budlm\b"   # how the reference and its releases name it (DUO_BASE too)
     time_conditioned = True
     sampling_options = {
@@ -96,7 +169,86 @@ class Duo(Family):
         return (terms if loss_mask is None else terms * loss_mask).sum(1)   # a clean prompt is not scored
 
     def loss(self, net, x0, t, generator=None, loss_mask=None):
+        o = self.options
+        if (o.distill or (o.curriculum and self.step <= o.curriculum_end)) and loss_mask is not None:
+            raise UserError("the duo curriculum and distillation train on whole sequences (no loss mask)")
+        if o.distill:
+            return self.distill_loss(net, x0, t, generator)
+        if o.curriculum and self.step <= o.curriculum_end:
+            return self.relaxed_loss(net, x0, t, generator)
         return self.nelbo(net, x0, t, generator, loss_mask).sum() / covered_tokens(x0, loss_mask)
+
+    # -- the accelerators ------------------------------------------------------------------
+    step = 0               # the optimizer step being taken (begin_train_step)
+    teacher = None         # distillation's frozen copy of the network
+
+    def dual(self):
+        return dual_time(self.vocab_size, self.options.dual_integral, self.options.series_terms)
+
+    def begin_train_step(self, step: int, net) -> None:
+        """Remember the step (the curriculum's clock); distillation refreshes its teacher at each
+        round's first step (the repo's `_maybe_update_teacher_weights`)."""
+        self.step = step
+        if self.options.distill and (self.teacher is None or step % self.options.teacher_every == 0):
+            if any(hasattr(p, "full_tensor") for p in net.parameters()):
+                raise UserError("duo distillation runs on one process or under DDP, not FSDP")
+            if self.teacher is None:
+                self.teacher = copy.deepcopy(net).eval().requires_grad_(False)
+            self.teacher.load_state_dict(net.state_dict())
+
+    def train_state(self) -> dict:
+        return {} if self.teacher is None else {"teacher": self.teacher.state_dict()}
+
+    def load_train_state(self, state: dict, net) -> None:
+        if self.options.distill and "teacher" in state:
+            self.teacher = copy.deepcopy(net).eval().requires_grad_(False)
+            self.teacher.load_state_dict(state["teacher"])
+
+    def relaxed_loss(self, net, x0, t, generator=None):
+        """The curriculum's loss: the Duo NELBO at the dual time, the backbone fed the tempered
+        softmax of the Gaussian latent (the repo's `DUO.nll`, mode simple/series)."""
+        o = self.options
+        gamma = o.gamma_min + t.double() * (o.gamma_max - o.gamma_min)
+        alpha, dalpha_dgamma = self.dual().alpha_dalpha(gamma)
+        w = gaussian_latent(x0, gamma, self.vocab_size, gaussian_noise(x0, self.vocab_size, generator))
+        z_t = w.argmax(-1)
+        soft = (w * tempered_softmax_inverse(o, self.step)).softmax(-1)
+        sigma = -torch.log(alpha.clamp(min=EPS)).float()
+        probs = self.without_mask(net(None, sigma, soft=soft)).softmax(-1)
+        dalpha_dt = (dalpha_dgamma * (o.gamma_max - o.gamma_min)).float()[:, None]
+        terms = duo_nelbo_terms(probs, x0, z_t, alpha.float(), dalpha_dt)
+        return terms.sum() / x0.numel()
+
+    def trajectory(self, x0, t, s, generator=None):
+        """z_t and z_s on one deterministic Gaussian path (shared noise), and their dual alphas."""
+        o, n = self.options, self.vocab_size
+        span = o.distill_gamma_max - o.distill_gamma_min
+        gamma_t, gamma_s = o.distill_gamma_min + t.double() * span, o.distill_gamma_min + s.double() * span
+        eps = gaussian_noise(x0, n, generator)
+        z_t = gaussian_latent(x0, gamma_t, n, eps).argmax(-1)
+        z_s = gaussian_latent(x0, gamma_s, n, eps).argmax(-1)
+        dual = dual_time(n, "simple")   # the repo's distillation reads the quadrature cache
+        return z_t, z_s, dual.alpha(gamma_t).float(), dual.alpha(gamma_s).float()
+
+    def log_probs(self, net, z, alpha):
+        """log x_theta with a finite floor at [MASK] (so a KL's 0 * log 0 stays 0 in the gradient)."""
+        logits = net(z, -torch.log(alpha.clamp(min=EPS))).float()
+        logits[..., self.mask_id] = -1e4
+        return logits.log_softmax(-1)
+
+    def distill_loss(self, net, x0, t, generator=None):
+        """DCD (the repo's `Distillation.nll`): student at (z_t, t), teacher at (z_s, s = t - dt)."""
+        if self.teacher is None:
+            raise UserError("duo distillation needs begin_train_step before its loss (the trainer calls it)")
+        dt = distill_gap(self.options, self.step)
+        t = (t + dt).clamp(max=1.0)
+        s = (t - dt).clamp(min=0.0)
+        z_t, z_s, alpha_t, alpha_s = self.trajectory(x0, t, s, generator)
+        student = self.log_probs(net, z_t, alpha_t)
+        with torch.no_grad():
+            teacher = self.log_probs(self.teacher, z_s, alpha_s)
+        kl = kl_rows(student, teacher) if self.options.distill_loss == "kl-bwd" else kl_rows(teacher, student)
+        return kl.sum() / x0.numel()
 
     def check_sampling_options(self, options: dict) -> dict:
         options = dict(options)
@@ -112,8 +264,7 @@ class Duo(Family):
 
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         opts = self.check_sampling_options(request.options)
-        gen = torch.Generator(device="cpu").manual_seed(request.seed)
-        z, fixed = masked_tokens_init(request, 0, device)
+        gen, z, fixed = seeded_start(request, 0, device)
         noise = torch.randint(0, self.vocab_size, z.shape, generator=gen).to(device)
         z = torch.where(fixed, z, noise)
         grid, clock = torch.linspace(1.0, SAMPLING_EPS, request.steps + 1), Clock()

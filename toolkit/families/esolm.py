@@ -13,10 +13,10 @@ from typing import Iterator
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import covered_tokens, masked_tokens_init, register
+from toolkit.families.base import covered_tokens, register, seeded_start
 from toolkit.families.mdlm import MDLM, MaskedOptions
-from toolkit.model.backbone import KVCache
-from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, time_grid
+from toolkit.samplers.causal_order import CausalOrderDecoder, permuted_order
+from toolkit.sampling import SampleRequest, Step, time_grid
 from toolkit.schedule import LogLinear
 
 
@@ -28,12 +28,6 @@ class EsoOptions(MaskedOptions):
         super().validate()
         if not 0 < self.alpha_0 <= 1:
             raise UserError(f"alpha_0 must be in (0, 1] (got {self.alpha_0})")
-
-
-def permuted_order(masked: torch.Tensor, generator=None) -> torch.Tensor:
-    """Per row, a random order of positions with the clean ones first: [B, L] position ids."""
-    key = torch.rand(masked.shape, generator=generator, device=masked.device) + masked.float()
-    return key.argsort(dim=1)
 
 
 def permuted_causal_mask(order: torch.Tensor) -> torch.Tensor:
@@ -68,7 +62,6 @@ class EsoLM(MDLM):
     name = "esolm"
     reference_names = r"eso[-_]?lm"   # how the reference and its releases name it
     Options = EsoOptions
-    samplers = ("ancestral", "confidence", "block")
     decode_attention = "causal_order"    # causal over tokens in reveal order: prefix caches are exact
     sampling_options = {"alpha_0": (None, "diffusion fraction at sampling time (default: the trained alpha_0)")}
 
@@ -123,12 +116,11 @@ class EsoLM(MDLM):
         if alpha_0 < 1 and self.options.alpha_0 >= 1:
             raise UserError("this checkpoint was trained with alpha_0=1: it has no sequential phase")
         schedule = LogLinear(alpha_0)
-        gen = torch.Generator(device="cpu").manual_seed(request.seed)
-        z, fixed = masked_tokens_init(request, self.mask_id, device)
+        gen, z, fixed = seeded_start(request, self.mask_id, device)
         b, n = z.shape
         order = permuted_order(~fixed, gen).to(device)       # fixed first, then a random order
         n_fixed = int(fixed[0].sum())
-        sampler = _EsoSampler(self, net, request, z, order, n_fixed, gen, device)
+        sampler = CausalOrderDecoder(self, net, request, z, order, n_fixed, gen, device)
         grid, revealed = time_grid(request.steps), n_fixed
         for k in range(request.steps):
             t, s = grid[k], grid[k + 1]
@@ -142,58 +134,3 @@ class EsoLM(MDLM):
         for j in range(tail.shape[1]):
             sampler.reveal(tail[:, j: j + 1], sequential=True)
             yield sampler.step_record(request.steps + j + 1, 0.0, 0.0)
-
-
-class _EsoSampler:
-    """State of one Eso-LM sampling run: tokens, reveal order and (optionally) the KV cache."""
-
-    def __init__(self, family, net, request, z, order, n_fixed, gen, device):
-        self.f, self.net, self.req, self.gen, self.device = family, net, request, gen, device
-        self.z, self.order = z, order
-        self.confidence = (z != family.mask_id).float()
-        self.clean_order = order[:, :n_fixed]               # clean positions in reveal order
-        self.pending = self.clean_order                     # clean but not yet in the KV cache
-        self.cache = KVCache() if request.use_cache else None
-        self.nfe, self.clock = 0, Clock()
-        self.changed = torch.zeros_like(z, dtype=torch.bool)
-
-    def _logits_cached(self, queries):
-        pos = torch.cat([self.pending, queries], 1)
-        feed = torch.cat([self.z.gather(1, self.pending), torch.full_like(queries, self.f.mask_id)], 1)
-        out = self.net(feed, positions=pos, causal=True, cache=self.cache, keep=self.pending.shape[1])
-        self.pending = self.pending[:, :0]
-        return out[:, -queries.shape[1]:]
-
-    def _logits_full(self, queries, sequential):
-        if not sequential:   # causal over [clean in reveal order, queries]
-            pos = torch.cat([self.clean_order, queries], 1)
-            feed = torch.cat([self.z.gather(1, self.clean_order), torch.full_like(queries, self.f.mask_id)], 1)
-            return self.net(feed, positions=pos, causal=True)[:, -queries.shape[1]:]
-        n = self.z.shape[1]
-        clean = torch.zeros_like(self.z, dtype=torch.bool).scatter(1, self.diffusion_order, True)
-        rank = torch.full_like(self.z, n).scatter(
-            1, self.diffusion_order, torch.arange(self.diffusion_order.shape[1], device=self.device).expand_as(self.diffusion_order))
-        z0 = torch.where(clean, self.z, self.f.mask_id)
-        logits = self.f.sequential_logits(self.net, z0, self.z, rank)
-        return logits.gather(1, queries[..., None].expand(-1, -1, logits.shape[-1]))
-
-    def reveal(self, queries, sequential=False):
-        self.changed = torch.zeros_like(self.changed)
-        if queries.shape[1] == 0:
-            return
-        if sequential and not hasattr(self, "diffusion_order"):
-            self.diffusion_order = self.clean_order
-        u = torch.rand(queries.shape, generator=self.gen).to(self.device)
-        logits = self._logits_cached(queries) if self.cache is not None else self._logits_full(queries, sequential)
-        self.nfe += 1
-        probs = filter_probs(self.f.subs_logits(logits), self.req.temperature, self.req.top_p)
-        new = draw(probs, u)
-        self.z.scatter_(1, queries, new)
-        self.confidence.scatter_(1, queries, probs.gather(-1, new[..., None]).squeeze(-1))
-        self.changed.scatter_(1, queries, True)
-        self.clean_order = torch.cat([self.clean_order, queries], 1)
-        self.pending = torch.cat([self.pending, queries], 1)
-
-    def step_record(self, step, t, s) -> Step:
-        return Step(step=step, t=t, s=s, tokens=self.z.clone(), changed=self.changed.clone(),
-                    confidence=self.confidence.clone(), nfe=self.nfe, elapsed=self.clock())

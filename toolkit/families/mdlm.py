@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import Family, covered_tokens, masked_tokens_init, register
+from toolkit.families.base import MaskedFamily, covered_tokens, register, seeded_start
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, time_grid
 
 LOSSES = ("elbo", "low_var")
@@ -29,11 +29,10 @@ class MaskedOptions:
 
 
 @register
-class MDLM(Family):
+class MDLM(MaskedFamily):
     name = "mdlm"
     reference_names = r"\bmdlm\b|\bsubs\b"   # how the reference and its releases name it
     Options = MaskedOptions
-    samplers = ("ancestral", "confidence", "remdm", "block")
     decode_attention = "bidirectional"   # the denoiser sees every position (toolkit/samplers/block.py)
 
     # -- forward process ---------------------------------------------------------------
@@ -47,10 +46,6 @@ class MDLM(Family):
 
     def forward_sample(self, x0, t, generator=None):
         return self.corrupt(x0, t, generator)[0]
-
-    def subs_logits(self, logits):
-        """SUBS: the model never predicts [MASK]."""
-        return self.without_mask(logits)
 
     def denoise(self, net, z_t, t):
         """Logits of x0 given z_t (the backbone ignores time: sigma = 0)."""
@@ -87,8 +82,7 @@ class MDLM(Family):
     # -- sampling ----------------------------------------------------------------------
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         """Ancestral sampling; with the no-change cache a step that reveals nothing costs no NFE."""
-        gen = torch.Generator(device="cpu").manual_seed(request.seed)
-        z, fixed = masked_tokens_init(request, self.mask_id, device)
+        gen, z, fixed = seeded_start(request, self.mask_id, device)
         confidence = fixed.float()
         grid, clock = time_grid(request.steps), Clock()
         logits, nfe = None, 0
@@ -105,7 +99,7 @@ class MDLM(Family):
                 stale[:] = False
             masked = z == self.mask_id
             masked &= ~fixed
-            reveal = masked & (u_reveal < self.schedule.reveal_probability(t, s).to(device))
+            reveal = masked & (u_reveal < self.reveal_probability(t, s).to(device))
             if reveal.any():
                 # only the revealed rows need the (costly, top-p sorting) filter and a draw
                 probs = filter_probs(logits[reveal], request.temperature, request.top_p)

@@ -1,9 +1,11 @@
 """Decoding strategies ("samplers") shared by the diffusion families, chosen per request.
 
-A sampler is a named strategy with a typed options dataclass; a family lists the samplers it
-supports in `Family.samplers`. Every sampler yields the same `Step` trace records, so the CLI,
-GUI and evaluation read them all alike. Adding a strategy: one module here that subclasses
-`Sampler` and calls `register`, and its name in the `samplers` tuple of the families it fits.
+A sampler is a named strategy with a typed options dataclass and a declared capability
+(`requires`: the family base class it needs, e.g. MaskedFamily; `attentions`: the
+`decode_attention` values it handles); the registry derives the strategies a family supports
+from those. Every sampler yields the same `Step` trace records, so the CLI, GUI and evaluation
+read them all alike. Adding a strategy: one module that subclasses `Sampler` and calls `register`.
+Families whose denoiser is causal in reveal order decode through `causal_order.CausalOrderDecoder`.
 """
 from __future__ import annotations
 

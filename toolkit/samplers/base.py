@@ -7,6 +7,7 @@ from typing import ClassVar, Iterator
 
 from toolkit.values import parse_value
 from toolkit.errors import UserError
+from toolkit.families.base import Family, MaskedFamily  # noqa: F401  (the capabilities a strategy requires)
 from toolkit.sampling import SampleRequest, Step
 
 DEFAULT = "ancestral"
@@ -20,11 +21,22 @@ class NoOptions:
 
 
 class Sampler:
-    """Base class: `name`, a one-line `summary`, an `Options` dataclass and `run`."""
+    """Base class: `name`, a one-line `summary`, an `Options` dataclass, the capability it needs and `run`.
+
+    `requires` is the family base class whose methods `run` calls (Family: only `sample`;
+    MaskedFamily: mask_id, subs_logits, reveal_probability); `attentions` the `decode_attention`
+    values `run` handles. The registry derives the strategies a family supports from these two."""
 
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    requires: ClassVar[type] = Family
+    attentions: ClassVar[tuple[str, ...]] = ("bidirectional", "causal_order")
+
+    def supports(self, family) -> bool:
+        """Whether this strategy runs on `family` (a family instance or class)."""
+        cls = family if isinstance(family, type) else type(family)
+        return issubclass(cls, self.requires) and cls.decode_attention in self.attentions
 
     def run(self, family, net, request: SampleRequest, options, device) -> Iterator[Step]:
         raise NotImplementedError
@@ -52,7 +64,8 @@ def names() -> list[str]:
 
 
 def supported(family) -> tuple[str, ...]:
-    return tuple(family.samplers)
+    """The strategies `family` (instance or class) supports, from their declared capability; default first."""
+    return tuple(n for n in names() if SAMPLERS[n].supports(family))
 
 
 def get_sampler(name: str, family) -> Sampler:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import masked_tokens_init
-from toolkit.families.esolm import _EsoSampler
+from toolkit.families.base import MaskedFamily, seeded_start
+from toolkit.samplers.causal_order import CausalOrderDecoder
 from toolkit.model.backbone import KVCache
 from toolkit.samplers.base import Sampler, opt, register
 from toolkit.samplers.common import candidates, choose, scheduled_count
@@ -63,6 +63,7 @@ class Block(Sampler):
     name = "block"
     summary = "semi-autoregressive blocks left to right, diffusion inside; prefix KV cache where exact"
     Options = BlockOptions
+    requires = MaskedFamily
 
     def check(self, family, request, o):
         if family.decode_attention == "causal_order":
@@ -128,8 +129,7 @@ class _Denoiser:
 def _bidirectional(family, net, request, o, device):
     mode = _cache_mode(o, request, exact_prefix=o.attention == "block_causal")
     order = "confidence" if o.order == "auto" else o.order
-    gen = torch.Generator(device="cpu").manual_seed(request.seed)
-    z, fixed = masked_tokens_init(request, family.mask_id, device)
+    gen, z, fixed = seeded_start(request, family.mask_id, device)
     b, n = z.shape
     confidence, clock = fixed.float(), Clock()
     spans = block_spans(n, o.block_size, fixed[0])
@@ -184,14 +184,13 @@ def _check_causal_order(family, request, o) -> str:
 def _causal_order(family, net, request, o, device):
     """Eso-LM: its own reveal-order sampler with the order made block by block (random inside)."""
     mode = _check_causal_order(family, request, o)
-    gen = torch.Generator(device="cpu").manual_seed(request.seed)
-    z, fixed = masked_tokens_init(request, family.mask_id, device)
+    gen, z, fixed = seeded_start(request, family.mask_id, device)
     b, n = z.shape
     block_of = (torch.arange(n, device=device) // o.block_size).float()
     key = torch.rand(z.shape, generator=gen).to(device) + torch.where(fixed, -1.0, block_of)
     order = key.argsort(dim=1)              # fixed first, then block by block, random inside
     n_fixed = int(fixed[0].sum())
-    sampler = _EsoSampler(family, net, replace(request, use_cache=mode == "prefix"), z, order, n_fixed, gen, device)
+    sampler = CausalOrderDecoder(family, net, replace(request, use_cache=mode == "prefix"), z, order, n_fixed, gen, device)
     spans = block_spans(n, o.block_size, fixed[0])
     per_block = max(1, request.steps // max(len(spans), 1))
     revealed, step, free = n_fixed, 0, max(n - n_fixed, 1)

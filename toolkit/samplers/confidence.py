@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import masked_tokens_init
-from toolkit.families.esolm import _EsoSampler, permuted_order
+from toolkit.families.base import MaskedFamily, seeded_start
+from toolkit.samplers.causal_order import CausalOrderDecoder, permuted_order
 from toolkit.samplers.base import Sampler, opt, register
 from toolkit.samplers.common import candidates, choose, scheduled_count
 from toolkit.sampling import Clock, Step
@@ -56,6 +56,7 @@ class Confidence(Sampler):
     name = "confidence"
     summary = "reveal the most confident masked positions per step (k, even share of steps, or threshold)"
     Options = ConfidenceOptions
+    requires = MaskedFamily
 
     def check(self, family, request, o):
         if o.threshold > 0 and family.decode_attention == "causal_order":
@@ -65,8 +66,7 @@ class Confidence(Sampler):
         if family.decode_attention == "causal_order":
             yield from _causal_order(family, net, request, o, device)
             return
-        gen = torch.Generator(device="cpu").manual_seed(request.seed)
-        z, fixed = masked_tokens_init(request, family.mask_id, device)
+        gen, z, fixed = seeded_start(request, family.mask_id, device)
         confidence = fixed.float()
         free = int((~fixed[0]).sum())
         clock, nfe, step = Clock(), 0, 0
@@ -95,28 +95,22 @@ class Confidence(Sampler):
 
 def _causal_order(family, net, request, o, device):
     """Eso-LM: score every masked position (causal, after the clean tokens), reveal the most confident."""
-    gen = torch.Generator(device="cpu").manual_seed(request.seed)
-    z, fixed = masked_tokens_init(request, family.mask_id, device)
+    gen, z, fixed = seeded_start(request, family.mask_id, device)
     order = permuted_order(~fixed, gen).to(device)            # fixed first, then a random order
     n_fixed = int(fixed[0].sum())
-    state = _EsoSampler(family, net, request, z, order, n_fixed, gen, device)
+    state = CausalOrderDecoder(family, net, request, z, order, n_fixed, gen, device)
     queries, free, step = order[:, n_fixed:], max(z.shape[1] - n_fixed, 1), 0
     while queries.shape[1]:
         b, q = queries.shape
         u = torch.rand(queries.shape, generator=gen).to(device)
-        logits = state._logits_cached(queries) if state.cache is not None else state._logits_full(queries, False)
-        state.nfe += 1
+        logits = state.logits(queries)
         ids, conf = candidates(family.subs_logits(logits).flatten(0, 1), u.flatten(), request.temperature,
                                request.top_p, o.top_k)
         ids, conf = ids.view(b, q), conf.view(b, q)
         count = min(o.k, q) if o.k else max(1, -(-q // max(request.steps - step, 1)))
         pick = conf.topk(count, dim=1).indices                  # most confident first
         chosen = queries.gather(1, pick)
-        state.changed = torch.zeros_like(state.changed).scatter_(1, chosen, True)
-        state.z.scatter_(1, chosen, ids.gather(1, pick))
-        state.confidence.scatter_(1, chosen, conf.gather(1, pick))
-        state.clean_order = torch.cat([state.clean_order, chosen], 1)
-        state.pending = torch.cat([state.pending, chosen], 1)
+        state.commit(chosen, ids.gather(1, pick), conf.gather(1, pick))
         left = torch.ones_like(queries, dtype=torch.bool).scatter_(1, pick, False)
         queries = queries[left].view(b, q - count)
         step += 1

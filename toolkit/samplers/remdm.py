@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import masked_tokens_init
+from toolkit.families.base import MaskedFamily, seeded_start
 from toolkit.samplers.base import Sampler, opt, register
 from toolkit.samplers.common import candidates
 from toolkit.sampling import Clock, Step, time_grid
@@ -53,10 +53,11 @@ class Remdm(Sampler):
     name = "remdm"
     summary = "ancestral masked diffusion that re-masks revealed tokens (ReMDM cap / rescale)"
     Options = RemdmOptions
+    requires = MaskedFamily
+    attentions = ("bidirectional",)   # it re-masks revealed tokens: a causal reveal order has no such step
 
     def run(self, family, net, request, o, device):
-        gen = torch.Generator(device="cpu").manual_seed(request.seed)
-        z, fixed = masked_tokens_init(request, family.mask_id, device)
+        gen, z, fixed = seeded_start(request, family.mask_id, device)
         confidence = fixed.float()
         grid, clock, nfe = time_grid(request.steps), Clock(), 0
         row_nfe = torch.zeros(z.shape[0], dtype=torch.long)

@@ -36,21 +36,32 @@ def plot_minima_side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None = No
     """2 x 2 panels: L* and N* against C, the paper's minima (left) and ours (right), one colour per
     family (same colours on both sides). `ours` has columns variant, budget, loss_star, n_star."""
     import matplotlib.pyplot as plt   # deferred: plotting is optional and slow to import
-    import seaborn as sns
+    from toolkit.plotting import apply_theme, family_colour, log_budget_axis   # deferred: with the plotting libraries
+    from toolkit.scaling.plots import variant_label   # deferred: see above
     paper = paper_minima() if paper is None else paper
     both = pd.concat([paper.assign(side="paper: 6e18-1e20 FLOPs, 85M-1B params"),
                       ours.assign(side=ours_label)], ignore_index=True)
-    both = both.dropna(subset=["loss_star", "n_star"]).assign(family=lambda d: d["variant"].map(family_of_variant))
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), layout="constrained")
-    palette = dict(zip(sorted(both["family"].unique()), sns.color_palette("tab10")))
+    both = (both.dropna(subset=["loss_star", "n_star"]).assign(family=lambda d: d["variant"].map(family_of_variant))
+            .assign(variant=lambda d: d["variant"].map(variant_label)))
+    sns = apply_theme()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7), layout="constrained")
+    palette = {f: family_colour(f) for f in both["family"].unique()}
+    legend: dict = {}
     for col, side in enumerate(both["side"].unique()):
         sub = both[both["side"] == side]
         for row, (y, label) in enumerate((("loss_star", "L* (nats/token)"), ("n_star", "N* (non-embedding params)"))):
             ax = axes[row, col]
             sns.lineplot(sub, x="budget", y=y, hue="family", style="variant", markers=True, dashes=False,
                          palette=palette, ax=ax, legend=row == 0)
-            ax.set(xscale="log", yscale="log" if y == "n_star" else "linear", xlabel="compute C (FLOPs)",
+            ax.set(yscale="log" if y == "n_star" else "linear", xlabel="compute C (FLOPs)",
                    ylabel=label, title=side if row == 0 else "")
-            if row == 0:
-                ax.legend(fontsize=7, ncol=2)
+            log_budget_axis(ax)
+            if y == "n_star":
+                log_budget_axis(ax, "y")
+            if row == 0:      # one legend for both sides, outside the data
+                handles, labels = ax.get_legend_handles_labels()
+                for label, handle in zip(labels, handles):   # a variant named like its family keeps the colour
+                    legend.setdefault(label, handle)
+                ax.get_legend().remove()
+    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=8, frameon=False)
     return fig

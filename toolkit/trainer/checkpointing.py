@@ -20,7 +20,7 @@ def save(tr) -> None:
                        "loss_window": torch.tensor(loss_sum, dtype=torch.float64),
                        "loss_count": torch.tensor(loss_count),
                        "elapsed": torch.tensor(tr.window.elapsed, dtype=torch.float64),
-                       "skipped": torch.tensor(tr.skipped)}
+                       "skipped": torch.tensor(tr.skipped), "family": tr.family.train_state()}
         ckpt = rundir.checkpoint_dir(tr.out)
         rundir.save_checkpoint(ckpt, tr.cfg, state["model"], tr.cfg.data.tokenizer or None,
                                train_state, extra={"step": tr.step, "tokens": tr.step * tr.tokens_per_step})
@@ -63,6 +63,7 @@ def try_resume(tr) -> bool:
     tr.step = int(state["step"])
     tr.window.restore(float(state["loss_window"]), int(state["loss_count"]), float(state["elapsed"]))
     tr.skipped = int(state.get("skipped", 0))
+    tr.family.load_train_state(state.get("family", {}), tr.net)
     tr.saved_step = tr.step
     if tr.dist.main and tr.cfg.train.keep_last > 1:   # a save killed mid-swap never reached its history copy
         keep_history(ckpt, tr.out / rundir.HISTORY, tr.step, tr.cfg.train.keep_last)

@@ -29,22 +29,25 @@ def _curves(runs: dict[str, Path]) -> pd.DataFrame:
 
 
 def plot_training(runs: dict[str, Path], fig=None):
-    """Two panels: training loss against step, validation NELBO against training FLOPs (seaborn)."""
+    """Two panels: training loss against step, validation NELBO against training FLOPs (seaborn), one
+    legend outside the data."""
     import matplotlib.pyplot as plt   # deferred: plotting is optional and slow to import
-    import seaborn as sns
+    from toolkit.plotting import apply_theme, legend_outside, log_budget_axis   # deferred: with the plotting libraries
+    sns = apply_theme()
     df = _curves(runs)
     if fig is None:
         fig = plt.figure(figsize=(11, 3.8), layout="constrained")
     fig.clear()
     left, right = fig.subplots(1, 2)
     if not df.empty and "train_loss" in df:
-        sns.lineplot(df.dropna(subset=["train_loss"]), x="step", y="train_loss", hue="run", ax=left)
+        sns.lineplot(df.dropna(subset=["train_loss"]), x="step", y="train_loss", hue="run", ax=left, legend=False)
         val = df.dropna(subset=["val_nelbo"]).query("flops > 0")
         if not val.empty:
-            sns.lineplot(val, x="flops", y="val_nelbo", hue="run", marker="o", ax=right, legend=False)
-            right.set_xscale("log")
-    left.set(title="training loss (each family's own objective)", xlabel="step", ylabel="loss")
-    right.set(title="validation NELBO per token", xlabel="training FLOPs", ylabel="nats / token")
+            sns.lineplot(val, x="flops", y="val_nelbo", hue="run", marker="o", ax=right)
+            log_budget_axis(right)
+            legend_outside(right)
+    left.set(title="training loss (each family's own objective)", xlabel="step", ylabel="loss (nats / token)")
+    right.set(title="validation NELBO per token", xlabel="training compute (FLOPs)", ylabel="nats / token")
     return fig
 
 

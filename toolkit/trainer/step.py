@@ -75,6 +75,7 @@ def train_step(tr) -> torch.Tensor:
     lr = lr_at(tr.step, tr.cfg)
     for group in tr.opt.param_groups:
         group["lr"] = lr
+    tr.family.begin_train_step(tr.step, tr.net)   # a curriculum's clock, a distillation teacher
     rows = batch_indices(len(tr.data.train), t.batch_size, tr.step, t.seed)
     times = stratified_times(t.batch_size, step_generator(t.seed, tr.step, -1, "cpu"))
     total = torch.zeros((), dtype=torch.float64, device=device)
