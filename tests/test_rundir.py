@@ -78,3 +78,21 @@ def test_python_m_toolkit_lists_and_dispatches_the_commands():
     assert run("bogus").returncode == 2
     bad = run("scaling", "flops")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+
+
+def test_a_run_made_before_an_option_existed_resumes_only_with_that_option_at_its_default(tmp_path):
+    from toolkit.resolve import resolve
+    cfg = resolve(["family=duo", f"out={tmp_path}"])
+    new, defaults = cfg.to_dict(), cfg.defaults_dict()
+    old = json.loads(json.dumps(new))
+    del old["options"]["curriculum"]                  # the record of a run from an older version
+    (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps(old))
+    (tmp_path / rundir.METRICS).write_text("")
+    rundir.check_out(tmp_path, new, resume=True, overwrite=False, defaults=defaults)   # default: resumes
+    new["options"]["curriculum"] = not defaults["options"]["curriculum"]
+    with pytest.raises(UserError, match="options.curriculum"):
+        rundir.check_out(tmp_path, new, resume=True, overwrite=False, defaults=defaults)
+    old["options"]["curriculum"] = defaults["options"]["curriculum"]   # recorded, and changed: refused
+    (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps(old))
+    with pytest.raises(UserError, match="options.curriculum"):
+        rundir.check_out(tmp_path, new, resume=True, overwrite=False, defaults=defaults)

@@ -113,6 +113,11 @@ class RunConfig:
             d[s] = dataclasses.asdict(getattr(self, s))
         return d
 
+    def defaults_dict(self) -> dict:
+        """`to_dict()` of this family's config with every setting at its default."""
+        options = type(self.options)() if self.options is not None else None
+        return RunConfig(family=self.family, options=options).to_dict()
+
     @classmethod
     def from_dict(cls, d: dict, options: Any = None) -> "RunConfig":
         """A config from `to_dict()` output; `options` is the family's options dataclass to fill

@@ -386,12 +386,20 @@ def identity(cfg: dict) -> dict:
     return out
 
 
+def _recorded_keys(cfg: dict) -> set[str]:
+    """The 'section.key' names a stored config actually holds (identity() fills the rest with None)."""
+    return {"family"} | {f"{section}.{k}" for section in IDENTITY for k in (cfg.get(section) or {})}
+
+
 def holds_run(out: Path) -> bool:
     return any((out / name).exists() for name in (METRICS, CHECKPOINT, CHECKPOINT + ".tmp", CHECKPOINT + ".old"))
 
 
-def check_out(out: Path, cfg: dict, resume: bool, overwrite: bool) -> None:
-    """Refuse to start in a directory that holds another run (or this one, without resume=true)."""
+def check_out(out: Path, cfg: dict, resume: bool, overwrite: bool, defaults: dict | None = None) -> None:
+    """Refuse to start in a directory that holds another run (or this one, without resume=true).
+
+    `defaults` (a config dict with every option at its default) lets a run made before an option
+    existed resume: a setting absent from its record matches when the new value is the default."""
     if out.exists() and not out.is_dir():
         raise UserError(f"out={out} is a file, not a directory")
     if not holds_run(out) or overwrite:
@@ -403,8 +411,10 @@ def check_out(out: Path, cfg: dict, resume: bool, overwrite: bool) -> None:
         before = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return   # no record of the settings (a run killed before writing it): the checkpoint decides
-    old, new = identity(before), identity(cfg)
-    changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+    old, new, recorded = identity(before), identity(cfg), _recorded_keys(before)
+    default = identity(defaults) if defaults is not None else {}
+    changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]
+               and not (k not in recorded and k in default and default[k] == new[k])]
     if changed:
         raise UserError(f"{out} holds a different run ({'; '.join(changed[:3])}"
                         f"{'; ...' if len(changed) > 3 else ''}): use another out=, or overwrite=true to replace it")

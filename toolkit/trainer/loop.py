@@ -160,7 +160,7 @@ class Trainer:
         """Create (or resume) the run directory; True when resumed from a checkpoint."""
         t = self.cfg.train
         # every rank checks (same filesystem), so a refusal stops them all, not only rank 0
-        rundir.check_out(self.out, self.cfg.to_dict(), t.resume, t.overwrite)
+        rundir.check_out(self.out, self.cfg.to_dict(), t.resume, t.overwrite, defaults=self.cfg.defaults_dict())
         if self.dist.main:
             try:
                 self.out.mkdir(parents=True, exist_ok=True)
