@@ -176,6 +176,12 @@ class MaskedFamily(Family):
     def reveal_probability(self, t, s):
         return self.schedule.reveal_probability(t, s)
 
+    def decoder(self, net, request, device):
+        """The decoder the masked strategies run on, at its seeded start: a bidirectional denoiser
+        scores every masked position at once (toolkit/samplers/bidirectional.py)."""
+        from toolkit.samplers.bidirectional import BidirectionalDecoder   # deferred: it imports this module
+        return BidirectionalDecoder.start(self, net, request, device)
+
 
 def seeded_start(request: SampleRequest, fill_id: int, device):
     """(the request's seeded CPU generator, masked_tokens_init's [B, L] ids and fixed mask): every

@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import covered_tokens, register, seeded_start
+from toolkit.families.base import covered_tokens, register
 from toolkit.families.mdlm import MDLM, MaskedOptions
 from toolkit.samplers.causal_order import CausalOrderDecoder, permuted_order
 from toolkit.sampling import SampleRequest, Step, time_grid
@@ -108,6 +108,10 @@ class EsoLM(MDLM):
     def sampling_defaults(self) -> dict:
         return {"alpha_0": self.options.alpha_0}
 
+    def decoder(self, net, request, device):
+        """Causal over tokens in reveal order: the causal-order decoder (toolkit/samplers/causal_order.py)."""
+        return CausalOrderDecoder.start(self, net, request, device)
+
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         opts = self.check_sampling_options(request.options)
         alpha_0 = float(opts["alpha_0"])
@@ -116,11 +120,9 @@ class EsoLM(MDLM):
         if alpha_0 < 1 and self.options.alpha_0 >= 1:
             raise UserError("this checkpoint was trained with alpha_0=1: it has no sequential phase")
         schedule = LogLinear(alpha_0)
-        gen, z, fixed = seeded_start(request, self.mask_id, device)
-        b, n = z.shape
-        order = permuted_order(~fixed, gen).to(device)       # fixed first, then a random order
-        n_fixed = int(fixed[0].sum())
-        sampler = CausalOrderDecoder(self, net, request, z, order, n_fixed, gen, device)
+        sampler = self.decoder(net, request, device)        # fixed first, then a random order
+        gen, order, n = sampler.gen, sampler.order, sampler.z.shape[1]
+        n_fixed = n - sampler.free
         grid, revealed = time_grid(request.steps), n_fixed
         for k in range(request.steps):
             t, s = grid[k], grid[k + 1]

@@ -4,13 +4,16 @@ order (`decode_attention = "causal_order"`, Eso-LM), shared by every strategy th
 The clean tokens are fed first, in the order they were revealed; masked queries follow, so the
 keys/values of revealed tokens never change and a prefix KV cache is exact. A strategy chooses
 which positions to reveal (`reveal`, the family's own draw) or scores candidates itself
-(`logits`, then `commit` the ones it keeps); `step_record` makes the trace record.
+(`logits`, then `commit` the ones it keeps); `step_record` makes the trace record. Its interface
+is the bidirectional decoder's (toolkit/samplers/bidirectional.py), so a strategy is one loop.
 """
 from __future__ import annotations
 
 import torch
 
+from toolkit.families.base import seeded_start
 from toolkit.model.backbone import KVCache
+from toolkit.samplers.common import candidates
 from toolkit.sampling import Clock, Step, draw, filter_probs
 
 
@@ -29,6 +32,8 @@ class CausalOrderDecoder:
     def __init__(self, family, net, request, z, order, n_fixed, gen, device):
         self.f, self.net, self.req, self.gen, self.device = family, net, request, gen, device
         self.z, self.order = z, order
+        self.queries = order[:, n_fixed:]                   # positions still masked, in reveal order
+        self.free = z.shape[1] - n_fixed
         self.confidence = (z != family.mask_id).float()
         self.clean_order = order[:, :n_fixed]               # clean positions in reveal order
         self.pending = self.clean_order                     # clean but not yet in the KV cache
@@ -36,6 +41,21 @@ class CausalOrderDecoder:
         self.cache = KVCache() if request.use_cache else None
         self.nfe, self.clock = 0, Clock()
         self.changed = torch.zeros_like(z, dtype=torch.bool)
+
+    @classmethod
+    def start(cls, family, net, request, device):
+        """The seeded start with the fixed positions first, then one random reveal order."""
+        gen, z, fixed = seeded_start(request, family.mask_id, device)
+        order = permuted_order(~fixed, gen).to(device)
+        return cls(family, net, request, z, order, int(fixed[0].sum()), gen, device)
+
+    def masked(self) -> torch.Tensor:
+        """[B, Q]: the positions still to decode, in reveal order."""
+        return self.queries
+
+    def left(self) -> float:
+        """The fraction of the decodable positions still masked."""
+        return self.queries.shape[1] / max(self.free, 1)
 
     def logits(self, queries, sequential=False):
         """Raw logits [B, Q, V] at the positions `queries` [B, Q] (masked), after the clean tokens
@@ -70,6 +90,8 @@ class CausalOrderDecoder:
         self.confidence.scatter_(1, positions, confidence)
         self.clean_order = torch.cat([self.clean_order, positions], 1)
         self.pending = torch.cat([self.pending, positions], 1)
+        keep = ~(self.queries[..., None] == positions[:, None, :]).any(-1)
+        self.queries = self.queries[keep].view(self.queries.shape[0], -1)
 
     def reveal(self, queries, sequential=False):
         """Reveal the positions `queries` [B, Q]: one draw each from the family's SUBS distribution."""
@@ -82,6 +104,24 @@ class CausalOrderDecoder:
         probs = filter_probs(self.f.subs_logits(self.logits(queries, sequential)), self.req.temperature, self.req.top_p)
         new = draw(probs, u)
         self.commit(queries, new, probs.gather(-1, new[..., None]).squeeze(-1))
+
+    def reveal_confident(self, k: int, threshold: float, top_k: int, steps_left: int) -> None:
+        """One confidence step: score every masked position as a query after the clean tokens and reveal
+        the best (k per step, or an even share of `steps_left`), in confidence order. No threshold rule:
+        rows would then hold different numbers of masked queries."""
+        queries = self.queries
+        b, q = queries.shape
+        u = torch.rand(queries.shape, generator=self.gen).to(self.device)
+        ids, conf = candidates(self.f.subs_logits(self.logits(queries)).flatten(0, 1), u.flatten(),
+                               self.req.temperature, self.req.top_p, top_k)
+        ids, conf = ids.view(b, q), conf.view(b, q)
+        count = min(k, q) if k else max(1, -(-q // max(steps_left, 1)))
+        pick = conf.topk(count, dim=1).indices                  # most confident first
+        self.commit(queries.gather(1, pick), ids.gather(1, pick), conf.gather(1, pick))
+
+    def nothing_to_decode(self):
+        """The trace when every position is fixed: no step."""
+        return iter(())
 
     def step_record(self, step, t, s) -> Step:
         return Step(step=step, t=t, s=s, tokens=self.z.clone(), changed=self.changed.clone(),
