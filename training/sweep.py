@@ -39,7 +39,7 @@ from toolkit.resolve import resolve
 from toolkit.scaling.grid import size
 from toolkit.scaling.plan import Plan, Point, make_plan, parse_budget, parse_variant
 from toolkit.trainer import Trainer
-from toolkit.values import parse_overrides, parse_value
+from toolkit.options import coerce as parse_value, parse_overrides
 
 TEMPLATES = Path(__file__).parent / "templates"
 SWEEP_KEYS = {"family", "budgets", "sizes", "out", "parallel", "launcher", "min_steps", "max_epochs",

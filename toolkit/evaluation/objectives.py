@@ -14,6 +14,7 @@ import dataclasses
 import torch
 
 from toolkit.errors import UserError
+from toolkit.options import check
 from toolkit.schedule import EPS, antithetic_times, stratified_times
 
 
@@ -63,7 +64,7 @@ def with_options(family, **changes):
         fam.options = dataclasses.replace(family.options, **changes)
     except TypeError as e:
         raise UserError(f"family {family.name}: {e}") from None
-    fam.options.validate()
+    check(fam.options)
     return fam
 
 
