@@ -39,7 +39,7 @@ from toolkit.resolve import resolve
 from toolkit.scaling.grid import size
 from toolkit.scaling.plan import Plan, Point, make_plan, parse_budget, parse_variant
 from toolkit.trainer import Trainer
-from toolkit.options import coerce as parse_value, parse_overrides
+from toolkit.options import coerce, parse_overrides
 
 TEMPLATES = Path(__file__).parent / "templates"
 SWEEP_KEYS = {"family", "budgets", "sizes", "out", "parallel", "launcher", "min_steps", "max_epochs",
@@ -70,8 +70,8 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     if keys["launcher"] not in ("local", "inline", "slurm", "print"):
         raise UserError(f"launcher must be local, inline, slurm or print (got '{keys['launcher']}')")
     for k in ("parallel", "min_steps", "max_runs", "torchrun"):
-        keys[k] = parse_value(keys[k], int, k)
-    keys["max_epochs"] = parse_value(keys["max_epochs"], float, "max_epochs")
+        keys[k] = coerce(keys[k], int, k)
+    keys["max_epochs"] = coerce(keys["max_epochs"], float, "max_epochs")
     if keys["parallel"] < 1:
         raise UserError(f"parallel must be >= 1 (got {keys['parallel']})")
     return keys, passthrough

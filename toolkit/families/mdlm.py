@@ -12,9 +12,8 @@ from typing import Iterator
 
 import torch
 
-from toolkit.errors import UserError
-from toolkit.options import option
 from toolkit.families.base import MaskedFamily, covered_tokens, register, seeded_start
+from toolkit.options import option
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, time_grid
 
 LOSSES = ("elbo", "low_var")
