@@ -106,6 +106,13 @@ def coerce(raw: Any, typ: Any, key: str) -> Any:
     return raw
 
 
+def require_choice(name: str, value: Any, choices: Iterable) -> None:
+    """The one "NAME must be one of A, B (got 'X')" UserError (a declared option's, or an argument's)."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(map(str, choices))} (got '{value}')")
+
+
 def check(obj, where: str = "") -> None:
     """Raise the one-line UserError for a value outside its declared choices (`where` prefixes the
     name, e.g. 'duo sampling option '), then run the class's own `validate()` if it has one."""
@@ -114,8 +121,7 @@ def check(obj, where: str = "") -> None:
         if spec.choices is None or (value is None and spec.optional):
             continue
         shown = str(value).lower() if isinstance(value, bool) and spec.type is str else value   # old configs: True
-        if shown not in spec.choices:
-            raise UserError(f"{where}{spec.name} must be one of {', '.join(map(str, spec.choices))} (got '{value}')")
+        require_choice(f"{where}{spec.name}", shown, spec.choices)
     own = getattr(obj, "validate", None)
     if own is not None:
         own()
