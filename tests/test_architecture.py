@@ -58,7 +58,7 @@ def test_config_is_a_leaf():
     assert offenders([TOOLKIT / "config.py"], ("toolkit.families", "toolkit.model")) == []
 
 
-@pytest.mark.parametrize("leaf", ["errors.py", "values.py", "presets.py"])
+@pytest.mark.parametrize("leaf", ["errors.py", "options.py", "presets.py"])
 def test_bottom_modules_import_nothing_above_them(leaf):
     mods = {m for _, m in imported_modules(TOOLKIT / leaf) if m.startswith("toolkit")}
     assert all(m == "toolkit.errors" or m.startswith("toolkit.errors.") for m in mods), mods

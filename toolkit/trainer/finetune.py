@@ -16,7 +16,7 @@ from toolkit.checkpoints.rundir import read_config, resolve_path, save_checkpoin
 from toolkit.config import RunConfig
 from toolkit.errors import UserError
 from toolkit.resolve import load_recipe, resolve
-from toolkit.values import parse_overrides
+from toolkit.options import parse_overrides
 
 
 def init_config(name: str, families: list[str]) -> RunConfig:
