@@ -15,8 +15,8 @@ import gradio as gr
 
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
-from toolkit.samplers import SAMPLERS, names, supported
 from toolkit.options import Spec, describe, parse_pairs, parse_spec
+from toolkit.samplers import SAMPLERS, names, supported
 from toolkit.samplers.requests import request_fields
 from toolkit.sampling import SampleRequest
 

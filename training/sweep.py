@@ -22,11 +22,11 @@ from toolkit import faults
 from toolkit.checkpoints import rundir
 from toolkit.data import load_data
 from toolkit.errors import UserError, cli_main
+from toolkit.options import build, describe, option, parse_overrides
 from toolkit.resolve import resolve
 from toolkit.scaling.grid import size
 from toolkit.scaling.plan import Plan, Point, make_plan, parse_budget, parse_variant
 from toolkit.trainer import Trainer
-from toolkit.options import build, describe, option, parse_overrides
 
 TEMPLATES = Path(__file__).parent / "templates"
 REQUIRED = ("family", "budgets", "sizes", "out")

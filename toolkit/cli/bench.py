@@ -18,9 +18,9 @@ from toolkit.bench import report as report_lib
 from toolkit.bench.suite import CPU_SIZES, GPU_SIZES, PARTS, make_plan, run
 from toolkit.bench.train import QUICK_SIZE
 from toolkit.cli.common import ArgParser
-from toolkit.options import parse_pairs
 from toolkit.errors import UserError, cli_main
 from toolkit.families import REGISTRY
+from toolkit.options import parse_pairs
 from toolkit.resolve import resolve
 
 

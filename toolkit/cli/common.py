@@ -8,8 +8,8 @@ import torch
 
 from toolkit.checkpoints import load
 from toolkit.errors import UserError
-from toolkit.samplers import DEFAULT as DEFAULT_STRATEGY, names as strategy_names
 from toolkit.options import parse_pairs
+from toolkit.samplers import DEFAULT as DEFAULT_STRATEGY, names as strategy_names
 
 
 def parse_options(items: list[str]) -> dict[str, str]:
