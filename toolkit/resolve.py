@@ -84,16 +84,27 @@ def load_recipe(path: str) -> list[tuple[str, str]]:
             for k, v in data.items()]
 
 
+def config_for(family: str) -> RunConfig:
+    """A RunConfig of `family` with every setting at its default: a program sets its fields and
+    calls `validate` (`resolve` is for `key=value` text: command lines, recipes, user input)."""
+    return RunConfig(family=family, options=get_family(family).Options())
+
+
 def resolve(args: list[str] | None = None, base: RunConfig | None = None) -> RunConfig:
-    """Build a RunConfig from `key=value` strings (recipes first, then the command line)."""
+    """Build a RunConfig from `key=value` strings (recipes first, then the command line).
+
+    `init=CKPT` (fine-tuning; on the command line or in a recipe) makes the checkpoint's config the
+    base (`init_base`) instead of the defaults; every other `key=value` still overrides it.
+    """
     pairs = parse_overrides(args or [], "each setting")
     expanded: list[tuple[str, str]] = []
     for k, v in pairs:
         expanded.extend(load_recipe(v) if k == "config" else [(k, v)])
-    family = base.family if base else RunConfig.family
-    for k, v in expanded:
-        if k == "family":
-            family = v
+    families = [v for k, v in expanded if k == "family"]
+    inits = [v for k, v in expanded if k in ("init", "train.init")]
+    if base is None and inits and inits[-1]:
+        base = init_base(inits[-1], families[-1] if families else None)
+    family = families[-1] if families else base.family if base else RunConfig.family
     fam = get_family(family)  # raises UserError on an unknown name
     cfg = base or RunConfig()
     if cfg.options is None or cfg.family != family:
@@ -106,6 +117,24 @@ def resolve(args: list[str] | None = None, base: RunConfig | None = None) -> Run
             continue
         set_key(cfg, k, v)
     validate(cfg)
+    return cfg
+
+
+def init_base(name: str, family: str | None = None) -> RunConfig:
+    """The base config of a run fine-tuned from checkpoint `name` (a run, a checkpoint directory,
+    an embedded model): its family, options, architecture, tokenizer, special tokens and seq_len;
+    the optimisation and training settings start from their defaults."""
+    # deferred: toolkit.checkpoints imports this module (it reads saved configs with config_from_dict)
+    from toolkit.checkpoints.rundir import read_config, resolve_path, tokenizer_file
+    ckpt = resolve_path(name)
+    old, meta = read_config(ckpt)
+    if family is not None and family != old.family:
+        raise UserError(f"init={name} is a {old.family} checkpoint: family={family} cannot change that")
+    cfg = RunConfig(family=old.family, options=old.options, model=old.model)
+    cfg.data.tokenizer = str(tokenizer_file(ckpt, meta))
+    cfg.data.eos_token, cfg.data.mask_token = old.data.eos_token, old.data.mask_token
+    cfg.data.seq_len = old.data.seq_len
+    cfg.train.init = name
     return cfg
 
 
