@@ -87,7 +87,6 @@ def train_throughput(family: str, size: Size, precision: str, device: torch.devi
 
         def one_step():
             trainer.train_step()
-            trainer.step += 1
 
         reset_peak_memory(device)
         seconds = best_seconds(one_step, device, warmup=3 if compile_ else 2, repeats=repeats, budget_s=budget_s)
