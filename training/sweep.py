@@ -22,7 +22,7 @@ from toolkit import faults
 from toolkit.checkpoints import rundir
 from toolkit.data import load_data
 from toolkit.errors import UserError, cli_main
-from toolkit.options import build, describe, option, parse_overrides
+from toolkit.options import build, describe, option, parse_overrides, parse_pair
 from toolkit.resolve import resolve
 from toolkit.scaling.grid import size
 from toolkit.scaling.plan import Plan, Point, make_plan, parse_budget, parse_variant
@@ -102,7 +102,7 @@ def build_plan(keys: dict, passthrough: list[str]) -> tuple[Plan, dict]:
     data = load_data(cfg.data)
     info = {"vocab_size": data.tokenizer.get_vocab_size(), "train_tokens": int(data.train.numel()),
             "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len}
-    extra = [p for p in passthrough if p.split("=", 1)[0] not in ("batch_size", "seq_len", "train.batch_size",
+    extra = [p for p in passthrough if parse_pair(p)[0] not in ("batch_size", "seq_len", "train.batch_size",
                                                                    "data.seq_len")]
     plan = make_plan(variants, budgets, sizes, batch_size=info["batch_size"], seq_len=info["seq_len"],
                      vocab_size=info["vocab_size"], train_tokens=info["train_tokens"], extra=extra,
@@ -190,7 +190,7 @@ def run_local(plan: Plan, keys: dict, runs: dict[str, Path]) -> list[str]:
         if status == "finished":
             continue
         args = run_args(p, run)
-        if keys["parallel"] > 1 and not any(a.split("=", 1)[0] in ("threads", "train.threads") for a in args):
+        if keys["parallel"] > 1 and not any(parse_pair(a)[0] in ("threads", "train.threads") for a in args):
             args.append("threads=1")
         claim(run, args)
         if status == "stale":   # died before its first checkpoint: nothing to resume from
