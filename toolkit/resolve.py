@@ -2,8 +2,10 @@
 
 Keys may be dotted (`optim.lr=1e-3`) or bare when unique (`lr=1e-3`, `loss=low_var`);
 `family=` picks the family (its options become keys), `model=` a size preset, and
-`config=FILE.yaml` reads a recipe whose keys are applied before the command line's.
+`config=FILE.yaml` reads a recipe whose keys are applied before the command line's, and
+`init=CKPT` starts from a checkpoint's config instead of the defaults (fine-tuning).
 It sits above toolkit/families/ because a family's options dataclass comes from the registry.
+Programs that build a config themselves start from `config_for` and call `validate`.
 """
 from __future__ import annotations
 
