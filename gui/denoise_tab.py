@@ -1,7 +1,7 @@
 """The "Denoise" tab: every selected model samples from the same prompt and seed, step by step, side
 by side; then the trace can be scrubbed and downloaded. Also the `denoise` API endpoint.
 
-Everything family-specific comes from the models (`Family.sampling_options` for the controls, the
+Everything family-specific comes from the models (the declared `Family.SamplingOptions` for the controls, the
 Step trace for the view); nothing here looks at a family's name.
 """
 from __future__ import annotations
@@ -16,35 +16,18 @@ from pathlib import Path
 import gradio as gr
 
 from toolkit.errors import UserError
-from toolkit.families import REGISTRY
 
 from gui import render
 from gui.live import (MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, number, start, trace_json,
                       whole_number)
 from gui.models import ModelRegistry
 from gui.policy import AccessPolicy, client_of
-from gui.strategies import SAMPLER_KEY, SAMPLER_OPTIONS_KEY, options_from_api, sampler_controls
+from gui.strategies import SAMPLER_KEY, SAMPLER_OPTIONS_KEY, family_option_controls, options_from_api, sampler_controls
 
 DEFAULT_PROMPT = "It is a truth universally acknowledged"
 FRAME_SECONDS = 0.08        # at most ~12 screen updates a second while sampling
 DEFAULT_DELAY_MS, MAX_DELAY_MS = 25, 500
 TRACE_DIR = Path(tempfile.gettempdir()) / "dlm-gui-traces"
-
-
-def option_controls() -> list[tuple[str, str, gr.components.Component]]:
-    """One control per (family, sampling option) of every registered family."""
-    controls = []
-    for fam_name, fam in sorted(REGISTRY.items()):
-        for opt, (default, help_text) in fam.sampling_options.items():
-            label = f"{fam_name}: {opt}"
-            if isinstance(default, bool):
-                comp = gr.Checkbox(value=default, label=label, info=help_text)
-            elif isinstance(default, (int, float)):
-                comp = gr.Number(value=default, label=label, info=help_text)
-            else:   # no fixed default: blank means the checkpoint's own value
-                comp = gr.Textbox(value="", label=label, info=help_text, placeholder="checkpoint default")
-            controls.append((fam_name, opt, comp))
-    return controls
 
 
 def settings_from(prompt, length, steps, temperature, top_p, seed, option_keys, option_values) -> Settings:
@@ -134,7 +117,7 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
                                   "off: this app is shared (the operator can allow folders)")
                 add = gr.Button("Load", scale=1, size="sm", interactive=policy.paths_enabled)
             with gr.Accordion("Family options", open=False):
-                controls = option_controls()
+                controls = family_option_controls()
             with gr.Accordion("Decoding strategy (per family)", open=False):
                 controls += sampler_controls()
         # the scrubber sits above the panels, so it stays under the pointer whatever height they take
@@ -231,4 +214,4 @@ def denoise_endpoint(registry: ModelRegistry, policy: AccessPolicy | None = None
     return denoise
 
 
-__all__ = ["denoise_tab", "denoise_endpoint", "option_controls", "MAX_LENGTH"]
+__all__ = ["denoise_tab", "denoise_endpoint", "MAX_LENGTH"]

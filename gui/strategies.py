@@ -1,4 +1,8 @@
-"""Per-family decoding-strategy controls (toolkit/samplers/) and their reading into a request.
+"""Per-family option and decoding-strategy controls, and their reading into a request.
+
+Every control is built from an option's declaration (toolkit/options.py: type, default, choices,
+help): a family's `SamplingOptions` become one control each; a strategy's `Options` are listed
+beside its options box.
 
 The choice travels with the family options (`Settings.options[family]`) under two reserved keys,
 so the app passes it through like any other option; toolkit/samplers/requests.py routes each
@@ -11,10 +15,10 @@ import gradio as gr
 
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
+from toolkit.options import Spec, describe, parse_pairs, parse_spec
 from toolkit.samplers import SAMPLERS, names, supported
-from toolkit.samplers.requests import parse_spec, request_fields
+from toolkit.samplers.requests import request_fields
 from toolkit.sampling import SampleRequest
-from toolkit.values import parse_options
 
 SAMPLER_KEY, SAMPLER_OPTIONS_KEY = "sampler", "sampler_options"
 DEFAULT_STRATEGY = SampleRequest.sampler      # what a request runs when it names no strategy
@@ -24,6 +28,34 @@ def default_strategy(family) -> str:
     """The strategy a request gets when none is chosen (the registry's default if the family has it)."""
     offered = supported(family)
     return DEFAULT_STRATEGY if DEFAULT_STRATEGY in offered else offered[0]
+
+
+def control(spec: Spec, label: str) -> gr.components.Component:
+    """The control for one declared option: a checkbox, a menu of its choices, a number, or a text
+    box; blank (an option whose default is None) means the checkpoint's own value."""
+    if spec.type is bool and spec.default is not None:
+        return gr.Checkbox(value=spec.default, label=label, info=spec.help)
+    if spec.choices:   # custom values pass, so a bad one is the panel's message, as from the CLI
+        return gr.Dropdown(list(spec.choices), value=spec.default, label=label, info=spec.help, allow_custom_value=True)
+    if spec.type in (int, float) and spec.default is not None:
+        return gr.Number(value=spec.default, label=label, info=spec.help, precision=0 if spec.type is int else None)
+    hint = "checkpoint default" if spec.default is None else f"default: {spec.default}"
+    return gr.Textbox(value="", label=label, info=spec.help, placeholder=hint)
+
+
+def family_option_controls() -> list[tuple[str, str, gr.components.Component]]:
+    """One control per (family, declared sampling option) of every registered family."""
+    return [(fam_name, spec.name, control(spec, f"{fam_name}: {spec.name}"))
+            for fam_name, fam in sorted(REGISTRY.items()) for spec in describe(fam.SamplingOptions)]
+
+
+def strategy_options_hint(offered) -> tuple[str, str]:
+    """(placeholder, info) of a strategy-options box: the offered strategies' declared options."""
+    declared = [(n, describe(SAMPLERS[n].Options)) for n in offered]
+    first = next((specs for _, specs in declared if specs), [])
+    example = ", ".join(f"{s.name}={s.default}" for s in first[:2])
+    listed = "; ".join(f"{n}: " + ", ".join(f"{s.name}={s.default}" for s in specs) for n, specs in declared if specs)
+    return (f"e.g. {example}" if example else ""), f"KEY=VALUE pairs (commas or spaces). {listed}"
 
 
 def sampler_controls() -> list[tuple[str, str, gr.components.Component]]:
@@ -37,17 +69,10 @@ def sampler_controls() -> list[tuple[str, str, gr.components.Component]]:
         controls.append((fam_name, SAMPLER_KEY, gr.Dropdown(offered, value=default_strategy(fam),
                                                             label=f"{fam_name}: strategy", info=info,
                                                             elem_id=f"sampler-{fam_name}")))
+        placeholder, hint = strategy_options_hint(offered)
         controls.append((fam_name, SAMPLER_OPTIONS_KEY,
-                         gr.Textbox("", label=f"{fam_name}: strategy options", placeholder="e.g. k=4, threshold=0.9",
-                                    info="KEY=VALUE pairs; `python -m toolkit.sample mdlm --sampler list` lists them")))
+                         gr.Textbox("", label=f"{fam_name}: strategy options", placeholder=placeholder, info=hint)))
     return controls
-
-
-def parse_pairs(text) -> dict:
-    """'k=4, threshold=0.9' (commas or spaces), or already a dict -> {'k': '4', 'threshold': '0.9'}."""
-    if isinstance(text, dict):
-        return dict(text)
-    return parse_options(str(text or "").replace(",", " ").split(), flag="strategy options")
 
 
 def strategy_request(family, raw: dict) -> dict:
@@ -55,7 +80,7 @@ def strategy_request(family, raw: dict) -> dict:
     blanks mean 'the checkpoint default'; the rest is routed by toolkit/samplers/requests.py."""
     raw = {k: v for k, v in (raw or {}).items() if v is not None and v != ""}
     name = raw.pop(SAMPLER_KEY, None) or default_strategy(family)
-    pairs = parse_pairs(raw.pop(SAMPLER_OPTIONS_KEY, ""))
+    pairs = parse_pairs(raw.pop(SAMPLER_OPTIONS_KEY, ""), "strategy options")
     clash = set(pairs) & set(raw)
     if clash:
         raise UserError(f"option {sorted(clash)[0]} is given twice (as a family and a strategy option)")

@@ -58,7 +58,7 @@ def test_config_is_a_leaf():
     assert offenders([TOOLKIT / "config.py"], ("toolkit.families", "toolkit.model")) == []
 
 
-@pytest.mark.parametrize("leaf", ["errors.py", "values.py", "presets.py"])
+@pytest.mark.parametrize("leaf", ["errors.py", "options.py", "presets.py"])
 def test_bottom_modules_import_nothing_above_them(leaf):
     mods = {m for _, m in imported_modules(TOOLKIT / leaf) if m.startswith("toolkit")}
     assert all(m == "toolkit.errors" or m.startswith("toolkit.errors.") for m in mods), mods
@@ -177,3 +177,32 @@ def test_no_strategy_name_in_the_gui():
     pytest.importorskip("gradio")
     from toolkit.samplers import SAMPLERS
     assert string_literals(sorted((ROOT / "gui").rglob("*.py")), set(SAMPLERS)) == []
+
+
+def option_dataclasses() -> dict[str, type]:
+    """Every dataclass of user-settable options: the run config's sections, each family's training
+    and sampling options, each strategy's options, the sweep's keys."""
+    from toolkit.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from toolkit.samplers import SAMPLERS
+    from training.sweep import SweepKeys
+    out = {c.__name__: c for c in (ModelConfig, DataConfig, OptimConfig, TrainConfig, SweepKeys)}
+    for name, fam in REGISTRY.items():
+        out[f"{name}.Options"], out[f"{name}.SamplingOptions"] = fam.Options, fam.SamplingOptions
+    out.update({f"sampler {name}": s.Options for name, s in SAMPLERS.items()})
+    return out
+
+
+def test_every_option_is_declared_with_option():
+    """One declaration per option (toolkit/options.py): help, choices and CLI/GUI text come from it,
+    so a plain field (or a help text in a trailing comment) would be invisible to all of them."""
+    import dataclasses
+    plain = [f"{owner}.{f.name}" for owner, cls in option_dataclasses().items()
+             for f in dataclasses.fields(cls) if "choices" not in f.metadata]
+    assert plain == []
+
+
+def test_the_choices_error_is_written_once():
+    """'NAME must be one of ...' comes from toolkit/options.py (declared choices or require_choice)."""
+    files = sorted(TOOLKIT.rglob("*.py")) + sorted((ROOT / "gui").rglob("*.py")) + sorted((ROOT / "training").rglob("*.py"))
+    assert [str(f.relative_to(ROOT)) for f in files
+            if "must be one of" in f.read_text() and f != TOOLKIT / "options.py"] == []

@@ -181,7 +181,7 @@ def test_compile_auto_is_off_on_a_cpu_and_explicit_values_pass():
     assert hardware.resolve_compile("true", "cpu") is True and hardware.resolve_compile("false", "cpu") is False
     assert hardware.resolve_compile(False, "cpu") is False   # configs saved when compile was a bool
     from toolkit.resolve import resolve
-    with pytest.raises(UserError, match="compile must be auto, true or false"):
+    with pytest.raises(UserError, match="compile must be one of auto, true, false"):
         resolve(["compile=maybe"])
 
 

@@ -146,7 +146,7 @@ def test_a_nan_on_one_fsdp_rank_skips_the_step_on_every_rank(tmp_path):
         "loss_fn = tr.family.loss\n"
         "def loss(*a, **k):\n"
         "    v = loss_fn(*a, **k)\n"
-        "    return v * float('nan') if tr.step + 1 == 2 and tr.dist.rank == tr.dist.world - 1 else v\n"
+        "    return v * float('nan') if tr.state.step + 1 == 2 and tr.dist.rank == tr.dist.world - 1 else v\n"
         "tr.family.loss = loss\n"
         "tr.fit()\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -126,7 +126,7 @@ def _poison(trainer, at_step: int):
 
     def loss(model, x0, t, g):
         value = loss_fn(model, x0, t, g)
-        return value * float("nan") if trainer.step + 1 == at_step else value
+        return value * float("nan") if trainer.state.step + 1 == at_step else value
     trainer.family.loss = loss
 
 
@@ -140,7 +140,7 @@ def test_nonfinite_stops_and_keeps_the_last_good_checkpoint(tmp_path, where):
     if where == "gradient":   # a finite loss whose gradient is NaN
         hook_step = 5
         p = next(trainer.net.parameters())
-        p.register_hook(lambda g: g * float("nan") if trainer.step + 1 == hook_step else g)
+        p.register_hook(lambda g: g * float("nan") if trainer.state.step + 1 == hook_step else g)
     else:
         _poison(trainer, 5)
     with pytest.raises(UserError, match=f"non-finite {where} at step 5.*last good checkpoint \\(step 4\\)"):

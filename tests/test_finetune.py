@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from toolkit.trainer.finetune import resolve_run
+from toolkit.resolve import resolve
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 from toolkit.sampling import SampleRequest
@@ -128,7 +128,7 @@ def arith_pairs(tmp_path, n=120):
 
 
 def finetune_cfg(tmp_path, data, *extra):
-    return resolve_run(["format=pairs", f"data={data}", "seq_len=48", "batch_size=4", "max_steps=4", "eval_every=2",
+    return resolve(["format=pairs", f"data={data}", "seq_len=48", "batch_size=4", "max_steps=4", "eval_every=2",
                     "eval_batches=2", "log_every=2", "save_every=2", "progress=false", f"out={tmp_path / 'ft'}", *extra])
 
 

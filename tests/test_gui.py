@@ -18,6 +18,7 @@ from gui.live import MAX_STEPS, Settings, check_settings, interleave, start, tra
 from gui.models import ModelRegistry, embedded_names
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
+from toolkit.options import describe
 from toolkit.sampling import SampleRequest
 
 FAMILIES = ("ar", "mdlm", "duo", "esolm")
@@ -106,10 +107,10 @@ def test_family_option_error_stays_in_its_panel(registry):
 def test_option_controls_come_from_sampling_options():
     import gradio as gr
 
-    from gui.denoise_tab import option_controls
+    from gui.strategies import family_option_controls
     with gr.Blocks():
-        controls = option_controls()
-    expected = {(f, o) for f, fam in REGISTRY.items() for o in fam.sampling_options}
+        controls = family_option_controls()
+    expected = {(f, s.name) for f, fam in REGISTRY.items() for s in describe(fam.SamplingOptions)}
     assert {(f, o) for f, o, _ in controls} == expected
 
 

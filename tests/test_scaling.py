@@ -203,7 +203,7 @@ def test_sweep_interrupted_then_restarted_skips_finished_runs(tmp_path, capsys):
     real_step = trainer.train_step
 
     def dying_step():
-        if trainer.step == 2:
+        if trainer.state.step == 2:
             raise KeyboardInterrupt
         return real_step()
 

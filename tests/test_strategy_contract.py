@@ -13,14 +13,15 @@ import toolkit
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 from toolkit.families.base import MaskedFamily
-from toolkit.samplers import SAMPLERS, Sampler, opt, register, supported
+from toolkit.options import option
+from toolkit.samplers import SAMPLERS, Sampler, register, supported
 from toolkit.sampling import SampleRequest
 
 
 # --- the worked example of docs/architecture.md, verbatim in spirit --------------------------
 @dataclass
 class CoolOptions:
-    scale: float = opt(0.5, "multiply the temperature by this")
+    scale: float = option(0.5, "multiply the temperature by this")
 
     def validate(self) -> None:
         if self.scale < 0:

@@ -15,7 +15,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from toolkit.errors import UserError
 from toolkit.resolve import resolve
 from toolkit.trainer import Trainer
-from toolkit.trainer import checkpointing
 
 RUN = ["family=mdlm", "model=cpu-4xs", "seq_len=32", "batch_size=4", "lr=3e-3", "eval_batches=1",
        "progress=false", "keep_best=false", "keep_last=1", "threads=1", "device=cpu"]
@@ -31,7 +30,7 @@ def _poison(trainer, at_step: int):
 
     def loss(*args, **kwargs):
         value = loss_fn(*args, **kwargs)
-        return value * float("nan") if trainer.step + 1 == at_step else value
+        return value * float("nan") if trainer.state.step + 1 == at_step else value
     trainer.family.loss = loss
 
 
@@ -98,12 +97,11 @@ def test_the_detector_sees_every_kind_of_host_read():
 
 def _allow_at_checkpoints(trainer, monkeypatch, detector):
     """Let `detector` see every step but not the log/eval/save points, where reading is the point."""
-    for name in ("start", "validate", "save"):
+    for name in ("start", "validate", "save", "save_best"):
         setattr(trainer, name, detector.allow(getattr(trainer, name)))
     trainer.guard.check = detector.allow(trainer.guard.check)
     trainer.dist.wait = detector.allow(trainer.dist.wait)
-    trainer.window.record = detector.allow(trainer.window.record)
-    monkeypatch.setattr(checkpointing, "save_best", detector.allow(checkpointing.save_best))
+    trainer.state.window.record = detector.allow(trainer.state.window.record)
     return detector
 
 
@@ -151,7 +149,7 @@ def test_cuda_steps_between_log_points_never_synchronize(tmp_path, monkeypatch, 
         trainer.fit()
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    assert trainer.step == 5
+    assert trainer.state.step == 5
 
 
 # -- fused AdamW's found_inf --------------------------------------------------------------------------
@@ -196,7 +194,6 @@ def test_fused_adamw_matches_the_unfused_one(tmp_path):
     start = _weights_of(twin)
     for _ in range(6):
         tr.train_step()
-        tr.step += 1
     a, b = _weights(tr), _weights_of(twin)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
     assert min((start[k] - b[k]).abs().max().item() for k in a if k in dict(twin.named_parameters())) > 1e-4
@@ -210,7 +207,7 @@ def test_a_run_saved_by_unfused_adamw_resumes_fused(tmp_path):
     old.fit()
     resumed = _trainer(tmp_path / "run", "max_steps=4", "resume=true")
     resumed.fit()
-    assert resumed.step == 4 and all(g["fused"] for g in resumed.opt.param_groups)
+    assert resumed.state.step == 4 and all(g["fused"] for g in resumed.opt.param_groups)
     assert all(float(s["step"]) == 4 for s in resumed.opt.state.values())
 
 
@@ -220,7 +217,6 @@ def _run_steps(trainer, n: int) -> list[dict]:
     seen = [_weights(trainer)]
     for _ in range(n):
         trainer.train_step()
-        trainer.step += 1
         seen.append(_weights(trainer))
     return seen
 
@@ -232,11 +228,11 @@ def test_skip_drops_only_the_bad_update(tmp_path, capsys):
     assert [_same(seen[i], seen[i + 1]) for i in range(5)] == [False, False, True, False, False]
     state = trainer.opt.state_dict()["state"]
     assert all(float(s["step"]) == 4 for s in state.values())   # the skipped step is not counted
-    trainer.guard.check(trainer)
-    assert trainer.skipped == 1
+    trainer.check_nonfinite()
+    assert trainer.state.skipped == 1
     assert "non-finite loss at step 3: skipped (1 so far)" in capsys.readouterr().err
-    trainer.guard.check(trainer)   # read once: the next check has nothing new
-    assert trainer.skipped == 1
+    trainer.check_nonfinite()   # read once: the next check has nothing new
+    assert trainer.state.skipped == 1
 
 
 def test_stop_keeps_the_last_good_weights_until_the_check(tmp_path):
@@ -247,7 +243,7 @@ def test_stop_keeps_the_last_good_weights_until_the_check(tmp_path):
     assert all(_same(seen[2], w) for w in seen[3:])   # sticky: steps 3, 4 and 5 change nothing
     assert all(float(s["step"]) == 2 for s in trainer.opt.state_dict()["state"].values())
     with pytest.raises(UserError, match="non-finite loss at step 3: run stopped; no checkpoint was written yet"):
-        trainer.guard.check(trainer)
+        trainer.check_nonfinite()
 
 
 def test_an_optimizer_without_found_inf_still_skips(tmp_path):
@@ -266,7 +262,7 @@ def test_stop_is_checked_before_a_checkpoint_is_written(tmp_path):
     _poison(trainer, 3)
     with pytest.raises(UserError, match=r"non-finite loss at step 3: .*last good checkpoint \(step 2\)"):
         trainer.fit()
-    assert trainer.step == 4
+    assert trainer.state.step == 4
     ckpt = tmp_path / "run" / "checkpoint"
     assert json.loads((ckpt / "config.json").read_text())["step"] == 2
     on_disk = load_file(ckpt / "model.safetensors")

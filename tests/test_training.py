@@ -80,7 +80,7 @@ def run_cli(*args, cwd=ROOT):
     (["family=esolm", "alpha_0=1.5"], "alpha_0"),
     (["family=mdlm", "loss=foo"], "loss must be"),
     (["batch_size=abc"], "expected int"),
-    (["novalue"], "key=value"),
+    (["novalue"], "KEY=VALUE"),
 ])
 def test_bad_input_is_one_line(args, needle, tmp_path):
     extra = [] if any(a.startswith("max_steps") for a in args) else ["max_steps=1"]

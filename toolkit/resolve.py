@@ -2,8 +2,10 @@
 
 Keys may be dotted (`optim.lr=1e-3`) or bare when unique (`lr=1e-3`, `loss=low_var`);
 `family=` picks the family (its options become keys), `model=` a size preset, and
-`config=FILE.yaml` reads a recipe whose keys are applied before the command line's.
+`config=FILE.yaml` reads a recipe whose keys are applied before the command line's, and
+`init=CKPT` starts from a checkpoint's config instead of the defaults (fine-tuning).
 It sits above toolkit/families/ because a family's options dataclass comes from the registry.
+Programs that build a config themselves start from `config_for` and call `validate`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any
 from toolkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from toolkit.errors import UserError
 from toolkit.families import get_family
-from toolkit.values import parse_overrides, parse_value
+from toolkit.options import check, coerce, parse_overrides
 
 
 # keys whose type changed: a config saved before holds the old type, read as the new one
@@ -84,16 +86,27 @@ def load_recipe(path: str) -> list[tuple[str, str]]:
             for k, v in data.items()]
 
 
+def config_for(family: str) -> RunConfig:
+    """A RunConfig of `family` with every setting at its default: a program sets its fields and
+    calls `validate` (`resolve` is for `key=value` text: command lines, recipes, user input)."""
+    return RunConfig(family=family, options=get_family(family).Options())
+
+
 def resolve(args: list[str] | None = None, base: RunConfig | None = None) -> RunConfig:
-    """Build a RunConfig from `key=value` strings (recipes first, then the command line)."""
-    pairs = parse_overrides(args or [])
+    """Build a RunConfig from `key=value` strings (recipes first, then the command line).
+
+    `init=CKPT` (fine-tuning; on the command line or in a recipe) makes the checkpoint's config the
+    base (`init_base`) instead of the defaults; every other `key=value` still overrides it.
+    """
+    pairs = parse_overrides(args or [], "each setting")
     expanded: list[tuple[str, str]] = []
     for k, v in pairs:
         expanded.extend(load_recipe(v) if k == "config" else [(k, v)])
-    family = base.family if base else RunConfig.family
-    for k, v in expanded:
-        if k == "family":
-            family = v
+    families = [v for k, v in expanded if k == "family"]
+    inits = [v for k, v in expanded if k in ("init", "train.init")]
+    if base is None and inits and inits[-1]:
+        base = init_base(inits[-1], families[-1] if families else None)
+    family = families[-1] if families else base.family if base else RunConfig.family
     fam = get_family(family)  # raises UserError on an unknown name
     cfg = base or RunConfig()
     if cfg.options is None or cfg.family != family:
@@ -106,6 +119,24 @@ def resolve(args: list[str] | None = None, base: RunConfig | None = None) -> Run
             continue
         set_key(cfg, k, v)
     validate(cfg)
+    return cfg
+
+
+def init_base(name: str, family: str | None = None) -> RunConfig:
+    """The base config of a run fine-tuned from checkpoint `name` (a run, a checkpoint directory,
+    an embedded model): its family, options, architecture, tokenizer, special tokens and seq_len;
+    the optimisation and training settings start from their defaults."""
+    # deferred: toolkit.checkpoints imports this module (it reads saved configs with config_from_dict)
+    from toolkit.checkpoints.rundir import read_config, resolve_path, tokenizer_file
+    ckpt = resolve_path(name)
+    old, meta = read_config(ckpt)
+    if family is not None and family != old.family:
+        raise UserError(f"init={name} is a {old.family} checkpoint: family={family} cannot change that")
+    cfg = RunConfig(family=old.family, options=old.options, model=old.model)
+    cfg.data.tokenizer = str(tokenizer_file(ckpt, meta))
+    cfg.data.eos_token, cfg.data.mask_token = old.data.eos_token, old.data.mask_token
+    cfg.data.seq_len = old.data.seq_len
+    cfg.train.init = name
     return cfg
 
 
@@ -127,7 +158,7 @@ def set_key(cfg: RunConfig, key: str, raw: str) -> None:
     if len(hits) > 1:
         raise UserError(f"ambiguous key '{key}': use one of {', '.join(f'{s}.{name}' for s, _ in hits)}")
     section, obj = hits[0]
-    setattr(obj, name, parse_value(raw, field_types(obj)[name], key))
+    setattr(obj, name, coerce(raw, field_types(obj)[name], key))
 
 
 MAX_STEPS = 10 ** 9   # beyond this a step count is a typo, not a plan
@@ -140,7 +171,6 @@ def validate(cfg: RunConfig) -> None:
         (t.max_steps <= MAX_STEPS, f"max_steps must be at most {MAX_STEPS:.0e} (got {t.max_steps})"),
         (t.stop_at >= 0, f"stop_at must be >= 0 (0: run to max_steps; got {t.stop_at})"),
         (t.keep_last >= 1, f"keep_last must be >= 1 (got {t.keep_last})"),
-        (t.on_nonfinite in ("stop", "skip"), f"on_nonfinite must be stop or skip (got '{t.on_nonfinite}')"),
         (t.resume + t.overwrite < 2, "resume=true and overwrite=true contradict each other: pick one"),
         (t.batch_size > 0, f"batch_size must be > 0 (got {t.batch_size})"),
         (t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
@@ -153,13 +183,6 @@ def validate(cfg: RunConfig) -> None:
          "n_layers, d_model, n_heads, cond_dim and mlp_ratio must be > 0"),
         (m.n_heads > 0 and m.d_model % m.n_heads == 0 and (m.d_model // m.n_heads) % 2 == 0,
          f"d_model ({m.d_model}) must split into n_heads ({m.n_heads}) heads of even size"),
-        (m.attention in ("auto", "sdpa", "xformers", "math"),
-         f"attention must be auto, sdpa, xformers or math (got '{m.attention}')"),
-        (t.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32 (got '{t.precision}')"),
-        (m.head_rows in ("selected", "all"), f"head_rows must be selected or all (got '{m.head_rows}')"),
-        (str(m.fused_head).lower() in ("auto", "true", "false"), f"fused_head must be auto, true or false (got '{m.fused_head}')"),
-        (str(t.compile).lower() in ("auto", "true", "false"), f"compile must be auto, true or false (got '{t.compile}')"),
-        (d.format in ("text", "pairs"), f"format must be text or pairs (got '{d.format}')"),
         (t.lora_rank >= 0, f"lora_rank must be >= 0 (got {t.lora_rank})"),
         (t.log_every > 0 and t.eval_every > 0 and t.save_every > 0 and t.eval_batches > 0,
          "log_every, eval_every, save_every and eval_batches must be > 0"),
@@ -171,7 +194,8 @@ def validate(cfg: RunConfig) -> None:
         for k, v in (dataclasses.asdict(section).items() if dataclasses.is_dataclass(section) else ()):
             if isinstance(v, float) and not math.isfinite(v):
                 raise UserError(f"{k} must be a finite number (got {v})")
+    for section in (m, d, o, t):
+        check(section)   # declared choices (toolkit/config.py)
     m.max_seq_len = max(m.max_seq_len, d.seq_len)
-    validate_options = getattr(cfg.options, "validate", None)
-    if validate_options:
-        validate_options()
+    if cfg.options is not None:
+        check(cfg.options)   # the family's declared choices and its own validate()

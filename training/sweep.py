@@ -5,24 +5,11 @@ ordinary `python -m training.train ... out=<sweep>/runs/<variant>/<size>_C<budge
 Re-running the same command skips finished runs and resumes interrupted ones, so a sweep can be
 stopped at any time. It writes plan.csv, commands.txt, launch.sh (plain bash, one run a line) and
 slurm_array.sh (one array task per run), then results.csv once runs finish.
-
-Sweep keys (everything else is passed to every run, e.g. lr=2e-3 threads=1 data=austen):
-  family=V,V,...    variants: family[:option=value...], e.g. mdlm, mdlm:loss=low_var, esolm:alpha_0=0.5
-  budgets=C,C,...   training FLOPs per run (paper accounting: 3 x forward, attention excluded)
-  sizes=S,S,...     presets (cpu-xxs .. cpu-xxl, 6M .. 2121M)
-  out=DIR           the sweep folder
-  parallel=N        local processes at once (default 1); with N > 1 runs get threads=1 unless given
-  launcher=local|inline|slurm|print   run here as processes; run here inside this Python process
-                    (notebooks, tests); write and sbatch the array script; or only write scripts and
-                    collect what has finished (default local)
-  min_steps=K       leave out points with fewer steps (default 1); max_epochs=E likewise for epochs
-  max_runs=K        start at most K runs in this invocation (the rest wait for the next one)
-  torchrun=N        launch each run with torchrun --standalone --nproc_per_node=N
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import shlex
 import shutil
@@ -35,15 +22,39 @@ from toolkit import faults
 from toolkit.checkpoints import rundir
 from toolkit.data import load_data
 from toolkit.errors import UserError, cli_main
+from toolkit.options import build, describe, option, parse_overrides, parse_pair
 from toolkit.resolve import resolve
 from toolkit.scaling.grid import size
 from toolkit.scaling.plan import Plan, Point, make_plan, parse_budget, parse_variant
 from toolkit.trainer import Trainer
-from toolkit.values import parse_overrides, parse_value
 
 TEMPLATES = Path(__file__).parent / "templates"
-SWEEP_KEYS = {"family", "budgets", "sizes", "out", "parallel", "launcher", "min_steps", "max_epochs",
-              "max_runs", "torchrun"}
+REQUIRED = ("family", "budgets", "sizes", "out")
+
+
+@dataclasses.dataclass
+class SweepKeys:
+    """The sweep's own keys (everything else is passed to every run, e.g. lr=2e-3 threads=1 data=austen)."""
+    family: str = option("", "V,V,...: variants family[:option=value...], e.g. mdlm, mdlm:loss=low_var,"
+                             " esolm:alpha_0=0.5")
+    budgets: str = option("", "C,C,...: training FLOPs per run (paper accounting: 3 x forward, attention excluded)")
+    sizes: str = option("", "S,S,...: presets (cpu-xxs .. cpu-xxl, 6M .. 2121M)")
+    out: str = option("", "the sweep folder")
+    parallel: int = option(1, "local processes at once; with more than 1, runs get threads=1 unless given")
+    launcher: str = option("local", "run here as processes; run here inside this Python process (notebooks, tests);"
+                                    " write and sbatch the array script; or only write scripts and collect what has"
+                                    " finished", ("local", "inline", "slurm", "print"))
+    min_steps: int = option(1, "leave out points with fewer steps")
+    max_epochs: float = option(float("inf"), "leave out points with more epochs")
+    max_runs: int = option(0, "start at most this many runs in this invocation (the rest wait for the next one); 0: all")
+    torchrun: int = option(0, "launch each run with torchrun --standalone --nproc_per_node=this; 0: without")
+
+    def validate(self) -> None:
+        if self.parallel < 1:
+            raise UserError(f"parallel must be >= 1 (got {self.parallel})")
+
+
+SWEEP_KEYS = {spec.name for spec in describe(SweepKeys)}
 SET_BY_SWEEP = {"model", "max_steps", "resume", "train.max_steps", "train.out", "train.resume"}
 IGNORED_IN_IDENTITY = {"threads", "progress", "resume", "train.threads", "train.progress"}
 
@@ -54,8 +65,7 @@ def _split(v: str) -> list[str]:
 
 def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     """Separate the sweep's own keys from the training overrides passed to every run."""
-    keys: dict = {"parallel": "1", "launcher": "local", "min_steps": "1", "max_epochs": "inf",
-                  "max_runs": "0", "torchrun": "0"}
+    keys: dict = {}
     passthrough = []
     for k, v in parse_overrides(argv):
         if k in SWEEP_KEYS:
@@ -64,17 +74,18 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
             raise UserError(f"'{k}' is set by the sweep for each run; remove it")
         else:
             passthrough.append(f"{k}={v}")
-    for k in ("family", "budgets", "sizes", "out"):
+    for k in REQUIRED:
         if not keys.get(k):
             raise UserError(f"missing {k}=... (see python -m training.sweep --help)")
-    if keys["launcher"] not in ("local", "inline", "slurm", "print"):
-        raise UserError(f"launcher must be local, inline, slurm or print (got '{keys['launcher']}')")
-    for k in ("parallel", "min_steps", "max_runs", "torchrun"):
-        keys[k] = parse_value(keys[k], int, k)
-    keys["max_epochs"] = parse_value(keys["max_epochs"], float, "max_epochs")
-    if keys["parallel"] < 1:
-        raise UserError(f"parallel must be >= 1 (got {keys['parallel']})")
-    return keys, passthrough
+    return dataclasses.asdict(build(SweepKeys, keys, "the sweep")), passthrough
+
+
+def usage() -> str:
+    """The module's description and the sweep keys, from their declarations."""
+    lines = [f"  {s.name}={s.default if s.name not in REQUIRED else '...'}" for s in describe(SweepKeys)]
+    helps = [s.help_text() for s in describe(SweepKeys)]
+    return (__doc__ + "\n" + SweepKeys.__doc__ + "\n"
+            + "\n".join(f"{line:<20} {h}" for line, h in zip(lines, helps)))
 
 
 def build_plan(keys: dict, passthrough: list[str]) -> tuple[Plan, dict]:
@@ -91,7 +102,7 @@ def build_plan(keys: dict, passthrough: list[str]) -> tuple[Plan, dict]:
     data = load_data(cfg.data)
     info = {"vocab_size": data.tokenizer.get_vocab_size(), "train_tokens": int(data.train.numel()),
             "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len}
-    extra = [p for p in passthrough if p.split("=", 1)[0] not in ("batch_size", "seq_len", "train.batch_size",
+    extra = [p for p in passthrough if parse_pair(p)[0] not in ("batch_size", "seq_len", "train.batch_size",
                                                                    "data.seq_len")]
     plan = make_plan(variants, budgets, sizes, batch_size=info["batch_size"], seq_len=info["seq_len"],
                      vocab_size=info["vocab_size"], train_tokens=info["train_tokens"], extra=extra,
@@ -179,7 +190,7 @@ def run_local(plan: Plan, keys: dict, runs: dict[str, Path]) -> list[str]:
         if status == "finished":
             continue
         args = run_args(p, run)
-        if keys["parallel"] > 1 and not any(a.split("=", 1)[0] in ("threads", "train.threads") for a in args):
+        if keys["parallel"] > 1 and not any(parse_pair(a)[0] in ("threads", "train.threads") for a in args):
             args.append("threads=1")
         claim(run, args)
         if status == "stale":   # died before its first checkpoint: nothing to resume from
@@ -282,7 +293,7 @@ def collect(out: Path, plan: Plan, runs: dict[str, Path]):
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+        print(usage())
         return None
     keys, passthrough = parse_args(argv)
     plan, info = build_plan(keys, passthrough)

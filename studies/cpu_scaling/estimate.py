@@ -32,11 +32,9 @@ def time_steps(variant_args: list[str], size: str, passthrough: list[str], steps
                                                  "out=/tmp/estimate-unused"])
     trainer = Trainer(cfg)
     trainer.train_step()
-    trainer.step += 1
     tic, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         trainer.train_step()
-        trainer.step += 1
     tokens = steps * trainer.tokens_per_step
     return tokens / (time.perf_counter() - tic), tokens / (time.process_time() - cpu)
 

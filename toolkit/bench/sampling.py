@@ -13,12 +13,15 @@ import torch
 from toolkit.bench.timing import best_seconds
 from toolkit.data.tokenizer import load_tokenizer
 from toolkit.lm import LanguageModel
-from toolkit.resolve import resolve
+from toolkit.resolve import config_for, validate
 from toolkit.sampling import SampleRequest
 
 
 def untrained(family: str, length: int, preset: str = "tiny", device: str | torch.device = "cpu") -> LanguageModel:
-    cfg = resolve([f"family={family}", f"model={preset}", f"seq_len={length}"])
+    cfg = config_for(family)
+    cfg.model.apply_preset(preset)
+    cfg.data.seq_len = length
+    validate(cfg)
     model = LanguageModel(cfg, load_tokenizer(), device=device)
     torch.manual_seed(0)
     with torch.no_grad():

@@ -8,15 +8,15 @@ paper's accounting (6 N per token, attention scores excluded).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from toolkit.bench.timing import autocast, best_seconds, peak_memory_gib, reset_peak_memory
-from toolkit.config import ModelConfig
+from toolkit.config import ModelConfig, RunConfig
 from toolkit.data.packing import PackedData
 from toolkit.model.backbone import Backbone
-from toolkit.resolve import resolve
+from toolkit.resolve import config_for, resolve
 from toolkit.scaling.flops import forward_flops, train_flops_per_sequence
 from toolkit.scaling.grid import Size as ModelSize
 
@@ -66,15 +66,22 @@ def synthetic_data(size: Size, n_train: int = 64) -> PackedData:
                       n_tokens=blocks.numel())
 
 
+def bench_config(family: str, size: Size, precision: str, device: torch.device | str, compile_: bool, out: str,
+                 extra: tuple[str, ...] = ()) -> RunConfig:
+    """The run config of a throughput measurement: `size`'s shape, never a validation pass."""
+    m, cfg = size, config_for(family)
+    cfg.model = replace(cfg.model, n_layers=m.n_layers, d_model=m.d_model, n_heads=m.n_heads, max_seq_len=m.seq_len)
+    cfg.data.seq_len = m.seq_len
+    cfg.train = replace(cfg.train, batch_size=m.batch, precision=precision, compile=str(compile_).lower(),
+                        device=str(device), progress=False, max_steps=1000, eval_every=1000, out=out)
+    return resolve(list(extra), base=cfg)   # the bench command's own key=value settings; validates
+
+
 def trainer_for(family: str, size: Size, precision: str, device: torch.device, compile_: bool, out: str,
                 extra: tuple[str, ...] = ()):
     from toolkit.trainer import Trainer   # deferred: the trainer pulls in the data and checkpoint layers
-    m = size
-    cfg = resolve([f"family={family}", f"n_layers={m.n_layers}", f"d_model={m.d_model}", f"n_heads={m.n_heads}",
-                   f"seq_len={m.seq_len}", f"max_seq_len={m.seq_len}", f"batch_size={m.batch}",
-                   f"precision={precision}", f"compile={str(compile_).lower()}", f"device={device}",
-                   "progress=false", "max_steps=1000", "eval_every=1000", f"out={out}", *extra])
-    trainer = Trainer(cfg, data=synthetic_data(size, max(64, 4 * m.batch)))
+    cfg = bench_config(family, size, precision, device, compile_, out, extra)
+    trainer = Trainer(cfg, data=synthetic_data(size, max(64, 4 * size.batch)))
     trainer.net.train()
     return trainer
 
@@ -87,7 +94,6 @@ def train_throughput(family: str, size: Size, precision: str, device: torch.devi
 
         def one_step():
             trainer.train_step()
-            trainer.step += 1
 
         reset_peak_memory(device)
         seconds = best_seconds(one_step, device, warmup=3 if compile_ else 2, repeats=repeats, budget_s=budget_s)

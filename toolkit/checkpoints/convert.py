@@ -26,6 +26,7 @@ from toolkit.config import RunConfig
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY, get_family
 from toolkit.model.backbone import Backbone
+from toolkit.options import parse_overrides
 from toolkit.resolve import set_key, validate
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
@@ -274,8 +275,7 @@ def convert(source: str, family: str, out: str, tokenizer: str | None = None, n_
         setattr(cfg.model, k, v)
     cfg.model.preset = "imported"
     cfg.data.seq_len = cfg.model.max_seq_len
-    for opt in options:
-        k, _, v = opt.partition("=")
+    for k, v in parse_overrides(options, "--option"):
         set_key(cfg, f"options.{k}", v)
     validate(cfg)
     tok = load_any_tokenizer(find_tokenizer(tokenizer, snapshot), pattern)

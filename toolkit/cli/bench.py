@@ -20,6 +20,7 @@ from toolkit.bench.train import QUICK_SIZE
 from toolkit.cli.common import ArgParser
 from toolkit.errors import UserError, cli_main
 from toolkit.families import REGISTRY
+from toolkit.options import parse_pairs
 from toolkit.resolve import resolve
 
 
@@ -47,8 +48,8 @@ def _device(name: str) -> torch.device:
 
 def _variant(text: str) -> tuple[str, ...]:
     """'a=1,b=2' -> ('a=1', 'b=2'), each checked against the run config now, not minutes into the run."""
-    pairs = tuple(p for p in text.split(",") if p)
-    if not pairs or not all("=" in p for p in pairs):
+    pairs = tuple(f"{k}={v}" for k, v in parse_pairs(text, f"--variant {text}").items())
+    if not pairs:
         raise UserError(f"--variant {text}: expected KEY=VALUE[,KEY=VALUE]")
     resolve(list(pairs))   # an unknown key or a bad value is a one-line error here
     return pairs

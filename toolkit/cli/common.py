@@ -8,8 +8,13 @@ import torch
 
 from toolkit.checkpoints import load
 from toolkit.errors import UserError
+from toolkit.options import parse_pairs
 from toolkit.samplers import DEFAULT as DEFAULT_STRATEGY, names as strategy_names
-from toolkit.values import parse_options  # noqa: F401  (the CLIs' --option KEY=VALUE parsing)
+
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    """The CLIs' repeated `--option KEY=VALUE` flags as a dict."""
+    return parse_pairs(items, "--option")
 
 
 class ArgParser(argparse.ArgumentParser):

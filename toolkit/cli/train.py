@@ -9,8 +9,8 @@ import sys
 
 from toolkit.cli.usage import train_usage
 from toolkit.errors import cli_main
+from toolkit.resolve import resolve
 from toolkit.trainer import Trainer
-from toolkit.trainer.finetune import resolve_run
 
 
 @cli_main
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> dict:
     if any(a in ("-h", "--help") for a in argv):
         print(train_usage(__doc__))
         return {}
-    trainer = Trainer(resolve_run(argv))   # resolve(), with an init= checkpoint as the base
+    trainer = Trainer(resolve(argv))   # init= a checkpoint: its config is the base
     result = trainer.fit()
     if trainer.dist.main:
         print(f"done: {result['step']} steps, run in {result['out']}")

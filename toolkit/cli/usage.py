@@ -1,31 +1,12 @@
-"""Help text generated from the code it describes: the config dataclasses (a field's trailing
-`# comment` is its help) and the family registry, so no list of names is written twice."""
+"""Help text generated from the declarations it describes (toolkit/options.py): the config
+dataclasses, the families' and strategies' options, and the family registry, so no list of
+names, defaults or help is written twice."""
 from __future__ import annotations
-
-import dataclasses
-import inspect
-import re
 
 from toolkit import presets
 from toolkit.config import RunConfig
 from toolkit.families import REGISTRY
-
-_FIELD = re.compile(r"^\s+(\w+)\s*:[^#]*?#\s*(.+)$")
-
-
-def field_help(cls) -> dict[str, str]:
-    """{field: its trailing comment} for a dataclass and its bases."""
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        for line in source.splitlines():
-            m = _FIELD.match(line)
-            if m:
-                out[m.group(1)] = m.group(2).strip()
-    return out
+from toolkit.options import describe
 
 
 def family_names() -> list[str]:
@@ -37,35 +18,30 @@ def families_line() -> str:
     return "families: " + ", ".join(family_names())
 
 
-def _fields(obj) -> list[str]:
-    helps = field_help(type(obj))
+def _fields(cls) -> list[str]:
     lines = []
-    for f in dataclasses.fields(obj):
-        default = getattr(obj, f.name)
-        text = f"  {f.name}={default}"
-        if f.name in helps:
-            text = f"{text:<28} {helps[f.name]}"
-        lines.append(text)
+    for spec in describe(cls):
+        text, helps = f"  {spec.name}={spec.default}", spec.help_text()
+        lines.append(f"{text:<28} {helps}" if helps else text)
     return lines
+
+
+def _inline(cls) -> str:
+    return ", ".join(f"{s.name}={s.default}" + (f" ({s.help_text()})" if s.help_text() else "")
+                     for s in describe(cls)) or "none"
 
 
 def family_options_text() -> str:
     """Every family's training options and sampling options (for --help of any command)."""
-    lines = []
-    for name, fam in REGISTRY.items():
-        opts, helps = fam.Options(), field_help(fam.Options)
-        train = ", ".join(f"{f.name}={getattr(opts, f.name)}" + (f" ({helps[f.name]})" if f.name in helps else "")
-                          for f in dataclasses.fields(opts)) or "none"
-        sampling = ", ".join(f"{k}={v}" for k, (v, _) in fam.sampling_options.items()) or "none"
-        lines.append(f"  {name:<8} options: {train}; sampling options: {sampling}")
-    return "\n".join(lines)
+    return "\n".join(f"  {name:<8} options: {_inline(fam.Options)}; sampling options: "
+                     + (", ".join(f"{s.name}={s.default}" for s in describe(fam.SamplingOptions)) or "none")
+                     for name, fam in REGISTRY.items())
 
 
 def sampling_options_text() -> str:
     lines = ["family sampling options (--option KEY=VALUE):"]
     for name, fam in REGISTRY.items():
-        for k, (v, help_text) in fam.sampling_options.items():
-            lines.append(f"  {name}: {k} (default {v}): {help_text}")
+        lines += [f"  {name}: {s.name} (default {s.default}): {s.help_text()}" for s in describe(fam.SamplingOptions)]
     return "\n".join(lines)
 
 
@@ -80,6 +56,6 @@ def train_usage(head: str) -> str:
            "Keys are bare when unique (lr=1e-3) or dotted (optim.lr=1e-3).", ""]
     for section in ("model", "data", "optim", "train"):
         out.append(f"[{section}]")
-        out.extend(_fields(getattr(cfg, section)))
+        out.extend(_fields(type(getattr(cfg, section))))
     out += ["", "[options] (per family)", family_options_text()]
     return "\n".join(out) + "\n"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from toolkit.errors import UserError, cli_main
+from toolkit.options import require_choice
 
 NAMES = ("Emma", "Anne", "Jane", "Fanny", "Elinor", "Marianne", "Harriet", "Catherine",
          "Edward", "Henry", "Charles", "William", "Frank", "Robert", "John", "George")
@@ -138,8 +139,7 @@ def generate(n: int, split: str = "train", difficulty: Difficulty = Difficulty()
     skipped, so held-out accuracy measures more than recall.
     """
     difficulty.validate()
-    if split not in SPLIT_SEEDS:
-        raise UserError(f"split must be one of {', '.join(SPLIT_SEEDS)} (got '{split}')")
+    require_choice("split", split, SPLIT_SEEDS)
     rng = random.Random(SPLIT_SEEDS[split])
     seen = train_questions(difficulty, train_size) if split == "test" else set()
     out: list[dict] = []

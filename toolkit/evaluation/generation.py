@@ -17,6 +17,7 @@ import torch
 from toolkit.checkpoints import load
 from toolkit.errors import UserError
 from toolkit.evaluation.likelihood import text_nll
+from toolkit.options import require_choice
 from toolkit.sampling import SampleRequest
 
 
@@ -54,8 +55,7 @@ class HFEvaluator:
 
     def __init__(self, name: str, device="cpu", protocol: str = "reference"):
         import transformers   # deferred: optional (the [eval] extra) and slow to import
-        if protocol not in self.PROTOCOLS:
-            raise UserError(f"gen-ppl protocol must be one of {', '.join(self.PROTOCOLS)} (got '{protocol}')")
+        require_choice("gen-ppl protocol", protocol, self.PROTOCOLS)
         try:
             self.tok = transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
             self.net = transformers.AutoModelForCausalLM.from_pretrained(name, local_files_only=True).to(device).eval()

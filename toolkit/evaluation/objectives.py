@@ -14,6 +14,7 @@ import dataclasses
 import torch
 
 from toolkit.errors import UserError
+from toolkit.options import check, require_choice
 from toolkit.schedule import EPS, antithetic_times, stratified_times
 
 
@@ -45,8 +46,7 @@ def noised_views(model, text: str, times, seed: int = 0) -> list[dict]:
 @torch.no_grad()
 def nelbo_draws(model, x0: torch.Tensor, draws: int, scheme: str = "antithetic", seed: int = 0) -> torch.Tensor:
     """[draws] per-token NELBO estimates of the batch x0, each with fresh times drawn by `scheme`."""
-    if scheme not in TIME_SCHEMES:
-        raise UserError(f"time scheme must be one of {', '.join(TIME_SCHEMES)} (got '{scheme}')")
+    require_choice("time scheme", scheme, TIME_SCHEMES)
     model.net.eval()
     out = []
     for k in range(draws):
@@ -63,7 +63,7 @@ def with_options(family, **changes):
         fam.options = dataclasses.replace(family.options, **changes)
     except TypeError as e:
         raise UserError(f"family {family.name}: {e}") from None
-    fam.options.validate()
+    check(fam.options)
     return fam
 
 

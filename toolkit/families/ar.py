@@ -17,6 +17,7 @@ import torch
 from toolkit.errors import UserError
 from toolkit.families.base import Family, covered_tokens, register
 from toolkit.model.backbone import KVCache
+from toolkit.options import option
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs
 
 
@@ -25,11 +26,8 @@ SCORING = ("bos", "reference")
 
 @dataclass
 class AROptions:
-    score: str = "bos"   # bos: BOS + all L tokens scored | reference: first token is context (L - 1 scored)
-
-    def validate(self) -> None:
-        if self.score not in SCORING:
-            raise UserError(f"score must be one of {', '.join(SCORING)} (got '{self.score}')")
+    score: str = option("bos", "bos: BOS + all L tokens scored; reference: the first token is context (L - 1 scored)",
+                        SCORING)
 
 
 @register

@@ -5,7 +5,7 @@ its reverse-step sampler. Nothing outside a family module looks at a family's na
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import ClassVar, Iterator
 
 import torch
@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 from toolkit.errors import UserError
 from toolkit.model.backbone import fuses_head, selects_rows
+from toolkit.options import NoOptions, build, describe
 from toolkit.sampling import SampleRequest, Step
 from toolkit.schedule import LogLinear
-from toolkit.values import parse_value
 
 REGISTRY: dict[str, type["Family"]] = {}
 
@@ -31,14 +31,12 @@ def get_family(name: str) -> type["Family"]:
     return REGISTRY[name]
 
 
-@dataclass
-class NoOptions:
-    def validate(self) -> None:
-        pass
-
-
 class Family:
-    """Base class. Subclasses set `name`, `Options`, `time_conditioned` and implement the methods."""
+    """Base class. Subclasses set `name`, `Options`, `time_conditioned` and implement the methods.
+
+    `Options` (training) and `SamplingOptions` (what a request may change) are dataclasses whose
+    fields are declared with toolkit.options.option: the CLI help, the GUI's controls and the
+    checks all read those declarations."""
 
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
@@ -48,8 +46,8 @@ class Family:
     reference_names: ClassVar[str] = ""
     # option values of a checkpoint imported from the reference implementation (its protocols)
     imported_options: ClassVar[dict] = {}
-    # sampling-time options a user may change: name -> (default, help); the GUI and CLI read this
-    sampling_options: ClassVar[dict[str, tuple[object, str]]] = {}
+    # sampling-time options a request may change (a None default: the checkpoint's own value)
+    SamplingOptions: ClassVar[type] = NoOptions
     # how the denoiser attends while decoding: "bidirectional" or "causal_order" (causal over tokens
     # in reveal order, so prefix KV caches are exact); the samplers read it, never the family's name
     decode_attention: ClassVar[str] = "bidirectional"
@@ -59,8 +57,11 @@ class Family:
         self.vocab_size = vocab_size
         self.mask_id = mask_id
         self.bos_id = bos_id
-        # alpha_t = alpha_0 (1 - t); alpha_0 = 1 unless the family has that option (Eso-LM)
-        self.schedule = LogLinear(getattr(options, "alpha_0", 1.0))
+        self.schedule = self.noise_schedule()
+
+    def noise_schedule(self) -> LogLinear:
+        """alpha_t = 1 - t; a family whose options shape the schedule overrides this (Eso-LM)."""
+        return LogLinear(1.0)
 
     # -- training and evaluation -------------------------------------------------------
     def forward_sample(self, x0: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor | None:
@@ -144,18 +145,17 @@ class Family:
         raise NotImplementedError
 
     def sampling_defaults(self) -> dict:
-        return {k: v for k, (v, _) in self.sampling_options.items()}
+        """Each sampling option's value when a request leaves it out: its declared default, or
+        (a family overriding this) a value of the checkpoint's own options."""
+        return {spec.name: spec.default for spec in describe(self.SamplingOptions)}
+
+    def sampling_settings(self, options: dict):
+        """A request's sampling options as a checked `SamplingOptions` (strings parsed by type)."""
+        return build(self.SamplingOptions, options, f"family {self.name}", self.sampling_defaults(),
+                     noun="sampling option", where=f"{self.name} sampling option ")
 
     def check_sampling_options(self, options: dict) -> dict:
-        merged = self.sampling_defaults()
-        for k, v in options.items():
-            if k not in merged:
-                raise UserError(f"family {self.name} has no sampling option '{k}'"
-                                f" (known: {', '.join(merged) or 'none'})")
-            if isinstance(v, str) and merged[k] is not None:   # from a CLI/GUI: 'false' must mean False
-                v = parse_value(v, type(merged[k]), k)
-            merged[k] = type(merged[k])(v) if merged[k] is not None else v
-        return merged
+        return dataclasses.asdict(self.sampling_settings(options))
 
 
 def covered_tokens(x0: torch.Tensor, loss_mask) -> torch.Tensor | int:

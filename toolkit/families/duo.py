@@ -34,7 +34,7 @@ from toolkit.families.base import Family, covered_tokens, register, seeded_start
 from toolkit.families.duality import MODES, dual_time, gaussian_latent, gaussian_noise
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, top_p_filter
 from toolkit.schedule import EPS
-from toolkit.values import parse_value
+from toolkit.options import coerce, option
 
 SAMPLING_EPS = 1e-5   # the reference's last time: the grid is linspace(1, 1e-5, T + 1)
 TAILS = ("greedy", "ancestral", "none", "last_step")
@@ -46,27 +46,24 @@ DISTILL_LOSSES = ("kl-bwd", "kl-fwd")
 class DuoOptions:
     """Training options only: sampling a Duo checkpoint never reads them. The defaults are the Duo
     repository's (configs/algo/duo.yaml `curriculum`, configs/algo/distillation.yaml)."""
-    curriculum: bool = False          # Gaussian-relaxation curriculum for steps 0 .. curriculum_end
-    curriculum_start: int = 100_000   # the temperature anneals from here ...
-    curriculum_end: int = 200_000     # ... to here; afterwards the ordinary discrete loss
-    tau_log10_start: float = -1.0     # log10 of the softmax temperature before curriculum_start
-    tau_log10_end: float = -2.0       # ... and reached at curriculum_end
-    gamma_min: float = -3.5           # the Gaussian's log-SNR range: gamma_t = min + t (max - min)
-    gamma_max: float = -1.75
-    dual_integral: str = "simple"     # how the dual time is computed: simple (quadrature table) or series
-    series_terms: int = 150
-    distill: bool = False             # discrete consistency distillation (start with init=CHECKPOINT)
-    distill_steps: int = 64           # T: the first round's gap is dt = 1/T, doubling every round
-    teacher_every: int = 10_000       # round length: the teacher <- student and dt doubles
-    distill_gamma_min: float = -4.0
-    distill_gamma_max: float = -1.0
-    distill_loss: str = "kl-bwd"      # KL(student || teacher) (the repo's default) or kl-fwd
+    curriculum: bool = option(False, "Gaussian-relaxation curriculum for steps 0 .. curriculum_end")
+    curriculum_start: int = option(100_000, "the temperature anneals from here ...")
+    curriculum_end: int = option(200_000, "... to here; afterwards the ordinary discrete loss")
+    tau_log10_start: float = option(-1.0, "log10 of the softmax temperature before curriculum_start")
+    tau_log10_end: float = option(-2.0, "... and reached at curriculum_end")
+    gamma_min: float = option(-3.5, "the Gaussian's log-SNR range: gamma_t = min + t (max - min)")
+    gamma_max: float = option(-1.75)
+    dual_integral: str = option("simple", "how the dual time is computed: a quadrature table or a series", MODES)
+    series_terms: int = option(150)
+    distill: bool = option(False, "discrete consistency distillation (start with init=CHECKPOINT)")
+    distill_steps: int = option(64, "T: the first round's gap is dt = 1/T, doubling every round")
+    teacher_every: int = option(10_000, "round length: the teacher <- student and dt doubles")
+    distill_gamma_min: float = option(-4.0)
+    distill_gamma_max: float = option(-1.0)
+    distill_loss: str = option("kl-bwd", "KL(student || teacher) (the repo's default) or the forward KL",
+                               DISTILL_LOSSES)
 
     def validate(self) -> None:
-        if self.dual_integral not in MODES:
-            raise UserError(f"dual_integral must be one of {', '.join(MODES)} (got '{self.dual_integral}')")
-        if self.distill_loss not in DISTILL_LOSSES:
-            raise UserError(f"distill_loss must be one of {', '.join(DISTILL_LOSSES)} (got '{self.distill_loss}')")
         if not 0 <= self.curriculum_start <= self.curriculum_end:
             raise UserError(f"need 0 <= curriculum_start <= curriculum_end (got {self.curriculum_start},"
                             f" {self.curriculum_end})")
@@ -80,6 +77,14 @@ class DuoOptions:
             raise UserError("distill_steps and teacher_every must be >= 1")
         if self.curriculum and self.distill:
             raise UserError("curriculum and distill are separate stages: pick one")
+
+
+@dataclass
+class DuoSampling:
+    tail: str = option("greedy", "after the T steps at t=1e-5: greedy (arg-max of x_theta, +1 NFE), ancestral "
+                                 "(posterior to alpha=1, +1 NFE), none, or last_step (the T-th step is the arg-max)",
+                       TAILS)
+    nucleus: str = option("posterior", "what top-p trims: the posterior (the reference) or x_theta", NUCLEUS)
 
 
 def tempered_softmax_inverse(o: DuoOptions, step: int) -> float:
@@ -141,11 +146,7 @@ class Duo(Family):
     Options = DuoOptions
     reference_names = r"\bduo(?:\b|_)|\budlm\b"   # how the reference and its releases name it (DUO_BASE too)
     time_conditioned = True
-    sampling_options = {
-        "tail": ("greedy", "after the T steps at t=1e-5: greedy (arg-max of x_theta, +1 NFE), ancestral "
-                           "(posterior to alpha=1, +1 NFE), none, or last_step (the T-th step is the arg-max)"),
-        "nucleus": ("posterior", "what top-p trims: posterior (the reference) or x_theta"),
-    }
+    SamplingOptions = DuoSampling
 
     def corrupt(self, x0, t, generator=None, loss_mask=None):
         """With probability 1 - alpha_t a token is replaced by a uniform random id (only where loss_mask)."""
@@ -250,33 +251,28 @@ class Duo(Family):
         kl = kl_rows(student, teacher) if self.options.distill_loss == "kl-bwd" else kl_rows(teacher, student)
         return kl.sum() / x0.numel()
 
-    def check_sampling_options(self, options: dict) -> dict:
+    def sampling_settings(self, options: dict) -> DuoSampling:
         options = dict(options)
         if "greedy_tail" in options:   # the first protocol's switch: true -> greedy tail, false -> none
-            greedy = options.pop("greedy_tail")
-            greedy = parse_value(greedy, bool, "greedy_tail") if isinstance(greedy, str) else bool(greedy)
+            greedy = bool(coerce(options.pop("greedy_tail"), bool, "greedy_tail"))
             options.setdefault("tail", "greedy" if greedy else "none")
-        merged = super().check_sampling_options(options)
-        for key, allowed in (("tail", TAILS), ("nucleus", NUCLEUS)):
-            if merged[key] not in allowed:
-                raise UserError(f"duo sampling option {key} must be one of {', '.join(allowed)} (got '{merged[key]}')")
-        return merged
+        return super().sampling_settings(options)
 
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
-        opts = self.check_sampling_options(request.options)
+        opts = self.sampling_settings(request.options)
         gen, z, fixed = seeded_start(request, 0, device)
         noise = torch.randint(0, self.vocab_size, z.shape, generator=gen).to(device)
         z = torch.where(fixed, z, noise)
         grid, clock = torch.linspace(1.0, SAMPLING_EPS, request.steps + 1), Clock()
         # (t, alpha_s or None for an arg-max) of every network evaluation
         plan = [(grid[k], self.schedule.alpha(grid[k + 1])) for k in range(request.steps)]
-        if opts["tail"] == "last_step":
+        if opts.tail == "last_step":
             plan[-1] = (plan[-1][0], None)
-        elif opts["tail"] == "greedy":
+        elif opts.tail == "greedy":
             plan.append((grid[-1], None))
-        elif opts["tail"] == "ancestral":
+        elif opts.tail == "ancestral":
             plan.append((grid[-1], torch.tensor(1.0)))
-        nucleus_on_posterior = opts["nucleus"] == "posterior"
+        nucleus_on_posterior = opts.nucleus == "posterior"
         for k, (t, alpha_s) in enumerate(plan):
             u = torch.rand(z.shape, generator=gen).to(device)
             logits = self.without_mask(net(z, self.schedule.sigma(t.expand(z.shape[0])).to(device)))

@@ -12,8 +12,8 @@ from typing import Iterator
 
 import torch
 
-from toolkit.errors import UserError
 from toolkit.families.base import MaskedFamily, covered_tokens, register, seeded_start
+from toolkit.options import option
 from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, time_grid
 
 LOSSES = ("elbo", "low_var")
@@ -21,11 +21,8 @@ LOSSES = ("elbo", "low_var")
 
 @dataclass
 class MaskedOptions:
-    loss: str = "elbo"   # elbo | low_var
-
-    def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise UserError(f"loss must be one of {', '.join(LOSSES)} (got '{self.loss}')")
+    loss: str = option("elbo", "the training loss: the NELBO, or low_var (masked cross-entropy over all tokens)",
+                       LOSSES)
 
 
 @register

@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from toolkit.config import ATTENTION_BACKENDS
 from toolkit.errors import UserError
 
 try:  # xformers has no CPU path; only used when installed and the tensors are on a GPU
@@ -30,7 +31,7 @@ except Exception as exc:  # ImportError, or a broken CUDA build
     xops = None
     XFORMERS_MISSING = f"xformers is not usable here ({type(exc).__name__}: {exc})"
 
-BACKENDS = ("sdpa", "xformers", "math")
+BACKENDS = ATTENTION_BACKENDS   # declared beside the `attention` option (toolkit/config.py, a leaf)
 
 
 def xformers_available() -> bool:

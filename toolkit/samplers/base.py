@@ -1,27 +1,20 @@
 """The sampler interface and registry (see toolkit/samplers/__init__.py for the overview)."""
 from __future__ import annotations
 
-import dataclasses
-import typing
 from typing import ClassVar, Iterator
 
-from toolkit.values import parse_value
 from toolkit.errors import UserError
 from toolkit.families.base import Family, MaskedFamily  # noqa: F401  (the capabilities a strategy requires)
+from toolkit.options import NoOptions, build, describe
 from toolkit.sampling import SampleRequest, Step
 
 DEFAULT = "ancestral"
 SAMPLERS: dict[str, "Sampler"] = {}
 
 
-@dataclasses.dataclass
-class NoOptions:
-    def validate(self) -> None:
-        pass
-
-
 class Sampler:
-    """Base class: `name`, a one-line `summary`, an `Options` dataclass, the capability it needs and `run`.
+    """Base class: `name`, a one-line `summary`, an `Options` dataclass (fields declared with
+    toolkit.options.option), the capability it needs and `run`.
 
     `requires` is the family base class whose methods `run` calls (Family: only `sample`;
     MaskedFamily: mask_id, subs_logits, reveal_probability); `attentions` the `decode_attention`
@@ -44,19 +37,13 @@ class Sampler:
     def check(self, family, request: SampleRequest, options) -> None:
         """Raise UserError for options this family cannot honour (called before sampling starts)."""
 
-    def option_help(self) -> dict[str, tuple[object, str]]:
-        """name -> (default, help) from the Options fields' metadata (for --help and the GUI)."""
-        return {f.name: (f.default, f.metadata.get("help", "")) for f in dataclasses.fields(self.Options)}
+    def option_names(self) -> set[str]:
+        return {spec.name for spec in describe(self.Options)}
 
 
 def register(cls: type[Sampler]) -> type[Sampler]:
     SAMPLERS[cls.name] = cls()
     return cls
-
-
-def opt(default, help_text: str):
-    """An Options field with a help string."""
-    return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 def names() -> list[str]:
@@ -79,24 +66,8 @@ def get_sampler(name: str, family) -> Sampler:
 
 
 def parse_options(sampler: Sampler, raw: dict):
-    """Typed Options from a dict of values (strings from a CLI/GUI are parsed by field type)."""
-    types = typing.get_type_hints(sampler.Options)
-    known = {f.name for f in dataclasses.fields(sampler.Options)}
-    values = {}
-    for k, v in raw.items():
-        if k not in known:
-            raise UserError(f"sampler {sampler.name} has no option '{k}' (known: {', '.join(sorted(known)) or 'none'})")
-        typ = types[k]
-        if isinstance(v, str):
-            v = parse_value(v, typ, k)
-        elif typ in (int, float) and isinstance(v, (int, float)) and not isinstance(v, bool):
-            if typ is int and v != int(v):
-                raise UserError(f"{k}: expected int, got {v}")
-            v = typ(v)
-        values[k] = v
-    out = sampler.Options(**values)
-    out.validate()
-    return out
+    """Typed, checked Options from a dict of values (strings from a CLI/GUI parsed by declared type)."""
+    return build(sampler.Options, raw, f"sampler {sampler.name}")
 
 
 def resolve(family, request: SampleRequest):
@@ -116,7 +87,7 @@ def split_options(family, sampler_name: str, raw: dict) -> tuple[dict, dict]:
     """Route KEY=VALUE options (CLI --option, GUI) to the family or to the sampler by name."""
     sampler = get_sampler(sampler_name or DEFAULT, family)
     fam_keys = set(family.sampling_defaults())
-    smp_keys = {f.name for f in dataclasses.fields(sampler.Options)}
+    smp_keys = sampler.option_names()
     fam, smp = {}, {}
     for k, v in raw.items():
         if k in fam_keys:

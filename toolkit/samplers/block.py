@@ -24,7 +24,8 @@ from toolkit.errors import UserError
 from toolkit.families.base import MaskedFamily, seeded_start
 from toolkit.samplers.causal_order import CausalOrderDecoder
 from toolkit.model.backbone import KVCache
-from toolkit.samplers.base import Sampler, opt, register
+from toolkit.options import option
+from toolkit.samplers.base import Sampler, register
 from toolkit.samplers.common import candidates, choose, scheduled_count
 from toolkit.sampling import Clock, Step
 
@@ -35,18 +36,15 @@ ORDERS = ("auto", "confidence", "random")
 
 @dataclass
 class BlockOptions:
-    block_size: int = opt(32, "positions per block")
-    cache: str = opt("auto", "auto | prefix (exact) | dual (approximate, bidirectional) | none")
-    attention: str = opt("bidirectional", "bidirectional-denoiser families: bidirectional | block_causal")
-    order: str = opt("auto", "inside a block: confidence | random (auto: confidence where the family allows)")
-    threshold: float = opt(0.0, "confidence order: reveal all candidates >= this, at least one (0 = even split)")
-    top_k: int = opt(0, "draw from the k most likely ids only (0 = off)")
+    block_size: int = option(32, "positions per block")
+    cache: str = option("auto", "prefix is exact, dual approximate (bidirectional); auto: prefix where exact, else none",
+                        CACHES)
+    attention: str = option("bidirectional", "for bidirectional-denoiser families", ATTENTIONS)
+    order: str = option("auto", "inside a block (auto: confidence where the family allows)", ORDERS)
+    threshold: float = option(0.0, "confidence order: reveal all candidates >= this, at least one (0 = even split)")
+    top_k: int = option(0, "draw from the k most likely ids only (0 = off)")
 
     def validate(self) -> None:
-        for name, value, allowed in (("cache", self.cache, CACHES), ("attention", self.attention, ATTENTIONS),
-                                     ("order", self.order, ORDERS)):
-            if value not in allowed:
-                raise UserError(f"{name} must be one of {', '.join(allowed)} (got '{value}')")
         if self.block_size <= 0:
             raise UserError(f"block_size must be > 0 (got {self.block_size})")
         if not 0 <= self.threshold <= 1 or self.top_k < 0:

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 
 from toolkit.errors import UserError
 from toolkit.families.base import MaskedFamily
-from toolkit.samplers.base import Sampler, opt, register
+from toolkit.options import option
+from toolkit.samplers.base import Sampler, register
 
 
 @dataclass
 class ConfidenceOptions:
-    k: int = opt(0, "tokens revealed per step (0 = spread evenly over the steps)")
-    threshold: float = opt(0.0, "reveal every candidate with probability >= this (0 = off; at least one per step)")
-    top_k: int = opt(0, "draw candidates from the k most likely ids only (0 = off)")
+    k: int = option(0, "tokens revealed per step (0 = spread evenly over the steps)")
+    threshold: float = option(0.0, "reveal every candidate with probability >= this (0 = off; at least one per step)")
+    top_k: int = option(0, "draw candidates from the k most likely ids only (0 = off)")
 
     def validate(self) -> None:
         if self.k < 0 or self.top_k < 0:

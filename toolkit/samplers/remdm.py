@@ -16,7 +16,8 @@ import torch
 
 from toolkit.errors import UserError
 from toolkit.families.base import MaskedFamily, seeded_start
-from toolkit.samplers.base import Sampler, opt, register
+from toolkit.options import option
+from toolkit.samplers.base import Sampler, register
 from toolkit.samplers.common import candidates
 from toolkit.sampling import Clock, Step, time_grid
 
@@ -25,13 +26,11 @@ SCHEDULES = ("cap", "rescale")
 
 @dataclass
 class RemdmOptions:
-    schedule: str = opt("cap", "cap: sigma = min(eta, sigma_max); rescale: sigma = eta * sigma_max")
-    eta: float = opt(0.02, "remasking strength (see schedule)")
-    top_k: int = opt(0, "draw from the k most likely ids only (0 = off)")
+    schedule: str = option("cap", "cap: sigma = min(eta, sigma_max); rescale: sigma = eta * sigma_max", SCHEDULES)
+    eta: float = option(0.02, "remasking strength (see schedule)")
+    top_k: int = option(0, "draw from the k most likely ids only (0 = off)")
 
     def validate(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"schedule must be one of {', '.join(SCHEDULES)} (got '{self.schedule}')")
         if not 0 <= self.eta <= 1:
             raise UserError(f"eta must be in [0, 1] (got {self.eta})")
         if self.top_k < 0:

@@ -5,10 +5,10 @@ the same way: a key the family knows goes to the family, a key the strategy know
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import replace
 
 from toolkit.errors import UserError
+from toolkit.options import describe, parse_spec
 from toolkit.samplers.base import SAMPLERS, get_sampler, names, split_options, supported
 from toolkit.sampling import SampleRequest
 
@@ -26,20 +26,8 @@ def listing(family=None) -> str:
         s = SAMPLERS[n]
         mark = "" if family is None else ("  [supported]" if n in supported(family) else "  [not for this family]")
         lines.append(f"{n}: {s.summary}{mark}")
-        lines += [f"    {k}={d!r}  {h}" for k, (d, h) in s.option_help().items()]
+        lines += [f"    {o.name}={o.default!r}  {o.help_text()}" for o in describe(s.Options)]
     return "\n".join(lines)
-
-
-def parse_spec(spec: str) -> tuple[str, dict]:
-    """'confidence:k=4,top_k=50' -> ('confidence', {'k': '4', 'top_k': '50'})."""
-    name, _, inline = spec.partition(":")
-    opts = {}
-    for pair in (p for p in inline.split(",") if p.strip()):
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--sampler expects NAME or NAME:KEY=VALUE,... (got '{spec}')")
-        opts[key.strip()] = value.strip()
-    return name.strip(), opts
 
 
 def sweep_requests(family, base: SampleRequest, specs: list[str], shared: dict, steps: list[int]) -> list[SampleRequest]:
@@ -47,7 +35,7 @@ def sweep_requests(family, base: SampleRequest, specs: list[str], shared: dict, 
     listed strategy that has that option; a key nobody knows is a UserError."""
     fam_keys = set(family.sampling_defaults())
     parsed = [(get_sampler(name, family), inline) for name, inline in map(parse_spec, specs or ["ancestral"])]
-    fields = {s.name: {f.name for f in dataclasses.fields(s.Options)} for s, _ in parsed}
+    fields = {s.name: s.option_names() for s, _ in parsed}
     for k in shared:
         if k not in fam_keys and not any(k in keys for keys in fields.values()):
             raise UserError(f"unknown option '{k}' for family {family.name} and samplers {', '.join(fields)}")

@@ -7,13 +7,13 @@ they are checked against the family's own option dataclass here, before anything
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from toolkit.errors import UserError
 from toolkit.families import get_family
 from toolkit.scaling.flops import require_steps
 from toolkit.scaling.grid import param_counts, size
-from toolkit.values import parse_value
+from toolkit.options import build, parse_pair
 
 
 @dataclass(frozen=True)
@@ -41,21 +41,9 @@ def parse_variant(spec: str) -> Variant:
     if not family:
         raise UserError(f"empty family in '{spec}'")
     fam = get_family(family)
-    known = {f.name for f in fields(fam.Options)}
-    opts = []
-    for p in parts[1:]:
-        if "=" not in p:
-            raise UserError(f"family option '{p}' in '{spec}' must be key=value")
-        k, v = (s.strip() for s in p.split("=", 1))
-        if k not in known:
-            raise UserError(f"family {family} has no option '{k}' (known: {', '.join(sorted(known)) or 'none'})")
-        opts.append((k, v))
-    variant = Variant(family, tuple(sorted(opts)))
-    options = fam.Options()
-    for k, v in variant.options:
-        setattr(options, k, parse_value(v, type(getattr(options, k)), k))
-    options.validate()
-    return variant
+    opts = dict(parse_pair(p, f"family option in '{spec}'") for p in parts[1:])
+    build(fam.Options, opts, f"family {family}")   # an unknown name or a bad value: a UserError now
+    return Variant(family, tuple(sorted(opts.items())))
 
 
 def parse_budget(text: str) -> float:

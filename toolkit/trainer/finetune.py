@@ -2,7 +2,8 @@
 
 - `init=CKPT` (a run, an embedded model name, a converted checkpoint) takes the family, its
   options, the architecture and the tokenizer from the checkpoint; the optimisation and
-  training settings start fresh, and any `key=value` still overrides them (`resolve_run`).
+  training settings start fresh, and any `key=value` still overrides them (`toolkit.resolve`
+  reads the checkpoint's config as the base: `init_base`); `load_init_weights` copies its weights.
 - `lora_rank=R` (toolkit/model/lora.py) trains adapters only; at the end of the run the trainer
   writes the merged plain checkpoint to `OUT/merged`.
 """
@@ -12,35 +13,9 @@ import copy
 from pathlib import Path
 
 from toolkit.checkpoints.loading import plain_weights
-from toolkit.checkpoints.rundir import read_config, resolve_path, save_checkpoint, tokenizer_file
+from toolkit.checkpoints.rundir import read_config, resolve_path, save_checkpoint
 from toolkit.config import RunConfig
 from toolkit.errors import UserError
-from toolkit.resolve import load_recipe, resolve
-from toolkit.values import parse_overrides
-
-
-def init_config(name: str, families: list[str]) -> RunConfig:
-    """A RunConfig seeded from checkpoint `name` (family, options, model, tokenizer, seq_len)."""
-    ckpt = resolve_path(name)
-    old, meta = read_config(ckpt)
-    if families and families[-1] != old.family:
-        raise UserError(f"init={name} is a {old.family} checkpoint: family={families[-1]} cannot change that")
-    cfg = RunConfig(family=old.family, options=old.options, model=old.model)
-    cfg.data.tokenizer = str(tokenizer_file(ckpt, meta))
-    cfg.data.eos_token, cfg.data.mask_token = old.data.eos_token, old.data.mask_token
-    cfg.data.seq_len = old.data.seq_len
-    cfg.train.init = name
-    return cfg
-
-
-def resolve_run(args: list[str]) -> RunConfig:
-    """`resolve`, with the checkpoint named by `init=` (command line or recipe) as the base."""
-    pairs = []
-    for k, v in parse_overrides(args):
-        pairs.extend(load_recipe(v) if k == "config" else [(k, v)])
-    init = [v for k, v in pairs if k in ("init", "train.init")]
-    base = init_config(init[-1], [v for k, v in pairs if k == "family"]) if init and init[-1] else None
-    return resolve(args, base)
 
 
 def load_init_weights(net, name: str, vocab_size: int) -> None:

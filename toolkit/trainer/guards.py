@@ -13,6 +13,7 @@ import torch
 
 from toolkit.checkpoints.rundir import CONFIG, fsync_path, fsync_tree, save_checkpoint
 from toolkit.errors import UserError
+from toolkit.trainer.state import TrainState
 
 
 class NonFiniteError(UserError):
@@ -48,23 +49,24 @@ class NonFiniteGuard:
         skip = self.window[0] > 0 if self.stop else bad
         return skip.to(torch.float32)
 
-    def check(self, tr) -> None:
-        """The host read: stop the run (on_nonfinite=stop) or count and report the skipped steps."""
+    def check(self, state: TrainState, checkpoint: Path, verbose: bool) -> None:
+        """The host read: stop the run (on_nonfinite=stop) or add the skipped steps to `state.skipped`
+        (and report them where `verbose`). `checkpoint`: where the last good one is kept."""
         count, first, kind = self.window.tolist()
         if not count:
             return
         problem = "loss" if kind == self.LOSS else "gradient"
         where = f"at step {first}"
         if self.stop:
-            kept = (f"the last good checkpoint (step {tr.saved_step}) is kept in {tr.out / 'checkpoint'}"
-                    if tr.saved_step is not None else "no checkpoint was written yet")
+            kept = (f"the last good checkpoint (step {state.saved_step}) is kept in {checkpoint}"
+                    if state.saved_step is not None else "no checkpoint was written yet")
             raise NonFiniteError(f"non-finite {problem} {where}: run stopped; {kept} "
                                  "(on_nonfinite=skip skips such steps instead)")
-        tr.skipped += count
+        state.skipped += count
         self.window.zero_()
-        if tr.dist.main:
+        if verbose:
             later = f" and at {count - 1} later step(s)" if count > 1 else ""
-            print(f"warning: non-finite {problem} {where}{later}: skipped ({tr.skipped} so far)", file=sys.stderr)
+            print(f"warning: non-finite {problem} {where}{later}: skipped ({state.skipped} so far)", file=sys.stderr)
 
 
 def keep_history(ckpt: Path, history: Path, step: int, keep: int) -> Path:
@@ -89,20 +91,20 @@ def keep_history(ckpt: Path, history: Path, step: int, keep: int) -> Path:
 
 
 class BestKeeper:
-    """keep_best=true: out/best holds the weights (no optimizer state) of the lowest val_nelbo so far."""
+    """keep_best=true: out/best holds the weights (no optimizer state) of the lowest val_nelbo so far
+    (the value itself is part of the TrainState)."""
 
     def __init__(self, path: Path):
-        self.path, self.value = path, math.inf
+        self.path = path
 
-    def load(self) -> None:
-        """On resume: the best value so far comes from the saved checkpoint itself."""
+    def saved(self) -> tuple[float, int]:
+        """(val_nelbo, step) of the weights on disk, (inf, -1) if none: a state.pt written before
+        TrainState held the best value resumes from these."""
         try:
-            self.value = float(json.loads((self.path / CONFIG).read_text())["val_nelbo"])
+            meta = json.loads((self.path / CONFIG).read_text())
+            return float(meta["val_nelbo"]), int(meta.get("step", -1))
         except (OSError, ValueError, KeyError, TypeError):
-            self.value = math.inf
-
-    def improves(self, val: float) -> bool:
-        return math.isfinite(val) and val < self.value
+            return math.inf, -1
 
     def save(self, cfg, state_dict: dict, tokenizer_path, step: int, val: float) -> None:
         save_checkpoint(self.path, cfg, state_dict, tokenizer_path, None, extra={"step": step, "val_nelbo": val})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolkit.checkpoints import rundir
-from toolkit.trainer.finetune import resolve_run
+from toolkit.resolve import resolve
 from toolkit.trainer.loop import Trainer
 
 
@@ -14,7 +14,7 @@ def train_run(out: str | Path, resume_if_exists: bool = True, **overrides) -> Pa
     args = [f"{k}={v}" for k, v in overrides.items()] + [f"out={out}", "progress=false"]
     if resume_if_exists and rundir.metrics_file(out).is_file():
         args.append("resume=true")
-    Trainer(resolve_run(args)).fit()   # init= a checkpoint works here too
+    Trainer(resolve(args)).fit()   # init= a checkpoint works here too
     return out
 
 

@@ -20,6 +20,7 @@ from toolkit.errors import cli_main
 from toolkit.evaluation.likelihood import dataset_nelbo, validation_blocks
 from toolkit.evaluation.metrics import Samples, score_samples
 from toolkit.families import REGISTRY
+from toolkit.options import parse_spec
 from toolkit.sampling import SampleRequest
 
 NAMES = tuple(REGISTRY)   # the embedded demo models are named after their families
@@ -44,8 +45,7 @@ def sample_stats(model, evaluator, steps: int, length: int, samples: int, seed: 
 
 def parse_variant(text: str) -> tuple[str, dict]:
     """'duo:tail=last_step' -> ('duo', {'tail': 'last_step'}): extra sampling settings to report."""
-    name, _, opts = text.partition(":")
-    return name, dict(kv.split("=", 1) for kv in opts.split(",") if "=" in kv)
+    return parse_spec(text, "--variant")
 
 
 def compute(names=NAMES, evaluator_name: str = "ar", step_counts=(8, 32, 128), samples: int = 8,
