@@ -17,6 +17,7 @@ import statistics
 from dataclasses import dataclass
 
 from toolkit.errors import UserError
+from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 from toolkit.evaluation.metrics import Samples, rounded, score_samples
 from toolkit.plotting import family_colour
 from toolkit.samplers import names as strategy_order, supported
@@ -219,7 +220,7 @@ def strategy_marker(sampler: str) -> str:
     return MARKERS[order.index(sampler) % len(MARKERS)]
 
 
-def explorer_plot(rows: list[dict], evaluator_name: str = "AR", ref: Reference | None = None,
+def explorer_plot(rows: list[dict], evaluator_name: str = DEFAULT_EVALUATOR, ref: Reference | None = None,
                   repeats: int = REPEATS):
     """Gen PPL (log) vs tokens/s (log): colour = family, marker = strategy, line style = checkpoint,
     bars = timing range, numbers = steps taken, frontier dashed; the legend sits outside the axes."""
