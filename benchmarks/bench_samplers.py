@@ -29,7 +29,7 @@ import toolkit  # noqa: E402
 from toolkit.hardware import cpu_model  # noqa: E402
 from toolkit.evaluation.generation import ToolkitEvaluator, gen_ppl, mean_entropy  # noqa: E402
 from toolkit.evaluation.likelihood import validation_blocks  # noqa: E402
-from toolkit.sampling import SampleRequest  # noqa: E402
+from toolkit.sample_request import SampleRequest  # noqa: E402
 
 HOT = 1.6   # a temperature that brings confidence decoding's entropy back near real text's
 P9 = {"top_p": 0.9}

@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 import torch
 
 from toolkit.errors import UserError
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 from gui.render import token_label
 from gui.strategies import strategy_request

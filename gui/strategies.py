@@ -18,7 +18,7 @@ from toolkit.families import REGISTRY
 from toolkit.options import Spec, describe, parse_pairs, parse_spec
 from toolkit.samplers import SAMPLERS, names, supported
 from toolkit.samplers.requests import request_fields
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 SAMPLER_KEY, SAMPLER_OPTIONS_KEY = "sampler", "sampler_options"
 DEFAULT_STRATEGY = SampleRequest.sampler      # what a request runs when it names no strategy

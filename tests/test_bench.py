@@ -12,7 +12,7 @@ import torch
 
 from toolkit import hardware
 from toolkit.bench import peaks, report, targets
-from toolkit.bench.train import Size
+from toolkit.bench.train_speed import Size
 from toolkit.data.tokenizer import load_tokenizer
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
@@ -109,7 +109,7 @@ def test_without_flags_auto_measures_once_and_remembers(monkeypatch, tmp_path):
 
 
 def test_trainer_uses_the_resolved_precision(monkeypatch, tmp_path):
-    from toolkit.bench.train import QUICK_SIZE, trainer_for
+    from toolkit.bench.train_speed import QUICK_SIZE, trainer_for
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("No-bf16 CPU", frozenset({"avx2"})))
     assert trainer_for("mdlm", QUICK_SIZE, "auto", torch.device("cpu"), False, str(tmp_path)).precision == "fp32"
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("bf16 CPU", frozenset({"avx512_bf16"})))

@@ -330,7 +330,7 @@ def test_sentencepiece_vocabulary_gets_the_appended_mask(tmp_path):
 
 
 def test_declared_family_priorities():
-    from toolkit.checkpoints.convert import declared_family
+    from toolkit.checkpoints.reference_import import declared_family
     duo_snapshot = "/x/models--nvidia--SDLLM-Duo-1.7B-Base/snapshots/a"
     assert declared_family({"model_type": "mdlm"}, duo_snapshot) == "duo"     # class names are shared
     assert declared_family({"algo": {"name": "esolm"}, "parameterization": "subs"}, "/x/y") == "esolm"
@@ -382,7 +382,7 @@ def test_stub_objects_never_runs_code_from_the_pickle(tmp_path):
 def test_families_are_recognised_by_their_reference_names():
     """Each family's `reference_names` pattern: explicit algo names first, then SDLLM-<Family>
     repositories, then class names; Eso-LM (derived from MDLM) wins over MDLM's `subs`."""
-    from toolkit.checkpoints.convert import declared_family, family_of
+    from toolkit.checkpoints.reference_import import declared_family, family_of
     assert [family_of(t) for t in ("EsoLM", "eso_lm", "udlm", "DUO_BASE", "mdlm", "subs", "ar", "autoregressive")] == \
         ["esolm", "esolm", "duo", "duo", "mdlm", "mdlm", "ar", "ar"]
     assert family_of("esolm subs") == "esolm" and family_of("dit") is None

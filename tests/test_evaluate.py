@@ -20,7 +20,7 @@ from toolkit.errors import UserError
 from toolkit.evaluation import (dataset_nelbo, gen_ppl, load_evaluator, mean_entropy, sequence_nll, throughput,
                                 unigram_entropy)
 from toolkit.evaluation.choice import choice_accuracy, loglikelihood, read_items, score_choices
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 from toolkit.schedule import EPS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from toolkit.families.ar import AR, AROptions
 from toolkit.families.duo import Duo, duo_nelbo_terms, duo_posterior
 from toolkit.families.esolm import EsoLM, EsoOptions, permuted_causal_mask, permuted_order, sequential_mask
 from toolkit.families.mdlm import MDLM, MaskedOptions
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 from tests.test_backbone import small_net
 
 V, MASK, BOS = 12, 11, 10

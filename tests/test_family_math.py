@@ -17,7 +17,7 @@ from toolkit.families.ar import AR
 from toolkit.families.duo import Duo
 from toolkit.families.esolm import EsoLM, EsoOptions
 from toolkit.families.mdlm import MDLM, MaskedOptions
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 from toolkit.schedule import stratified_times
 from toolkit.trainer.step import chunk_rows, local_chunk, step_generator
 

@@ -15,7 +15,7 @@ from toolkit.families.ar import AR
 from toolkit.families.duo import Duo
 from toolkit.families.esolm import EsoLM, EsoOptions
 from toolkit.families.mdlm import MDLM, MaskedOptions
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 
 def check_trace(steps, calls):

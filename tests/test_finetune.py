@@ -8,7 +8,7 @@ import torch
 from toolkit.resolve import resolve
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 from tests.test_backbone import small_net
 
 V, MASK, BOS, L, P = 50, 49, 48, 12, 5

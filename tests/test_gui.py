@@ -19,7 +19,7 @@ from gui.models import ModelRegistry, embedded_names
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 from toolkit.options import describe
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 FAMILIES = ("ar", "mdlm", "duo", "esolm")
 

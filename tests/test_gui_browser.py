@@ -55,7 +55,7 @@ def test_browser_generates_with_all_families(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from gui.render import short_name
-    from toolkit.sampling import SampleRequest
+    from toolkit.sample_request import SampleRequest
     registry, url = server
     prompt, length, seed = "It is a truth", 24, 7
     n_prompt = len(registry.get(registry.keys[0]).encode(prompt))

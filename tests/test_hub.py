@@ -44,7 +44,7 @@ def fake_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(hub.HfApi, "create_repo", create_repo)
     monkeypatch.setattr(hub.HfApi, "create_commit", create_commit)
     monkeypatch.setattr(hub, "snapshot_download", snapshot_download)
-    monkeypatch.setattr("toolkit.checkpoints.hub.CACHE", tmp_path / "cache")
+    monkeypatch.setattr("toolkit.checkpoints.hub_client.CACHE", tmp_path / "cache")
     return remote, calls
 
 
@@ -92,7 +92,7 @@ def test_reference_release_snapshot_is_converted_once(tmp_path, fake_hub, monkey
     def no_convert(*a, **k):
         raise AssertionError("converted twice")
 
-    monkeypatch.setattr("toolkit.checkpoints.hub.convert", no_convert)
+    monkeypatch.setattr("toolkit.checkpoints.hub_client.convert", no_convert)
     again = toolkit.load("nvidia/SDLLM-Duo-1.7B-Base")
     assert again.path == model.path
 

@@ -12,7 +12,7 @@ from gui.models import embedded_names
 from toolkit.checkpoints import load
 from toolkit.evaluation.generation import unigram_entropy
 from toolkit.evaluation.metrics import as_evaluator
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 FAMILIES = ("ar", "mdlm", "duo", "esolm")
 pytestmark = pytest.mark.skipif(set(FAMILIES) - set(embedded_names()), reason="embedded demo models not installed")

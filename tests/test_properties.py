@@ -14,7 +14,7 @@ from hypothesis import strategies as st  # noqa: E402
 from toolkit.config import RunConfig  # noqa: E402
 from toolkit.errors import UserError  # noqa: E402
 from toolkit.resolve import resolve  # noqa: E402
-from toolkit.sampling import SampleRequest  # noqa: E402
+from toolkit.sample_request import SampleRequest  # noqa: E402
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None, derandomize=True)
 KEYS = ["family", "model", "lr", "batch_size", "grad_accum", "seq_len", "max_steps", "loss", "alpha_0", "resume",

@@ -13,7 +13,7 @@ import torch
 from toolkit.data.arithmetic import Difficulty, generate, write_jsonl
 from toolkit.errors import UserError
 from toolkit.evaluation.reasoning import extract_answer, load_problems, task_accuracy, wilson_interval
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -50,7 +50,7 @@ def test_init_cannot_change_the_family_and_an_empty_init_means_none():
 
 
 def test_the_benchmark_config_built_as_an_object_equals_the_parsed_one(tmp_path):
-    from toolkit.bench.train import QUICK_SIZE, bench_config
+    from toolkit.bench.train_speed import QUICK_SIZE, bench_config
     m = QUICK_SIZE
     built = bench_config("duo", m, "fp32", "cpu", False, str(tmp_path), ("lr=1e-3",))
     parsed = resolve(["family=duo", f"n_layers={m.n_layers}", f"d_model={m.d_model}", f"n_heads={m.n_heads}",

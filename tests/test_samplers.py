@@ -13,7 +13,7 @@ import toolkit
 from toolkit.errors import UserError
 from toolkit.samplers import SAMPLERS, names, supported
 from toolkit.samplers.remdm import RemdmOptions, remask_probability, reveal_probability
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 
 @pytest.fixture(autouse=True)

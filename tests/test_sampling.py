@@ -8,7 +8,7 @@ import torch
 
 import toolkit
 from toolkit.errors import UserError
-from toolkit.sampling import SampleRequest, draw, filter_probs
+from toolkit.sample_request import SampleRequest, draw, filter_probs
 
 CACHED_FAMILIES = [("ar",), ("mdlm",), ("esolm",), ("esolm", "alpha_0=0.5")]
 

@@ -15,7 +15,7 @@ from toolkit.families import REGISTRY
 from toolkit.families.base import MaskedFamily
 from toolkit.options import option
 from toolkit.samplers import SAMPLERS, Sampler, register, supported
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 
 # --- the worked example of docs/architecture.md, verbatim in spirit --------------------------

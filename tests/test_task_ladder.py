@@ -9,7 +9,7 @@ import toolkit
 from toolkit.data.arithmetic import LEVELS, generate, given_first_line, level, train_questions
 from toolkit.errors import UserError
 from toolkit.evaluation.reasoning import extract_answer, load_problems, task_accuracy
-from toolkit.sampling import SampleRequest, Step
+from toolkit.sample_request import SampleRequest, Step
 
 LINE = re.compile(r"^(\d+) ([-+*]) (\d+) = (\d+)$")
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}

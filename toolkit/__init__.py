@@ -6,7 +6,7 @@
 
 The layers of the package are described in docs/architecture.md.
 """
-from toolkit.sampling import SampleRequest, Step  # noqa: F401
+from toolkit.sample_request import SampleRequest, Step  # noqa: F401
 
 
 # The two functions below import toolkit.checkpoints when called, not here: every `import toolkit.X`
@@ -19,7 +19,7 @@ def load(name_or_path: str, device: str = "cpu"):
 
 def push_to_hub(checkpoint, repo_id: str, **kwargs) -> str:
     """Upload a checkpoint directory (or a loaded model) to the Hugging Face Hub."""
-    from toolkit.checkpoints.hub import push_to_hub as _push   # deferred: see above
+    from toolkit.checkpoints.hub_client import push_to_hub as _push   # deferred: see above
     return _push(checkpoint, repo_id, **kwargs)
 
 

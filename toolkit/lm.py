@@ -15,9 +15,9 @@ from toolkit.families import get_family
 from toolkit.hardware import resolve_precision
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
-from toolkit.samplers import resolve as resolve_sampler
+from toolkit.samplers import resolve_sampler
 from toolkit.samplers import sample as run_sampler
-from toolkit.sampling import SampleRequest, Step
+from toolkit.sample_request import SampleRequest, Step
 from toolkit.schedule import antithetic_times
 
 MAX_SAMPLING_STEPS = 1_000_000   # beyond this a step count is a typo (and its time grid would not fit in memory)

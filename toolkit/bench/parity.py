@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from toolkit.bench.train import random_backbone
+from toolkit.bench.train_speed import random_backbone
 from toolkit.config import ModelConfig
 from toolkit.model.backbone import KVCache
 

@@ -17,9 +17,9 @@ from toolkit.bench import peaks as peak_lib
 from toolkit.bench import reference as ref_lib
 from toolkit.bench.head import head_benchmark
 from toolkit.bench.parity import parity
-from toolkit.bench.sampling import sampling_rows, untrained
+from toolkit.bench.sample_speed import sampling_rows, untrained
 from toolkit.bench.targets import evaluate_targets
-from toolkit.bench.train import QUICK_SIZE, Size, forward_throughput, random_backbone, train_throughput
+from toolkit.bench.train_speed import QUICK_SIZE, Size, forward_throughput, random_backbone, train_throughput
 from toolkit.config import ModelConfig
 from toolkit.families import REGISTRY
 from toolkit.model import attention

@@ -2,7 +2,7 @@
 (loading), importing reference checkpoints (convert, imported_tokenizers), the Hub (hub)."""
 from __future__ import annotations
 
-from toolkit.checkpoints.hub import from_pretrained, looks_like_hub_id, push_to_hub  # noqa: F401
+from toolkit.checkpoints.hub_client import from_pretrained, looks_like_hub_id, push_to_hub  # noqa: F401
 from toolkit.checkpoints.loading import load_checkpoint
 from toolkit.checkpoints.rundir import (EMBEDDED_DIR, load_train_state, read_config, resolve_path,  # noqa: F401
                                         save_checkpoint)

@@ -16,7 +16,7 @@ import torch
 
 from toolkit.bench import report as report_lib
 from toolkit.bench.suite import CPU_SIZES, GPU_SIZES, PARTS, make_plan, run
-from toolkit.bench.train import QUICK_SIZE
+from toolkit.bench.train_speed import QUICK_SIZE
 from toolkit.cli.common import ArgParser
 from toolkit.errors import UserError, cli_main
 from toolkit.families import REGISTRY

@@ -1,5 +1,5 @@
 """`python -m toolkit.convert SOURCE --family F --out DIR`: import a reference checkpoint (see
-toolkit/checkpoints/convert.py for what SOURCE may be)."""
+toolkit/checkpoints/reference_import.py for what SOURCE may be)."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from toolkit.checkpoints.convert import __doc__ as convert_doc
-from toolkit.checkpoints.convert import convert
+from toolkit.checkpoints.reference_import import __doc__ as convert_doc
+from toolkit.checkpoints.reference_import import convert
 from toolkit.cli.common import ArgParser
 from toolkit.cli.usage import family_names, family_options_text
 from toolkit.errors import cli_main

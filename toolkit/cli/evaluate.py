@@ -27,7 +27,7 @@ from toolkit.errors import UserError, cli_main
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 from toolkit.evaluation.suite import check_metrics, evaluate, format_text
 from toolkit.samplers.requests import sweep_requests
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 
 @cli_main

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from toolkit.checkpoints.hub import from_pretrained, push_to_hub
+from toolkit.checkpoints.hub_client import from_pretrained, push_to_hub
 from toolkit.cli.common import ArgParser
 from toolkit.errors import cli_main
 

@@ -18,7 +18,7 @@ from toolkit.cli.common import ArgParser, add_sampling_args, load_model, parse_o
 from toolkit.cli.usage import sampling_options_text
 from toolkit.errors import UserError, cli_main
 from toolkit.samplers.requests import listing, request_fields
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 
 def parse_infill(model, specs: list[str]) -> dict[int, int]:

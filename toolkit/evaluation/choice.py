@@ -14,7 +14,7 @@ import torch
 
 from toolkit.errors import UserError
 from toolkit.evaluation.likelihood import sequence_nll
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 
 def _nll(model, ids, mc_samples, seed) -> float:

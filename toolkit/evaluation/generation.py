@@ -18,7 +18,7 @@ from toolkit.checkpoints import load
 from toolkit.errors import UserError
 from toolkit.evaluation.likelihood import text_nll
 from toolkit.options import require_choice
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 
 DEFAULT_EVALUATOR = "ar"   # the embedded autoregressive checkpoint scores Gen PPL unless told otherwise

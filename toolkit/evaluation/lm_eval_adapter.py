@@ -18,7 +18,7 @@ import toolkit
 from toolkit.evaluation.choice import loglikelihood
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 from toolkit.evaluation.likelihood import text_nll
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 try:
     from lm_eval.api.model import LM as _Base

@@ -19,7 +19,7 @@ from pathlib import Path
 from toolkit.data.arithmetic import LEVELS, generate, level
 from toolkit.data.pairs import field_text, pair_rows, prompt_text
 from toolkit.errors import UserError
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")

@@ -10,7 +10,7 @@ from toolkit.evaluation.likelihood import dataset_nelbo, validation_blocks
 from toolkit.evaluation.metrics import METRICS as SAMPLE_METRIC_TABLE
 from toolkit.evaluation.metrics import Samples, format_scores, score_samples
 from toolkit.evaluation.reasoning import load_problems, task_accuracy
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 METRICS = ("nelbo", "gen_ppl", "entropy", "throughput", "choice", "accuracy")
 SAMPLE_METRICS = ("gen_ppl", "entropy", "throughput")

@@ -18,7 +18,7 @@ from toolkit.errors import UserError
 from toolkit.families.base import Family, covered_tokens, register
 from toolkit.model.backbone import KVCache
 from toolkit.options import option
-from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs
+from toolkit.sample_request import Clock, SampleRequest, Step, draw, filter_probs
 
 
 SCORING = ("bos", "reference")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from toolkit.errors import UserError
 from toolkit.model.backbone import fuses_head, selects_rows
 from toolkit.options import NoOptions, build, describe
-from toolkit.sampling import SampleRequest, Step
+from toolkit.sample_request import SampleRequest, Step
 from toolkit.schedule import LogLinear
 
 REGISTRY: dict[str, type["Family"]] = {}

@@ -17,7 +17,7 @@ from toolkit.families.base import covered_tokens, register
 from toolkit.families.mdlm import MDLM, MaskedOptions
 from toolkit.options import option
 from toolkit.samplers.causal_order import CausalOrderDecoder, permuted_order
-from toolkit.sampling import SampleRequest, Step, time_grid
+from toolkit.sample_request import SampleRequest, Step, time_grid
 from toolkit.schedule import LogLinear
 
 

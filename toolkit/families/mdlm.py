@@ -14,7 +14,7 @@ import torch
 
 from toolkit.families.base import MaskedFamily, covered_tokens, register, seeded_start
 from toolkit.options import option
-from toolkit.sampling import Clock, SampleRequest, Step, draw, filter_probs, time_grid
+from toolkit.sample_request import Clock, SampleRequest, Step, draw, filter_probs, time_grid
 
 LOSSES = ("elbo", "low_var")
 

@@ -10,5 +10,5 @@ Families whose denoiser is causal in reveal order decode through `causal_order.C
 from __future__ import annotations
 
 from toolkit.samplers.base import (DEFAULT, SAMPLERS, Sampler, get_sampler, names, parse_options,  # noqa: F401
-                                   register, resolve, sample, split_options, supported)
+                                   register, resolve_sampler, sample, split_options, supported)
 from toolkit.samplers import ancestral, block, confidence, remdm  # noqa: F401,E402  (registers each strategy)

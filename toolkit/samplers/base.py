@@ -6,7 +6,7 @@ from typing import ClassVar, Iterator
 from toolkit.errors import UserError
 from toolkit.families.base import Family, MaskedFamily  # noqa: F401  (the capabilities a strategy requires)
 from toolkit.options import NoOptions, build, describe
-from toolkit.sampling import SampleRequest, Step
+from toolkit.sample_request import SampleRequest, Step
 
 DEFAULT = "ancestral"
 SAMPLERS: dict[str, "Sampler"] = {}
@@ -70,7 +70,7 @@ def parse_options(sampler: Sampler, raw: dict):
     return build(sampler.Options, raw, f"sampler {sampler.name}")
 
 
-def resolve(family, request: SampleRequest):
+def resolve_sampler(family, request: SampleRequest):
     """(sampler, typed options) for a request; raises UserError for a bad pair or option."""
     sampler = get_sampler(request.sampler or DEFAULT, family)
     options = parse_options(sampler, request.sampler_options)
@@ -79,7 +79,7 @@ def resolve(family, request: SampleRequest):
 
 
 def sample(family, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
-    sampler, options = resolve(family, request)
+    sampler, options = resolve_sampler(family, request)
     yield from sampler.run(family, net, request, options, device)
 
 

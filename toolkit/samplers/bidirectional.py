@@ -11,7 +11,7 @@ import torch
 
 from toolkit.families.base import seeded_start
 from toolkit.samplers.common import candidates, choose, scheduled_count
-from toolkit.sampling import Clock, Step
+from toolkit.sample_request import Clock, Step
 
 
 class BidirectionalDecoder:

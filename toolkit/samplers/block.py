@@ -27,7 +27,7 @@ from toolkit.model.backbone import KVCache
 from toolkit.options import option
 from toolkit.samplers.base import Sampler, register
 from toolkit.samplers.common import candidates, choose, scheduled_count
-from toolkit.sampling import Clock, Step
+from toolkit.sample_request import Clock, Step
 
 CACHES = ("auto", "prefix", "dual", "none")
 ATTENTIONS = ("bidirectional", "block_causal")

@@ -14,7 +14,7 @@ import torch
 from toolkit.families.base import seeded_start
 from toolkit.model.backbone import KVCache
 from toolkit.samplers.common import candidates
-from toolkit.sampling import Clock, Step, draw, filter_probs
+from toolkit.sample_request import Clock, Step, draw, filter_probs
 
 
 def permuted_order(masked: torch.Tensor, generator=None) -> torch.Tensor:

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from toolkit.sampling import draw, filter_probs
+from toolkit.sample_request import draw, filter_probs
 
 
 def candidates(logits: torch.Tensor, uniform: torch.Tensor, temperature: float, top_p: float, top_k: int):

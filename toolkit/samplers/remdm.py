@@ -19,7 +19,7 @@ from toolkit.families.base import MaskedFamily, seeded_start
 from toolkit.options import option
 from toolkit.samplers.base import Sampler, register
 from toolkit.samplers.common import candidates
-from toolkit.sampling import Clock, Step, time_grid
+from toolkit.sample_request import Clock, Step, time_grid
 
 SCHEDULES = ("cap", "rescale")
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from toolkit.errors import UserError
 from toolkit.options import describe, parse_spec
 from toolkit.samplers.base import SAMPLERS, get_sampler, names, split_options, supported
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 
 def request_fields(family, name: str, raw: dict) -> dict:

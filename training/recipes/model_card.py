@@ -21,7 +21,7 @@ from toolkit.evaluation.likelihood import dataset_nelbo, validation_blocks
 from toolkit.evaluation.metrics import Samples, score_samples
 from toolkit.families import REGISTRY
 from toolkit.options import parse_spec
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 NAMES = tuple(REGISTRY)   # the embedded demo models are named after their families
 

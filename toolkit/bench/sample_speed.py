@@ -14,7 +14,7 @@ from toolkit.bench.timing import best_seconds
 from toolkit.data.tokenizer import load_tokenizer
 from toolkit.lm import LanguageModel
 from toolkit.resolve import config_for, validate
-from toolkit.sampling import SampleRequest
+from toolkit.sample_request import SampleRequest
 
 
 def untrained(family: str, length: int, preset: str = "tiny", device: str | torch.device = "cpu") -> LanguageModel:

@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from toolkit.checkpoints.convert import convert, declared_family, read_source
+from toolkit.checkpoints.reference_import import convert, declared_family, read_source
 from toolkit.checkpoints.loading import load_checkpoint
 from toolkit.checkpoints.rundir import CONFIG, EMBEDDED_DIR, TOKENIZER, WEIGHTS, resolve_path
 from toolkit.errors import UserError
