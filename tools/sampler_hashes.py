@@ -8,9 +8,11 @@ and row_nfe (when present), so a change in any step of the trace shows, not only
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -49,7 +51,14 @@ def all_hashes() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    path, check = argv[0], "--check" in argv
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("path", help="the JSON file to write, or to compare with under --check")
+    ap.add_argument("--check", action="store_true", help="compare with PATH; non-zero exit on a difference")
+    a = ap.parse_args(argv)
+    path, check = a.path, a.check
+    if check and not Path(path).is_file():
+        print(f"error: --check needs the hashes file {path} (write it first without --check)", file=sys.stderr)
+        return 2
     got = all_hashes()
     if not check:
         with open(path, "w") as f:

@@ -83,8 +83,8 @@ class MDLM(MaskedFamily):
         confidence = fixed.float()
         grid, clock = time_grid(request.steps), Clock()
         logits, nfe = None, 0
-        row_nfe = torch.zeros(z.shape[0], dtype=torch.long)   # a row alone re-evaluates only once it changed
-        stale = torch.ones(z.shape[0], dtype=torch.bool)
+        row_nfe = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)   # a row alone: re-evaluated once changed
+        stale = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
         for k in range(request.steps):
             t, s = grid[k], grid[k + 1]
             u_reveal = torch.rand(z.shape, generator=gen).to(device)
@@ -105,6 +105,6 @@ class MDLM(MaskedFamily):
                 conf = probs.gather(-1, new[:, None]).squeeze(-1)
                 confidence = confidence.masked_scatter(reveal, conf)
                 logits = None  # the input changed: the next step needs a fresh evaluation
-            stale |= reveal.any(-1).cpu()
+            stale |= reveal.any(-1)
             yield Step(step=k + 1, t=float(t), s=float(s), tokens=z.clone(), changed=reveal,
                        confidence=confidence.clone(), nfe=nfe, elapsed=clock(), row_nfe=row_nfe.clone())

@@ -135,7 +135,7 @@ def _bidirectional(family, net, request, o, device):
     denoise = _Denoiser(family, net, n, o, mode, device)
     in_block = torch.zeros(n, dtype=torch.bool, device=device)
     nfe = step = 0
-    row_nfe = torch.zeros(z.shape[0], dtype=torch.long)
+    row_nfe = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
     for a, e in spans:
         in_block.zero_()
         in_block[a:e] = True
@@ -148,7 +148,7 @@ def _bidirectional(family, net, request, o, device):
             ids, conf = candidates(denoise(z, masked, a, e, first=j == 0), u[masked],
                                    request.temperature, request.top_p, o.top_k)
             nfe += 1
-            row_nfe += masked.any(-1).cpu()   # a row whose block is already done needs no evaluation
+            row_nfe += masked.any(-1)   # a row whose block is already done needs no evaluation
             cand = z.masked_scatter(masked, ids)
             scores = torch.zeros(z.shape, device=device).masked_scatter(masked, conf)
             if order == "random":

@@ -59,7 +59,7 @@ class Remdm(Sampler):
         gen, z, fixed = seeded_start(request, family.mask_id, device)
         confidence = fixed.float()
         grid, clock, nfe = time_grid(request.steps), Clock(), 0
-        row_nfe = torch.zeros(z.shape[0], dtype=torch.long)
+        row_nfe = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)   # on z.device: no sync per step
         for k in range(request.steps):
             t, s = float(grid[k]), float(grid[k + 1])
             a_t, a_s = float(family.schedule.alpha(t)), float(family.schedule.alpha(s))
@@ -72,7 +72,7 @@ class Remdm(Sampler):
             if reveal.any():
                 logits = family.subs_logits(net(z, select=reveal))
                 nfe += 1
-                row_nfe += reveal.any(-1).cpu()   # a row with nothing to reveal needs no evaluation
+                row_nfe += reveal.any(-1)   # a row with nothing to reveal needs no evaluation
                 ids, conf = candidates(logits, u_token[reveal], request.temperature, request.top_p, o.top_k)
                 z = z.masked_scatter(reveal, ids)
                 confidence = confidence.masked_scatter(reveal, conf)
