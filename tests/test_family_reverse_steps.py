@@ -4,18 +4,21 @@ MDLM and Eso-LM reveal rates (alpha_s - alpha_t) / (1 - alpha_t) and the drawn i
 left-to-right phase, Duo's q(z_s | z_t, x_theta) with top-p on the posterior and its greedy tail,
 AR's next-token draws, and caches that change no token. Networks and checks: test_family_math.
 """
+import importlib
 import math
 
 import pytest
 import torch
 
+import toolkit
 from tests.test_family_math import (BOS, MASK, V, Z, BagNet, assert_draws, assert_rate, bayes_posterior,
                                     duo_posterior_reference, no_mask_probs, sigma_of)
 from toolkit.families.ar import AR
 from toolkit.families.duo import Duo
 from toolkit.families.esolm import EsoLM, EsoOptions
 from toolkit.families.mdlm import MDLM, MaskedOptions
-from toolkit.sample_request import SampleRequest
+from toolkit.sample_request import SampleRequest, filter_probs
+from toolkit.samplers import supported
 
 
 def check_trace(steps, calls):
@@ -255,3 +258,23 @@ def test_esolm_sequential_steps_match_the_training_time_sequential_likelihood():
         select = torch.cat([~clean, torch.zeros(L, dtype=torch.bool)])[None]
         ce = fam.selected_ce(net, inputs.pop("tokens"), torch.cat([x[b], x[b]])[None], select, **inputs)[0, :L]
         torch.testing.assert_close(steps[-1].confidence[b][~clean], (-ce[~clean]).exp(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["ancestral", "confidence"])
+def test_every_sampler_passes_temperature_and_top_p_in_their_places(family_name, strategy, monkeypatch):
+    """A swapped (temperature, top_p) pair samples plausibly at the defaults (1, 1): record every call."""
+    model = toolkit.load(family_name)
+    if strategy not in supported(model.family):
+        pytest.skip(f"{family_name} has no {strategy} strategy")
+    calls = []
+
+    def spy(logits, temperature, top_p):
+        calls.append((temperature, top_p))
+        return filter_probs(logits, temperature, top_p)
+
+    for module in ("toolkit.samplers.common", "toolkit.samplers.causal_order", f"toolkit.families.{family_name}"):
+        mod = importlib.import_module(module)
+        if hasattr(mod, "filter_probs"):
+            monkeypatch.setattr(mod, "filter_probs", spy)
+    list(model.sample(SampleRequest(num_samples=2, length=12, steps=4, seed=1, temperature=0.7, top_p=0.9, sampler=strategy)))
+    assert calls and all(t == 0.7 and p in (0.9, 1.0) for t, p in calls), calls[:3]
