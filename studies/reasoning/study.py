@@ -36,7 +36,8 @@ FAMILIES = ("ar", "mdlm", "duo", "esolm")
 # embedded demo model of each family; its ladder of fine-tuning step budgets). The larger CPU
 # size's ladder is lower: it costs ~4x more per step; rungs run cheapest first.
 PROFILES = {
-    "cpu": dict(sizes={"demo": (None, "500,1000,1500,2000,3000,4000"), "large": ("cpu-m", "100,200,300,400,600,800")},
+    "cpu": dict(sizes={"demo": (None, "500,1000,1500,2000,3000,4000,6000,8000"),
+                      "large": ("cpu-m", "100,200,300,400,600,800,1200")},
                 train_problems=128000, test_problems=300, steps="8,32", parallel=2, device="cpu", threads=1,
                 eval_every=250, pretrain=["stop_at=1200"], train=[]),   # the recipe's first 3/8: see the README
     "gpu": dict(sizes={"gpu-19M": ("19M", "500,1000,2000,4000")}, train_problems=128000,

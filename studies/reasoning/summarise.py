@@ -248,6 +248,8 @@ def plot(rows: list[dict], points: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from toolkit.plotting import log_budget_axis
     sizes = list(dict.fromkeys(p["size"] for p in points))
     fig, axes = plt.subplots(len(sizes), 3, figsize=(13.5, 3.6 * len(sizes)), squeeze=False)
     for i, size in enumerate(sizes):
@@ -270,7 +272,7 @@ def plot(rows: list[dict], points: list[dict], path: Path) -> None:
                             linestyle="-" if sampler == "ancestral" else ":",
                             label=f"{LABELS[fam]} · {sampler}")
         for a in (ax, bx):
-            a.set_xscale("log")
+            log_budget_axis(a)   # 1e12-style ticks, no crowded minor labels
             a.set_xlabel("fine-tuning FLOPs (6 × parameters × tokens)")
         ax.set_ylabel("exact-match accuracy (%)")
         ax.set_title(f"{size}: accuracy vs. compute (best setting, 95% CI)", fontsize=10)
