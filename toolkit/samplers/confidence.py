@@ -55,9 +55,10 @@ class Confidence(Sampler):
         if decoder.free == 0:   # everything is fixed: nothing to decode
             yield from decoder.nothing_to_decode()
             return
-        step = 0
-        while decoder.left():
-            t = decoder.left()
+        step, t = 0, decoder.left()   # left() reads the tokens back to the host: once per step
+        while t:
             decoder.reveal_confident(o.k, o.threshold, o.top_k, request.steps - step)
             step += 1
-            yield decoder.step_record(step, t, decoder.left())
+            s = decoder.left()
+            yield decoder.step_record(step, t, s)
+            t = s
