@@ -133,8 +133,8 @@ def finished(key, model, settings: Settings, num_samples: int) -> Run:
 
 def set_timing(row: dict, seconds: list[float], generated: int) -> None:
     """The row's speed: the median of its timed runs, and the range they span."""
-    median = statistics.median(seconds)
-    row.update(runs=len(seconds), seconds=round(median, 4), tokens_per_s=round(generated / median, 1),
+    median = statistics.median(seconds)   # seconds to 4 significant digits: a fast run keeps its precision
+    row.update(runs=len(seconds), seconds=float(f"{median:.4g}"), tokens_per_s=round(generated / median, 1),
                tokens_per_s_min=round(generated / max(seconds), 1),
                tokens_per_s_max=round(generated / min(seconds), 1))
 
