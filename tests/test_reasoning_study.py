@@ -49,6 +49,15 @@ def test_tiny_ladder_runs_end_to_end_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     ran = [line for line in r.stdout.splitlines() if "] done " in line]
     assert len(ran) == 1 and "evaluate-tiny-mdlm-8" in ran[0]
+    # Continuing a family still rising: one more rung for MDLM alone; the settings keep both invocations.
+    r = run_study("--profile", "tiny", "--work", str(work), "--families", "mdlm", "--sizes", "tiny", "--budgets", "12")
+    assert r.returncode == 0, r.stderr[-2000:]
+    settings = json.loads((work / "settings.json").read_text())
+    assert settings["sizes"]["tiny"][1] == [4, 8, 12] and settings["families"] == ["mdlm", "duo"]
+    assert [i["families"] for i in settings["invocations"]] == [["mdlm", "duo"], ["mdlm"]]
+    ladder = list(csv.DictReader(open(work / "ladder.csv")))
+    assert sorted(int(x["budget_steps"]) for x in ladder if x["family"] == "mdlm") == [4, 8, 12]
+    assert sorted(int(x["budget_steps"]) for x in ladder if x["family"] == "duo") == [4, 8]
 
 
 @pytest.mark.slow
@@ -69,3 +78,26 @@ def test_unknown_names_are_one_line_errors(tmp_path):
     for args, message in ((["--sizes", "huge"], "unknown sizes ['huge']"), (["--families", "gpt"], "unknown families")):
         r = run_study("--profile", "tiny", "--work", str(tmp_path), *args)
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_continued_study_keeps_its_settings_and_reports_the_rungs_that_ran(tmp_path):
+    sys.path[:0] = [str(STUDY)]
+    try:
+        from study import merged_settings
+        from summarise import rungs_run
+    finally:
+        del sys.path[:1]
+    base = {"work": str(tmp_path), "task": "arith", "lr": 2e-3, "batch_size": 32, "families": ["ar", "mdlm"],
+            "sizes": {"demo": [None, [500, 1000]], "large": ["cpu-m", [100]]}}
+    first = merged_settings(None, base)
+    more = merged_settings(first, {**base, "families": ["mdlm"], "sizes": {"demo": [None, [1000, 2000]]}})
+    assert more["sizes"] == {"demo": [None, [500, 1000, 2000]], "large": ["cpu-m", [100]]}
+    assert more["families"] == ["ar", "mdlm"] and len(more["invocations"]) == 2
+    assert more["invocations"][1] == {"families": ["mdlm"], "sizes": {"demo": [1000, 2000]}}
+    with pytest.raises(SystemExit, match=r"other settings \(lr: 0.002 -> 0.001\)"):
+        merged_settings(more, {**base, "lr": 1e-3})
+    points = [{"size": "demo", "family": f, "budget_steps": b} for f, bs in (("ar", (500, 1000)), ("esolm", (500, 1000)),
+                                                                           ("mdlm", (500, 1000, 2000))) for b in bs]
+    points += [{"size": "large", "family": "ar", "budget_steps": 100}]
+    assert rungs_run(points) == ("demo: AR, Eso-LM 500-1000 (2 rungs) / MDLM 500-2000 (3 rungs); "
+                                 "large: AR 100 (1 rung)")

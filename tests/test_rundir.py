@@ -96,3 +96,26 @@ def test_a_run_made_before_an_option_existed_resumes_only_with_that_option_at_it
     (tmp_path / rundir.RUN_CONFIG).write_text(json.dumps(old))
     with pytest.raises(UserError, match="options.curriculum"):
         rundir.check_out(tmp_path, new, resume=True, overwrite=False, defaults=defaults)
+
+
+def test_a_run_resumes_from_another_checkout_when_its_files_are_the_same_bytes(tmp_path):
+    """A run's record names the embedded tokenizer by its absolute path: the same file seen from
+    another checkout (another path, the same bytes) is the same run; a different file is not."""
+    from toolkit.resolve import resolve
+    out, here, there = tmp_path / "run", tmp_path / "a" / "tok.json", tmp_path / "b" / "tok.json"
+    for p in (here, there):
+        p.parent.mkdir()
+        p.write_text('{"vocab": 1}')
+    cfg = resolve(["family=mdlm", f"out={out}"])
+    old, new = cfg.to_dict(), cfg.to_dict()
+    old["data"]["tokenizer"], new["data"]["tokenizer"] = str(here), str(there)
+    out.mkdir()
+    (out / rundir.RUN_CONFIG).write_text(json.dumps(old))
+    (out / rundir.METRICS).write_text("")
+    rundir.check_out(out, new, resume=True, overwrite=False)
+    there.write_text('{"vocab": 2}')                   # same size, other bytes: another tokenizer
+    with pytest.raises(UserError, match="data.tokenizer"):
+        rundir.check_out(out, new, resume=True, overwrite=False)
+    there.unlink()                                     # a path that names no file cannot be compared
+    with pytest.raises(UserError, match="data.tokenizer"):
+        rundir.check_out(out, new, resume=True, overwrite=False)

@@ -316,13 +316,38 @@ def parse_args(argv=None):
     return a
 
 
+# what makes two invocations one study: the data, the recipe and the evaluation
+SHARED = ("task", "train_problems", "test_problems", "batch_size", "seq_len", "lr", "warmup", "steps", "samplers")
+
+
+def merged_settings(before: dict | None, now: dict) -> dict:
+    """The work folder's settings after one more invocation: a later one may add families or rungs
+    (continuing the families still rising) but not change what a point means; each is recorded."""
+    invocation = {"families": now["families"], "sizes": {s: b for s, (_, b) in now["sizes"].items()}}
+    if before is None:
+        return {**now, "invocations": [invocation]}
+    changed = [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in SHARED if k in before and before[k] != now[k]]
+    if changed:
+        raise SystemExit(f"error: {now['work']} holds a study with other settings ({'; '.join(changed)}): "
+                         "use another --work")
+    sizes = {s: list(v) for s, v in before["sizes"].items()}
+    for s, (preset, budgets) in now["sizes"].items():
+        sizes[s] = [preset, sorted(set(sizes.get(s, [preset, []])[1]) | set(budgets))]
+    families = before["families"] + [f for f in now["families"] if f not in before["families"]]
+    invocations = before.get("invocations", [{"families": before["families"],
+                                             "sizes": {s: b for s, (_, b) in before["sizes"].items()}}])
+    return {**before, "families": families, "sizes": sizes, "invocations": invocations + [invocation]}
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     study = Study(a)
     ok = True
     if not a.summarise:
         study.work.mkdir(parents=True, exist_ok=True)
-        (study.work / "settings.json").write_text(json.dumps({k: v for k, v in vars(a).items()}, indent=2))
+        settings = study.work / "settings.json"
+        before = json.loads(settings.read_text()) if settings.is_file() else None
+        settings.write_text(json.dumps(merged_settings(before, vars(a)), indent=2))
         if not (study.data / "test.jsonl").is_file():
             study.make_data()
         if not (study.data / "probe.jsonl").is_file():

@@ -233,6 +233,22 @@ def reading(points: list[dict], verdict: dict) -> str:
     return "\n".join(lines)
 
 
+def rungs_run(points: list[dict]) -> str:
+    """The ladder each family climbed, read from the points (not from what was planned): families
+    with the same rungs share one entry, e.g. 'demo: AR, Eso-LM 500-8000 (8 rungs) / MDLM 500-16000 (10 rungs)'."""
+    out = []
+    for size in dict.fromkeys(p["size"] for p in points):
+        ladders: dict[tuple, list[str]] = {}
+        for fam in LABELS:
+            steps = tuple(sorted(p["budget_steps"] for p in points if p["size"] == size and p["family"] == fam))
+            if steps:
+                ladders.setdefault(steps, []).append(LABELS[fam])
+        out.append(f"{size}: " + " / ".join(f"{', '.join(fams)} " + (f"{s[0]}-{s[-1]} ({len(s)} rungs)" if len(s) > 1
+                                                                      else f"{s[0]} (1 rung)")
+                                            for s, fams in ladders.items()))
+    return "; ".join(out)
+
+
 def majority_baseline(work: Path) -> str:
     """Always answering the training split's most frequent result: a floor to beat."""
     task = next((work / "data").iterdir())
@@ -303,6 +319,7 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
         raise SystemExit("no finished evaluation in " + str(work))
     points = ladder(rows)
     verdict = verdicts(points)
+    here.mkdir(parents=True, exist_ok=True)
     write_csv(here / "results.csv", rows)
     write_csv(here / "ladder.csv", points)
     md = tables(rows, points, verdict) + "\n\n" + majority_baseline(work) + "\n"
@@ -311,9 +328,10 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
     if update_readme:
         readme = here / "README.md"
         settings = json.loads((work / "settings.json").read_text())
-        shown = {k: settings[k] for k in ("task", "budgets", "sizes", "batch_size", "seq_len", "lr", "warmup",
+        shown = {k: settings[k] for k in ("task", "batch_size", "seq_len", "lr", "warmup",
                                           "train_problems", "test_problems", "steps", "samplers") if k in settings}
-        block = f"<!-- results -->\n{md}\nSettings: `{json.dumps(shown)}`\n<!-- /results -->"
+        block = (f"<!-- results -->\n{md}\nRungs run: {rungs_run(points)}.\n\n"
+                 f"Settings: `{json.dumps(shown)}`\n<!-- /results -->")
         text = re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, readme.read_text(), flags=re.S)
         found = f"<!-- reading -->\n{reading(points, verdict)}\n<!-- /reading -->"
         readme.write_text(re.sub(r"<!-- reading -->.*<!-- /reading -->", lambda _: found, text, flags=re.S))

@@ -399,7 +399,9 @@ def check_out(out: Path, cfg: dict, resume: bool, overwrite: bool, defaults: dic
     """Refuse to start in a directory that holds another run (or this one, without resume=true).
 
     `defaults` (a config dict with every option at its default) lets a run made before an option
-    existed resume: a setting absent from its record matches when the new value is the default."""
+    existed resume: a setting absent from its record matches when the new value is the default. A
+    path that changed but names a file with the same bytes (an embedded tokenizer seen from another
+    checkout of the toolkit) is the same setting."""
     if out.exists() and not out.is_dir():
         raise UserError(f"out={out} is a file, not a directory")
     if not holds_run(out) or overwrite:
@@ -413,11 +415,23 @@ def check_out(out: Path, cfg: dict, resume: bool, overwrite: bool, defaults: dic
         return   # no record of the settings (a run killed before writing it): the checkpoint decides
     old, new, recorded = identity(before), identity(cfg), _recorded_keys(before)
     default = identity(defaults) if defaults is not None else {}
-    changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]
+    changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if not _same_setting(old.get(k), new[k])
                and not (k not in recorded and k in default and default[k] == new[k])]
     if changed:
         raise UserError(f"{out} holds a different run ({'; '.join(changed[:3])}"
                         f"{'; ...' if len(changed) > 3 else ''}): use another out=, or overwrite=true to replace it")
+
+
+def _same_setting(old, new) -> bool:
+    if old == new:
+        return True
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return False
+    a, b = Path(old), Path(new)
+    try:
+        return a.is_file() and b.is_file() and a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
 
 
 def clear_run(out: Path) -> None:
