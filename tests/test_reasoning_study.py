@@ -94,6 +94,7 @@ def test_a_continued_study_keeps_its_settings_and_reports_the_rungs_that_ran(tmp
     assert more["sizes"] == {"demo": [None, [500, 1000, 2000]], "large": ["cpu-m", [100]]}
     assert more["families"] == ["ar", "mdlm"] and len(more["invocations"]) == 2
     assert more["invocations"][1] == {"families": ["mdlm"], "sizes": {"demo": [1000, 2000]}}
+    assert merged_settings(more, {**base, "families": ["mdlm"], "sizes": {"demo": [None, [1000, 2000]]}}) == more
     with pytest.raises(SystemExit, match=r"other settings \(lr: 0.002 -> 0.001\)"):
         merged_settings(more, {**base, "lr": 1e-3})
     points = [{"size": "demo", "family": f, "budget_steps": b} for f, bs in (("ar", (500, 1000)), ("esolm", (500, 1000)),

@@ -336,7 +336,8 @@ def merged_settings(before: dict | None, now: dict) -> dict:
     families = before["families"] + [f for f in now["families"] if f not in before["families"]]
     invocations = before.get("invocations", [{"families": before["families"],
                                              "sizes": {s: b for s, (_, b) in before["sizes"].items()}}])
-    return {**before, "families": families, "sizes": sizes, "invocations": invocations + [invocation]}
+    return {**before, "families": families, "sizes": sizes,
+            "invocations": invocations + ([invocation] if invocation not in invocations else [])}   # a resume adds none
 
 
 def main(argv=None) -> int:

@@ -202,9 +202,15 @@ def reading(points: list[dict], verdict: dict) -> str:
     lines = []
     for size in dict.fromkeys(p["size"] for p in points):
         first = ranking(points, size, lambda rs: rs[0])
-        last = ranking(points, size, lambda rs: rs[-1])
+        # families compared at the same compute: the highest rung every family ran (a family still
+        # rising may have climbed further; its last rung is reported, not ranked against lower ones)
+        common = max(set.intersection(*({p["budget_steps"] for p in points if p["size"] == size and p["family"] == f}
+                                        for f in first)))
+        last = ranking(points, size, lambda rs: next(p for p in rs if p["budget_steps"] == common))
         tips = {fam: max((p for p in points if p["size"] == size and p["family"] == fam), key=lambda p: p["budget_steps"])
                 for fam in last}
+        at = {fam: next(p for p in points if p["size"] == size and p["family"] == fam and p["budget_steps"] == common)
+              for fam in last}
         by_ppl = sorted((f for f in tips if tips[f]["pretrain_val_nelbo"] is not None),
                         key=lambda f: tips[f]["pretrain_val_nelbo"])
         desc = "; ".join(f"{LABELS[f]} {pct(tips[f])} after {tips[f]['budget_steps']} steps ({tips[f]['finetune_flops']:.2g} FLOPs,"
@@ -215,16 +221,19 @@ def reading(points: list[dict], verdict: dict) -> str:
         order = " > ".join(LABELS[f] for f in last)
         then = "the same order as at the first rung" if first == last else \
             f"at the first rung: {' > '.join(LABELS[f] for f in first)}"
-        lines.append(f"- **{size}**: accuracy orders the families {order} ({then}; point estimates); "
-                     f"pre-training val NELBO orders them {' < '.join(LABELS[f] for f in by_ppl)} (best first).")
+        lines.append(f"- **{size}**: at {common} steps, the highest rung every family ran, accuracy orders the families"
+                     f" {order} ({then}; point estimates); pre-training val NELBO orders them"
+                     f" {' < '.join(LABELS[f] for f in by_ppl)} (best first).")
         if len(by_ppl) > 1:
             worst, top = by_ppl[-1], last[0]
             if worst == top:
-                lines.append(f"- **{size}**: the family with the worst perplexity ({LABELS[worst]}) solves the most problems.")
+                lines.append(f"- **{size}**: at {common} steps the family with the worst perplexity ({LABELS[worst]})"
+                             " solves the most problems.")
             else:
-                gap = "disjoint" if tips[top]["ci_low"] > tips[worst]["ci_high"] else "overlapping"
-                lines.append(f"- **{size}**: the family with the worst perplexity ({LABELS[worst]}, {pct(tips[worst])}) does not"
-                             f" solve the most problems ({LABELS[top]}, {pct(tips[top])}; intervals {gap}).")
+                gap = "disjoint" if at[top]["ci_low"] > at[worst]["ci_high"] else "overlapping"
+                lines.append(f"- **{size}**: at {common} steps the family with the worst perplexity ({LABELS[worst]},"
+                             f" {pct(at[worst])}) does not solve the most problems ({LABELS[top]}, {pct(at[top])};"
+                             f" intervals {gap}).")
         probes = [f"{LABELS[f]} {tips[f]['probe_from_given']:.0%} / {tips[f]['probe_from_true']:.0%}"
                   for f in last if tips[f]["probe_from_given"] is not None]
         if probes:
@@ -298,7 +307,7 @@ def plot(rows: list[dict], points: list[dict], path: Path) -> None:
         cx.set_xscale("log", base=2)
         cx.set_xlabel("network evaluations per problem (NFE)")
         cx.set_ylabel("exact-match accuracy (%)")
-        cx.set_title(f"{size}: accuracy vs. NFE at the last rung", fontsize=10)
+        cx.set_title(f"{size}: accuracy vs. NFE at each family's last rung", fontsize=10)
         ax.legend(fontsize=8, loc="upper left")
         cx.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
