@@ -220,6 +220,45 @@ def strategy_marker(sampler: str) -> str:
     return MARKERS[order.index(sampler) % len(MARKERS)]
 
 
+def series(rows: list[dict]):
+    """Yield (label, points sorted by NFE, style) per (model, strategy): colour = family, marker =
+    strategy, line style = the model among its family's (checkpoints or variants). The one style of
+    both figures, so a series looks the same in each."""
+    per_family: dict[str, list[str]] = {}
+    for key in dict.fromkeys(r["model"] for r in rows):
+        fam = next(r["family"] for r in rows if r["model"] == key)
+        per_family.setdefault(fam, []).append(key)
+    for key, sampler in dict.fromkeys((r["model"], r["sampler"]) for r in rows):
+        pts = sorted((r for r in rows if r["model"] == key and r["sampler"] == sampler), key=lambda r: r["nfe"])
+        fam = pts[0]["family"]
+        style = dict(color=family_colour(fam), marker=strategy_marker(sampler),
+                     ls=LINESTYLES[per_family[fam].index(key) % len(LINESTYLES)])
+        yield short_name(key) + ("" if sampler == DEFAULT_STRATEGY else f" · {sampler}"), pts, style
+
+
+def nfe_plot(rows: list[dict], evaluator_name: str = DEFAULT_EVALUATOR, ref: Reference | None = None):
+    """Two panels against network evaluations: Gen PPL (log) and unigram entropy, with real text's
+    values and the repetition threshold; the explorer figure's styles, the legend outside."""
+    from matplotlib.figure import Figure   # deferred: matplotlib is slow to import
+    fig = Figure(figsize=(12.5, 4), layout="constrained")
+    ppl, ent = fig.subplots(1, 2)
+    for label, pts, style in series(rows):
+        nfe = [r["nfe"] for r in pts]
+        ppl.plot(nfe, [r["gen_ppl"] for r in pts], lw=1.2, ms=5, **style)
+        ent.plot(nfe, [r["entropy"] for r in pts], lw=1.2, ms=5, label=label, **style)
+    if ref is not None:
+        ppl.axhline(ref.gen_ppl, ls=":", color="#555555", lw=1)
+        ent.axhline(ref.entropy, ls=":", color="#555555", lw=1, label=f"real text ({ref.chunks} x {ref.length} tokens)")
+        ent.axhline(ref.threshold, ls="--", color="#b00020", lw=1, label=f"repetition threshold ({ref.threshold:.2f} nats)")
+    ppl.set(xscale="log", yscale="log", xlabel="network evaluations (NFE)",
+            ylabel=f"Gen PPL under {short_name(evaluator_name)} (lower is better)")
+    ent.set(xscale="log", xlabel="network evaluations (NFE)", ylabel="unigram entropy of the samples (nats)")
+    for ax in (ppl, ent):
+        ax.grid(alpha=0.3, which="both")
+    ent.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    return fig
+
+
 def explorer_plot(rows: list[dict], evaluator_name: str = DEFAULT_EVALUATOR, ref: Reference | None = None,
                   repeats: int = REPEATS):
     """Gen PPL (log) vs tokens/s (log): colour = family, marker = strategy, line style = checkpoint,
@@ -231,20 +270,12 @@ def explorer_plot(rows: list[dict], evaluator_name: str = DEFAULT_EVALUATOR, ref
     if not rows:
         ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
         return fig
-    per_family: dict[str, list[str]] = {}
-    for key in dict.fromkeys(r["model"] for r in rows):
-        fam = next(r["family"] for r in rows if r["model"] == key)
-        per_family.setdefault(fam, []).append(key)
-    for key, sampler in dict.fromkeys((r["model"], r["sampler"]) for r in rows):
-        pts = sorted((r for r in rows if r["model"] == key and r["sampler"] == sampler), key=lambda r: r["nfe"])
-        fam = pts[0]["family"]
-        colour, marker = family_colour(fam), strategy_marker(sampler)
-        style = LINESTYLES[per_family[fam].index(key) % len(LINESTYLES)]
+    for label, pts, style in series(rows):
+        colour, marker = style["color"], style["marker"]
         xs, ys = [r["tokens_per_s"] for r in pts], [r["gen_ppl"] for r in pts]
         xerr = [[r["tokens_per_s"] - r.get("tokens_per_s_min", r["tokens_per_s"]) for r in pts],
                 [r.get("tokens_per_s_max", r["tokens_per_s"]) - r["tokens_per_s"] for r in pts]]
-        label = short_name(key) + ("" if sampler == DEFAULT_STRATEGY else f" · {sampler}")
-        ax.errorbar(xs, ys, xerr=xerr, fmt=style, color=colour, lw=1.2, elinewidth=0.8, capsize=2, alpha=0.9,
+        ax.errorbar(xs, ys, xerr=xerr, fmt=style["ls"], color=colour, lw=1.2, elinewidth=0.8, capsize=2, alpha=0.9,
                     marker=marker, ms=6, mfc=colour, label=label)
         for r in pts:
             if r.get("repetitive"):

@@ -435,3 +435,29 @@ def test_explorer_figure_tells_families_and_strategies_apart(registry):
     colour = {k: line.get_color() for k, line in drawn.items()}
     assert colour["mdlm"] == colour["mdlm · confidence"] != colour["esolm · block"] != colour["ar"]
     assert drawn["mdlm"].get_marker() != drawn["mdlm · confidence"].get_marker()
+
+
+def test_nfe_figure_draws_each_series_as_the_explorer_does(registry):
+    """The notebook's NFE panels and the explorer figure give a (model, strategy) one style: the same
+    colour, marker and line style, one legend entry each (no repeated palette), outside the data."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    rows = [{"model": m, "family": f, "sampler": s, "steps": st, "nfe": st, "tokens_per_s": 100.0 * st,
+             "gen_ppl": 50.0 + st, "entropy": 3.5, "repetitive": False, "self_scored": False, "pareto": False}
+            for m, f, s in [("mdlm", "mdlm", "ancestral"), ("mdlm", "mdlm", "block"),
+                            ("duo", "duo", "ancestral"), ("duo-distilled", "duo", "ancestral")]
+            for st in (4, 8)]
+    ref = explorer.Reference(64, 3.85, 55.0, 32)
+    scatter, nfe = explorer.explorer_plot(rows, "ar", ref), explorer.nfe_plot(rows, "ar", ref)
+    FigureCanvasAgg(nfe).draw()
+    drawn = {c.get_label(): c.lines[0] for c in scatter.axes[0].containers}
+    lines = {line.get_label(): line for line in nfe.axes[1].get_lines()}
+    assert set(drawn) == {"mdlm", "mdlm · block", "duo", "duo-distilled"} <= set(lines)
+    for label, line in drawn.items():
+        assert (lines[label].get_color(), lines[label].get_marker(), lines[label].get_linestyle()) == \
+            (line.get_color(), line.get_marker(), line.get_linestyle())
+    assert lines["duo"].get_linestyle() != lines["duo-distilled"].get_linestyle()   # two checkpoints, one family
+    assert any("repetition threshold" in t for t in lines) and any("real text" in t for t in lines)
+    legend, ax = nfe.axes[1].get_legend(), nfe.axes[1]
+    renderer = nfe.canvas.get_renderer()
+    assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    assert "NFE" in ax.get_xlabel() and "nats" in ax.get_ylabel() and "ar" in nfe.axes[0].get_ylabel()

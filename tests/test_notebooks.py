@@ -1,6 +1,7 @@
 """Every walkthrough runs top to bottom in its quick mode, and the committed ones carry the
 outputs of a full run: plots, a measured run time, no errors."""
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -62,6 +63,38 @@ def test_execute_stamps_the_run_time_in_the_first_cell():
     assert head[2].startswith(MARK) and "2 min 05 s" in head[2] and "load average 3.0" in head[2]
     ex.set_runtime(nb, ex.stamp(5, 0.5))                  # a re-run replaces the line, never adds one
     assert nb.cells[0].source.count(MARK) == 1 and "0 min 05 s" in nb.cells[0].source
+
+
+FIGURE_REPR = re.compile(r"<(?:matplotlib\.figure\.)?Figure size \d+(?:\.\d+)?x\d+(?:\.\d+)? with \d+ Axes>")
+PROGRESS_BAR = re.compile(r"\d+%\|")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_figure_cell_shows_its_image(path):
+    """A cell whose output is a figure's repr must show that figure as an image (not only the repr)."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        outs = cell.get("outputs", [])
+        reprs = [o for o in outs if FIGURE_REPR.search(o.get("data", {}).get("text/plain", "")
+                                                        or o.get("text", ""))]
+        if reprs:
+            assert any("image/png" in o.get("data", {}) for o in outs), \
+                f"code cell {i} shows {FIGURE_REPR.search(str(reprs[0])).group(0)} but no image"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_outputs_are_clean_and_figures_readable(path):
+    """No progress-bar residue on stderr, and figures no wider than a page at screen resolution."""
+    import base64
+    import struct
+    nb = nbformat.read(path, as_version=4)
+    for o in outputs(nb):
+        if o.output_type == "stream" and o.name == "stderr":
+            assert not PROGRESS_BAR.search(o.text), f"a progress bar is committed: {o.text[:60]!r}"
+        png = o.get("data", {}).get("image/png")
+        if png:
+            width = struct.unpack(">I", base64.b64decode(png)[16:20])[0]
+            assert width <= 1500, f"a figure {width} px wide is shown shrunk"
 
 
 def test_execute_strips_progress_bars_and_keeps_other_output():
