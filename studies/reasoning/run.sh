@@ -4,6 +4,8 @@
 # strategy at 8 and 32 steps. Safe to re-run: every task resumes. A few CPU hours on two cores.
 # Run it as: setsid nohup bash studies/reasoning/run.sh > studies/reasoning/work/progress.log 2>&1 &
 # `bash studies/reasoning/run.sh --summarise` only rebuilds results.*, accuracy.png and the README tables.
+# Continue families still rising: `bash studies/reasoning/run.sh --families mdlm,duo --sizes demo --budgets 12000,16000`
+# (their runs resume; work/settings.json records each invocation and refuses a changed recipe).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON_SET=${PYTHON:-}; PYTHON=${PYTHON:-python}
