@@ -22,6 +22,7 @@ puts back on the next start (a half-written directory is deleted, never used). O
 from __future__ import annotations
 
 import errno
+import filecmp
 import json
 import os
 import shutil
@@ -427,9 +428,8 @@ def _same_setting(old, new) -> bool:
         return True
     if not (isinstance(old, str) and isinstance(new, str)):
         return False
-    a, b = Path(old), Path(new)
     try:
-        return a.is_file() and b.is_file() and a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+        return Path(old).is_file() and Path(new).is_file() and filecmp.cmp(old, new, shallow=False)
     except OSError:
         return False
 
