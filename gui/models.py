@@ -51,8 +51,7 @@ class ModelRegistry:
     def get(self, key: str):
         with self._lock:
             if key not in self._models:
-                self._models[key] = load(key)
-                self._models[key].precision = self.precision
+                self._models[key] = load(key, precision=self.precision)
             return self._models[key]
 
     def evaluator(self):

@@ -86,12 +86,14 @@ def test_model_gemm_peak_is_the_flop_weighted_rate(monkeypatch):
 @pytest.mark.parametrize("flags,expected", [({"avx2", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16"),
                                             ({"asimd", "bf16"}, "bf16"), ({"avx2", "fma"}, "fp32")])
 def test_auto_precision_follows_the_cpu_flags(monkeypatch, flags, expected):
+    monkeypatch.delenv(hardware.NATIVE_BF16_ENV, raising=False)   # the CPU decides, not the override
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("Some CPU", frozenset(flags)))
     assert hardware.resolve_precision("auto", "cpu") == expected
     assert hardware.resolve_precision("fp32", "cpu") == "fp32"
 
 
 def test_without_flags_auto_measures_once_and_remembers(monkeypatch, tmp_path):
+    monkeypatch.delenv(hardware.NATIVE_BF16_ENV, raising=False)
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("Flagless CPU", None))
     monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path))
     calls = []
@@ -108,12 +110,31 @@ def test_without_flags_auto_measures_once_and_remembers(monkeypatch, tmp_path):
     assert json.loads((tmp_path / "precision.json").read_text()) == {f"Flagless CPU | torch {torch.__version__}": True}
 
 
-def test_trainer_uses_the_resolved_precision(monkeypatch, tmp_path):
+@pytest.mark.parametrize("bf16_faster", [True, False])
+def test_trainer_times_its_own_step_on_a_bf16_cpu(monkeypatch, tmp_path, bf16_faster):
+    """On a CPU without bf16 `auto` is fp32 untimed; on one with it, the trainer's probe (a real forward and
+    backward of its shapes) is run in both precisions and the faster one is used and logged."""
     from toolkit.bench.train_speed import QUICK_SIZE, trainer_for
+    from toolkit.trainer import loop
+    monkeypatch.delenv(hardware.NATIVE_BF16_ENV, raising=False)
+    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("No-bf16 CPU", frozenset({"avx2"})))
-    assert trainer_for("mdlm", QUICK_SIZE, "auto", torch.device("cpu"), False, str(tmp_path)).precision == "fp32"
+    plain = trainer_for("mdlm", QUICK_SIZE, "auto", torch.device("cpu"), False, str(tmp_path / "a"))
+    assert plain.precision == "fp32" and "no native bf16" in plain.precision_choice.reason
+    timings = iter([2.0, 1.0] if bf16_faster else [1.0, 1.05])   # fp32 first, then bf16
+    ran = []
+
+    def fake_best_of(run, reps=3):
+        run()                 # the probe really runs (shapes, backward) ...
+        ran.append(True)
+        return next(timings)  # ... but the clock is ours
+    monkeypatch.setattr(loop, "best_of", fake_best_of)
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("bf16 CPU", frozenset({"avx512_bf16"})))
-    assert trainer_for("mdlm", QUICK_SIZE, "auto", torch.device("cpu"), False, str(tmp_path)).precision == "bf16"
+    trainer = trainer_for("mdlm", QUICK_SIZE, "auto", torch.device("cpu"), False, str(tmp_path / "b"))
+    assert len(ran) == 2 and trainer.precision == ("bf16" if bf16_faster else "fp32")   # 1.05x is within the margin
+    assert "train step timed" in trainer.precision_choice.reason
+    assert all(p.grad is None for p in trainer.net.parameters())   # the probe leaves no gradient behind
+    assert trainer.describe()["precision_reason"] == trainer.precision_choice.reason
 
 
 def test_readme_section_is_replaced_between_markers_only(quick_report, tmp_path):

@@ -133,7 +133,7 @@ def test_lightning_ckpt_mdlm_matches_reference(tmp_path):
     torch.save(ckpt, tmp_path / "last.ckpt")
     out = run_convert(tmp_path / "last.ckpt", "--family", "mdlm", "--out", tmp_path / "conv",
                       "--tokenizer", EMBEDDED_TOKENIZER)
-    model = toolkit.load(str(out))
+    model = toolkit.load(str(out), precision="fp32")   # equalities with an fp32 reference
     assert (model.cfg.model.n_layers, model.cfg.model.d_model, model.cfg.model.n_heads) == (LAYERS, D, H)
     assert model.cfg.model.cond_dim == COND and model.max_length == 64
     check(model, sd, tokens_for(1), None, causal=False)                # MDLM feeds sigma = 0
@@ -150,7 +150,7 @@ def test_plain_safetensors_duo_with_nonzero_sigma_matches_reference(tmp_path):
     save_file({"backbone." + k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "duo.safetensors"))
     out = run_convert(tmp_path / "duo.safetensors", "--family", "duo", "--out", tmp_path / "conv",
                       "--tokenizer", EMBEDDED_TOKENIZER, "--n-heads", H, "--seq-len", 32)
-    model = toolkit.load(str(out))
+    model = toolkit.load(str(out), precision="fp32")   # equalities with an fp32 reference
     tokens, sigma = tokens_for(4), torch.tensor([0.3, 2.5])
     check(model, sd, tokens, sigma, causal=False)
     t = torch.tensor([0.2, 0.9])
@@ -165,7 +165,7 @@ def test_plain_pt_ar_causal_matches_reference(tmp_path):
     sd = reference_weights(5)
     torch.save(sd, tmp_path / "ar.pt")   # no prefix; n_heads from the rotary table
     out = run_convert(tmp_path / "ar.pt", "--family", "ar", "--out", tmp_path / "conv", "--tokenizer", EMBEDDED_TOKENIZER)
-    model = toolkit.load(str(out))
+    model = toolkit.load(str(out), precision="fp32")   # equalities with an fp32 reference
     check(model, sd, tokens_for(6), None, causal=True)
     # the reference's AR NLL: [MASK] row at -1e6, the block's first token is context, L - 1 targets
     x = tokens_for(8)
@@ -225,7 +225,7 @@ def test_snapshot_dir_with_tiktoken_vocabulary(tmp_path):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(snap / "model.safetensors"))
     (snap / "config.json").write_text(json.dumps({"n_heads": H, "model_length": 48}))
     out = run_convert(snap, "--family", "mdlm", "--out", tmp_path / "conv")
-    model = toolkit.load(str(out))
+    model = toolkit.load(str(out), precision="fp32")   # equalities with an fp32 reference
     assert model.cfg.data.mask_token == "<mask>" and model.family.mask_id == 3
     assert model.cfg.data.eos_token == "</s>" and model.family.bos_id == 2
     text = "the band and the thing then"
@@ -319,7 +319,7 @@ def test_sentencepiece_vocabulary_gets_the_appended_mask(tmp_path):
     torch.save({"state_dict": {"backbone." + k: v for k, v in sd.items()}}, tmp_path / "m.ckpt")
     out = run_convert(tmp_path / "m.ckpt", "--family", "mdlm", "--out", tmp_path / "conv", "--n-heads", H,
                       "--tokenizer", tmp_path / "sp.model")
-    model = toolkit.load(str(out))
+    model = toolkit.load(str(out), precision="fp32")   # equalities with an fp32 reference
     assert model.cfg.data.mask_token == "[MASK]" and model.family.mask_id == 400
     assert model.cfg.data.eos_token == "</s>" and model.family.bos_id == 2
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
@@ -356,7 +356,7 @@ def test_stub_objects_reads_a_lightning_checkpoint_with_a_config_object(tmp_path
     with pytest.raises(SystemExit):                       # refused by default ...
         run_convert(*args, "--out", tmp_path / "a")
     out = run_convert(*args, "--out", tmp_path / "b", "--stub-objects")   # ... read with placeholders on request
-    model = toolkit.load(str(out))
+    model = toolkit.load(str(out), precision="fp32")   # equalities with an fp32 reference
     assert model.cfg.model.n_heads == H and model.max_length == 24      # found inside the config object
     check(model, sd, tokens_for(3), None, causal=False)
     with pytest.raises(SystemExit):                       # the config still tells the family

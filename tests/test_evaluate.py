@@ -111,8 +111,21 @@ def ar_chain_rule_logprobs(model, ids: list[int]) -> list[float]:
     return out
 
 
+def test_ar_likelihood_in_bf16_is_within_its_measured_bound():
+    """What a bf16 machine gets instead of the exact likelihood: the embedded AR's NLL of 64 tokens of
+    Austen moves by 0.2% (measured 1.7e-3 relative; in fp32 the two paths agree to 1e-5)."""
+    text = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be"
+    nll = {}
+    for precision in ("fp32", "bf16"):
+        model = toolkit.load("ar", precision=precision)
+        nll[precision], _ = sequence_nll(model, torch.tensor(model.encode(text)), mc_samples=1)
+    rel = abs(float(nll["bf16"]) - float(nll["fp32"])) / float(nll["fp32"])
+    assert 0 < rel < 0.01, rel
+
+
 def test_ar_likelihood_is_exact(tiny_checkpoint):
-    model = toolkit.load(tiny_checkpoint("ar"))
+    # exact in fp32 (equalities to 1e-5); toolkit.evaluate computes in fp32 unless told otherwise
+    model = toolkit.load(tiny_checkpoint("ar"), precision="fp32")
     ids = model.encode("Her father was a gentleman of good family")[:10]
     logp = ar_chain_rule_logprobs(model, ids)
     nll, se = sequence_nll(model, torch.tensor(ids), mc_samples=4)

@@ -2,6 +2,7 @@
 on every embedded model, and their Gen PPL under the fp32 judge agrees within noise."""
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -43,10 +44,8 @@ def test_bf16_samples_agree_with_fp32_in_distribution(family):
     judge_model.precision = "fp32"
     judge = as_evaluator(judge_model)
     assert model.precision == "auto"
-    model.precision = "bf16"                      # forced: bf16 really computes in bf16
-    with model.inference():
-        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    assert not torch.is_autocast_enabled("cpu")   # and leaves nothing behind
+    model.precision = "bf16"                      # explicit: bf16 really computes in bf16
+    assert model.net.precision == "bf16" and not torch.is_autocast_enabled("cpu")   # in the net, nowhere else
     nll32, ent32 = per_sample(model, judge, "fp32", seed=1)
     nll16, ent16 = per_sample(model, judge, "bf16", seed=2)
     assert close(nll32, nll16), (family, statistics.mean(nll32), statistics.mean(nll16))
@@ -71,3 +70,71 @@ def test_bf16_changes_the_computation_and_scoring_follows_the_model_precision():
     judge.precision = "bf16"
     n16, k16 = as_evaluator(judge).nll(text)
     assert k == k16 and n16 != n32 and abs(n16 - n32) / k < 0.05
+
+
+# -- how `auto` resolves: the override, the per-workload measurement, the cache ----------------------
+from toolkit import hardware   # noqa: E402
+from toolkit.errors import UserError   # noqa: E402
+
+
+@pytest.mark.parametrize("value,flags,expected", [("1", {"avx2"}, "bf16"), ("0", {"avx512_bf16"}, "fp32"),
+                                                  ("", {"avx512_bf16"}, "bf16"), ("", {"avx2"}, "fp32")])
+def test_native_bf16_override_decides_for_the_cpu(monkeypatch, value, flags, expected):
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, value)
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("Some CPU", frozenset(flags)))
+    choice = hardware.choose_precision("auto", "cpu")
+    assert choice.precision == expected
+    assert (hardware.NATIVE_BF16_ENV in choice.reason) == (value != "")
+    assert hardware.choose_precision("fp32", "cpu").precision == "fp32"   # explicit settings pass through
+
+
+def test_a_bad_override_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, "yes")
+    with pytest.raises(UserError, match="DLM_NATIVE_BF16 must be 1 or 0"):
+        hardware.choose_precision("auto", "cpu")
+
+
+def test_a_bf16_cpu_times_each_workload_once_and_remembers_it(monkeypatch, tmp_path):
+    monkeypatch.delenv(hardware.NATIVE_BF16_ENV, raising=False)
+    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("bf16 CPU", frozenset({"avx512_bf16"})))
+    timed = []
+
+    def probe(kind, key, fp32_s, bf16_s):
+        def seconds(precision):
+            timed.append((key, precision))
+            return fp32_s if precision == "fp32" else bf16_s
+        return hardware.Probe(kind, key, seconds)
+    narrow = probe("forward", "d48 8x128", 1.0, 1.5)      # the demo models: bf16 slower
+    wide = probe("train step", "d512 8x512", 1.7, 1.0)    # wide matrices: bf16 pays
+    assert hardware.choose_precision("auto", "cpu", narrow).precision == "fp32"
+    assert hardware.choose_precision("auto", "cpu", wide).precision == "bf16"
+    assert hardware.choose_precision("auto", "cpu", narrow).precision == "fp32"
+    assert timed == [("d48 8x128", "fp32"), ("d48 8x128", "bf16"), ("d512 8x512", "fp32"), ("d512 8x512", "bf16")]
+    assert hardware.choose_precision("auto", "cpu", probe("forward", "d64", 1.0, 0.95)).precision == "fp32"  # margin
+    saved = json.loads((tmp_path / "precision.json").read_text())
+    assert {k.split(" | ")[-1] for k in saved} == {"forward d48 8x128", "train step d512 8x512", "forward d64"}
+
+
+def test_a_language_model_times_its_own_forward_and_the_net_follows(monkeypatch, tmp_path):
+    """LanguageModel's probe is a real forward of the model; the choice lands in the network, so a
+    family's sampler called directly computes in it too."""
+    monkeypatch.delenv(hardware.NATIVE_BF16_ENV, raising=False)
+    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("bf16 CPU", frozenset({"avx512_bf16"})))
+    from toolkit import lm
+    clock = iter([1.0, 0.5])   # fp32, then bf16
+    monkeypatch.setattr(lm, "best_of", lambda run, reps=3: (run(), next(clock))[1])
+    model = load("mdlm")
+    assert model.resolved_precision().precision == "bf16" and model.net.precision == "bf16"
+    assert "forward timed" in model.resolved_precision().reason
+    model.precision = "fp32"
+    assert model.net.precision == "fp32"
+
+
+def test_the_app_registry_loads_every_model_in_its_precision():
+    """`python -m gui --precision P`: the models the app loads (and the judge) compute in P."""
+    from gui.models import ModelRegistry
+    registry = ModelRegistry(["mdlm", "ar"], precision="bf16")
+    assert registry.get("mdlm").net.precision == "bf16" and registry.evaluator().net.precision == "bf16"
+    assert ModelRegistry(["mdlm"], precision="fp32").get("mdlm").net.precision == "fp32"

@@ -26,8 +26,9 @@ def run(model, **kw):
 @pytest.mark.parametrize("spec", CACHED_FAMILIES, ids=lambda s: "-".join(s))
 def test_cached_and_uncached_sampling_give_identical_tokens(tiny_checkpoint, spec):
     # top_p stays 1: a few-step model is nearly uniform, so which ids make the nucleus is decided
-    # by float noise between the two (mathematically equal) computations, not by the sampler
-    model = toolkit.load(tiny_checkpoint(*spec))
+    # by float noise between the two (mathematically equal) computations, not by the sampler.
+    # Token-identical in fp32; in bf16 see test_kv_cache_logits_in_bf16_stay_within_the_measured_bound
+    model = toolkit.load(tiny_checkpoint(*spec), precision="fp32")
     kw = dict(num_samples=3, length=24, steps=10, seed=7)
     prompts = [dict(), dict(prompt=model.encode("Elizabeth said")[:3])]
     if spec[0] != "ar":
@@ -209,3 +210,29 @@ def test_sample_cli_infill_and_options_in_process(tiny_checkpoint, capsys):
         main([path, "--option", "no_such=1"])
     assert e.value.code == 2
     assert capsys.readouterr().err.startswith("error: family duo has no sampling option")
+
+
+#: The most a log-probability differs between the cached and the full forward of the embedded AR and
+#: Eso-LM models in bf16 (measured: 0.19 and 0.13 nats on 20 tokens of Austen; in fp32 2e-5). bf16
+#: rounds a logit of 16-32 to a multiple of 0.125, so the two computations, equal in exact arithmetic,
+#: round differently: a bf16 machine gets the same distribution, not the same tokens.
+BF16_CACHE_BOUND = 0.4
+
+
+@pytest.mark.parametrize("name", ["ar", "esolm"])
+@pytest.mark.parametrize("precision,bound", [("fp32", 1e-4), ("bf16", BF16_CACHE_BOUND)])
+def test_kv_cache_logits_stay_within_the_stated_bound(name, precision, bound):
+    from toolkit.model.backbone import KVCache
+    model = toolkit.load(name, precision=precision)
+    text = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
+    ids = torch.tensor([model.encode(text)[:20]])
+    with torch.no_grad():
+        full = model.net(ids, causal=True).float().log_softmax(-1)
+        cache = KVCache()
+        parts = [model.net(ids[:, :4], causal=True, cache=cache)]
+        parts += [model.net(ids[:, i:i + 1], causal=True, cache=cache) for i in range(4, ids.shape[1])]
+        cached = torch.cat(parts, 1).float().log_softmax(-1)
+    gap = float((full - cached).abs().max())
+    assert gap <= bound, (name, precision, gap)
+    if precision == "bf16":
+        assert gap > 1e-3   # bf16 really ran (the net's precision), so the bound is measured, not vacuous

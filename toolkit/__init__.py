@@ -11,10 +11,11 @@ from toolkit.sample_request import SampleRequest, Step  # noqa: F401
 
 # The two functions below import toolkit.checkpoints when called, not here: every `import toolkit.X`
 # runs this file first, and a leaf such as toolkit.errors must not pull in the whole library.
-def load(name_or_path: str, device: str = "cpu"):
-    """A ready LanguageModel from a checkpoint directory, run directory, embedded name or hub id."""
+def load(name_or_path: str, device: str = "cpu", precision: str = "auto"):
+    """A ready LanguageModel from a checkpoint directory, run directory, embedded name or hub id,
+    computing in `precision` (auto | bf16 | fp32)."""
     from toolkit.checkpoints import load as _load   # deferred: see above
-    return _load(name_or_path, device)
+    return _load(name_or_path, device, precision)
 
 
 def push_to_hub(checkpoint, repo_id: str, **kwargs) -> str:

@@ -4,17 +4,17 @@ This is what `toolkit.load` returns and what the CLIs, the GUI and the notebooks
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Iterator
 
 import torch
 
 from toolkit.config import RunConfig
 from toolkit.errors import UserError
+from toolkit.options import require_choice
 from toolkit.families import get_family
-from toolkit.hardware import resolve_precision
+from toolkit.hardware import Choice, Probe, autocast, best_of, choose_precision
 from toolkit.model.attention import resolve_backend
-from toolkit.model.backbone import Backbone
+from toolkit.model.backbone import Backbone, unwrap_backbone
 from toolkit.samplers import resolve_sampler
 from toolkit.samplers import sample as run_sampler
 from toolkit.sample_request import SampleRequest, Step
@@ -39,17 +39,47 @@ class LanguageModel:
         self.net.to(self.device).eval()
         self.net.backend = resolve_backend(cfg.model.attention, self.device)
         self.path: str | None = None
-        self.precision = "auto"   # inference: auto (bf16 where the device multiplies it natively), bf16 or fp32
-        self._resolved: tuple | None = None
+        self.precision = "auto"   # inference: auto (bf16 where native and faster for this model), bf16 or fp32
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        require_choice("precision", value, ("auto", "bf16", "fp32"))
+        self._precision, self._choice = value, None
+        self.resolved_precision()   # now, so that the network computes in it however it is called
+
+    def resolved_precision(self) -> Choice:
+        """What `precision` means on this device for this model (auto: bf16 only where the device has
+        native bf16 and one forward of this model at its full length is faster in it), with the reason.
+        The network computes in it wherever it is called from (`Backbone.precision`)."""
+        if self._choice is None:
+            self._choice = choose_precision(self._precision, self.device, self._forward_probe())
+            backbone = unwrap_backbone(self.net)
+            if backbone is not None:
+                backbone.precision = self._choice.precision
+        return self._choice
+
+    def _forward_probe(self) -> Probe:
+        """One forward of 8 sequences at the model's full length: what sampling and scoring repeat."""
+        m, net, device, length = self.cfg.model, self.net, self.device, self.max_length
+        tokens = torch.randint(0, m.vocab_size, (8, length), generator=torch.Generator().manual_seed(0)).to(device)
+        sigma = torch.full((8,), 0.5, device=device)
+
+        def seconds(precision: str) -> float:
+            def forward():
+                with torch.no_grad(), autocast(device, precision):
+                    net(tokens, sigma)
+            return best_of(forward)
+        return Probe("forward", f"d{m.d_model} L{m.n_layers} H{m.n_heads} V{m.vocab_size} 8x{length}", seconds)
 
     def inference(self):
-        """The compute precision of sampling and scoring: a bf16 autocast where `precision` resolves to
-        bf16 (weights stay fp32; probabilities are taken in fp32 by the samplers), else nothing."""
-        if self._resolved is None or self._resolved[:2] != (self.precision, self.device):
-            self._resolved = (self.precision, self.device, resolve_precision(self.precision, self.device))
-        if self._resolved[2] == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        """Sampling and scoring: no autograd, the network in its resolved precision (weights stay fp32;
+        the samplers take probabilities in fp32)."""
+        self.resolved_precision()
+        return torch.no_grad()
 
     @property
     def name(self) -> str:
@@ -63,6 +93,8 @@ class LanguageModel:
         self.device = torch.device(device)
         self.net.to(self.device)
         self.net.backend = resolve_backend(self.cfg.model.attention, self.device)
+        self._choice = None   # `auto` may resolve differently on the new device
+        self.resolved_precision()
         return self
 
     # -- text helpers --------------------------------------------------------------------
@@ -113,14 +145,14 @@ class LanguageModel:
         self.family.check_sampling_options(req.options)
         resolve_sampler(self.family, req)
 
-    @torch.no_grad()
     def sample(self, request: SampleRequest) -> Iterator[Step]:
         """Iterate over the reverse steps (the trace); the last Step holds the final tokens."""
         self.check_request(request)
         self.net.eval()
+        self.resolved_precision()
         steps = run_sampler(self.family, self.net, request, self.device)
-        while True:        # the precision is entered per step: a caller's code between steps never runs in it
-            with self.inference():
+        while True:        # no_grad per step: a caller's code between steps runs as it would anyway
+            with torch.no_grad():
                 step = next(steps, None)
             if step is None:
                 return
@@ -133,7 +165,6 @@ class LanguageModel:
         return [self.decode(row) for row in last.tokens], last
 
     # -- likelihood ------------------------------------------------------------------------
-    @torch.no_grad()
     def nelbo(self, x0: torch.Tensor, t: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         """Per-sequence NELBO in nats [B] (one Monte Carlo draw of t unless given)."""
         self.net.eval()

@@ -9,8 +9,13 @@ from toolkit.checkpoints.rundir import (EMBEDDED_DIR, load_train_state, read_con
 from toolkit.lm import LanguageModel
 
 
-def load(name_or_path: str, device: str = "cpu") -> LanguageModel:
-    """A ready LanguageModel from a checkpoint directory, run directory, embedded name or hub id."""
+def load(name_or_path: str, device: str = "cpu", precision: str = "auto") -> LanguageModel:
+    """A ready LanguageModel from a checkpoint directory, run directory, embedded name or hub id,
+    computing in `precision` (auto | bf16 | fp32; see LanguageModel.resolved_precision)."""
     if looks_like_hub_id(name_or_path):
-        return from_pretrained(name_or_path, device=device)
-    return load_checkpoint(name_or_path, device)
+        model = from_pretrained(name_or_path, device=device)
+    else:
+        model = load_checkpoint(name_or_path, device)
+    if precision != model.precision:
+        model.precision = precision
+    return model

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arith-steps", type=int, default=None, help="arithmetic levels: operations per problem"
                     " (default: the level's own)")
     ap.add_argument("--max-operand", type=int, default=None, help="arithmetic levels: largest operand (default: the level's own)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                    help="what the model and a toolkit judge compute in (default fp32: reported numbers are the"
+                         " same on every machine; auto: as sampling resolves it; docs/precision.md)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     metrics = parse_list(a.metrics or ("accuracy" if a.task else "nelbo,gen_ppl,entropy,throughput"), "metrics")
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     check_metrics(metrics)   # before loading anything
     steps = parse_list(a.steps, "steps", int)
     model = load_model(a.checkpoint, a.device, a.threads)
+    model.precision = a.precision
     base = SampleRequest(num_samples=a.num_samples, length=model.max_length if a.length is None else a.length, steps=steps[0],
                          temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                          use_cache=not a.no_cache)

@@ -87,10 +87,12 @@ class HFEvaluator:
         return total, scored
 
 
-def load_evaluator(name: str, device="cpu", mc_samples: int = 16, protocol: str = "reference"):
-    """A toolkit checkpoint path or embedded name first; then a locally cached Hugging Face model."""
+def load_evaluator(name: str, device="cpu", mc_samples: int = 16, protocol: str = "reference",
+                   precision: str = "auto"):
+    """A toolkit checkpoint path or embedded name first (computing in `precision`); then a locally
+    cached Hugging Face model (in its own dtype)."""
     try:
-        return ToolkitEvaluator(load(name, device), mc_samples)
+        return ToolkitEvaluator(load(name, device, precision), mc_samples)
     except UserError as toolkit_error:
         try:
             import transformers  # noqa: F401  (deferred: optional, the [eval] extra)

@@ -39,8 +39,9 @@ def evaluate(model, metrics: list[str], requests: list[SampleRequest], evaluator
         raise UserError("the accuracy metric needs --task arith|gsm8k|FILE.jsonl")
     for r in requests:
         model.check_request(r)
-    judge = load_evaluator(evaluator, str(model.device), protocol=gen_ppl_protocol) if "gen_ppl" in metrics else None  # fail early
-    out: dict = {"checkpoint": model.path, "family": model.name}
+    judge = (load_evaluator(evaluator, str(model.device), protocol=gen_ppl_protocol, precision=model.precision)
+             if "gen_ppl" in metrics else None)  # fail early
+    out: dict = {"checkpoint": model.path, "family": model.name, "precision": model.resolved_precision().precision}
     if "nelbo" in metrics:
         out["nelbo"] = dataset_nelbo(model, validation_blocks(model, sequences), mc_samples, seed).to_dict()
     if "choice" in metrics:

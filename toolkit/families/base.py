@@ -52,6 +52,14 @@ class Family:
     # in reveal order, so prefix KV caches are exact); the samplers read it, never the family's name
     decode_attention: ClassVar[str] = "bidirectional"
 
+    def __init_subclass__(cls, **kwargs):
+        """A family's own `sample` runs without autograd, however it is called (directly, through a
+        strategy or through LanguageModel): sampling never needs gradients, and the traces it
+        yields must not hold a graph."""
+        super().__init_subclass__(**kwargs)
+        if "sample" in cls.__dict__:
+            cls.sample = torch.no_grad()(cls.__dict__["sample"])
+
     def __init__(self, options, vocab_size: int, mask_id: int, bos_id: int):
         self.options = options if options is not None else self.Options()
         self.vocab_size = vocab_size

@@ -170,6 +170,11 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.output_layer = FinalLayer(cfg)
         self.backend = "sdpa"
+        # the precision this network computes in when called on its own (sampling, scoring): set by
+        # LanguageModel from `precision=auto|bf16|fp32`, so a family's sampler called directly and the
+        # same sampler called through LanguageModel compute alike. The trainer keeps fp32 here and
+        # wraps its steps in its own autocast.
+        self.precision = "fp32"
         for m in [*(b.adaLN_modulation for b in self.blocks), self.output_layer.adaLN_modulation,
                   self.output_layer.linear]:
             nn.init.zeros_(m.weight)
@@ -192,6 +197,15 @@ class Backbone(nn.Module):
         weights: per-position weights shaped like `targets` (no gradient): return the scalar
         sum of weights * cross-entropy instead (the training losses know their weights up front).
         """
+        if self.precision == "bf16" and not torch.is_autocast_enabled(self.vocab_embed.embedding.device.type):
+            with torch.autocast(self.vocab_embed.embedding.device.type, dtype=torch.bfloat16):
+                return self._forward(tokens, sigma, soft, positions, causal, mask, cache, keep, select, targets,
+                                     exclude, weights, max_position)
+        return self._forward(tokens, sigma, soft, positions, causal, mask, cache, keep, select, targets,
+                             exclude, weights, max_position)
+
+    def _forward(self, tokens, sigma, soft, positions, causal, mask, cache, keep, select, targets, exclude,
+                 weights, max_position):
         x = self.vocab_embed(tokens, soft)
         b, n = x.shape[:2]
         max_pos = max_position

@@ -22,10 +22,10 @@ from toolkit.checkpoints import rundir
 from toolkit.config import RunConfig
 from toolkit.data import batch_indices, load_data
 from toolkit.errors import UserError
-from toolkit.hardware import resolve_compile, resolve_precision, tune_allocator
+from toolkit.hardware import Probe, autocast, best_of, choose_precision, resolve_compile, tune_allocator
 from toolkit.lm import build_family
 from toolkit.model.attention import resolve_backend
-from toolkit.model.backbone import Backbone
+from toolkit.model.backbone import Backbone, fuses_head
 from toolkit.model.lora import add_lora
 from toolkit.scaling.flops import train_flops_per_sequence
 from toolkit.schedule import antithetic_times, stratified_times
@@ -72,7 +72,8 @@ class Trainer:
         self.compiled = resolve_compile(t.compile, self.dist.device)
         self.model = self._wrap(self.net)
         self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
-        self.precision = resolve_precision(t.precision, self.dist.device)
+        self.precision_choice = choose_precision(t.precision, self.dist.device, self._step_probe())
+        self.precision = self.precision_choice.precision
         self.out = Path(t.out)
         self.state = TrainState()
         self.guard = NonFiniteGuard(self.dist.device, stop=t.on_nonfinite == "stop")
@@ -126,9 +127,25 @@ class Trainer:
                                  lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=True)
 
     def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.dist.device, self.precision)
+
+    def _step_probe(self) -> Probe:
+        """What `precision=auto` times on a CPU with native bf16: one forward and backward of the
+        backbone on a micro-batch of this run's shape (random ids; the weights are not changed)."""
+        m, net, device = self.cfg.model, self.net, self.dist.device
+        rows, length = self.chunk_size, self.cfg.data.seq_len
+        tokens = torch.randint(0, m.vocab_size, (rows, length), generator=torch.Generator().manual_seed(0)).to(device)
+        sigma = torch.full((rows,), 0.5, device=device)
+
+        def seconds(precision: str) -> float:
+            def step():
+                with autocast(device, precision):
+                    out = net(tokens, sigma, targets=tokens) if fuses_head(net) else net(tokens, sigma).logsumexp(-1)
+                out.float().mean().backward()
+            took = best_of(step, reps=2)
+            net.zero_grad(set_to_none=True)
+            return took
+        return Probe("train step", f"d{m.d_model} L{m.n_layers} H{m.n_heads} V{m.vocab_size} {rows}x{length}", seconds)
 
     @property
     def sharded(self) -> bool:
@@ -143,6 +160,7 @@ class Trainer:
         return {"world_size": self.dist.world, "device": str(self.dist.device),
                 "parallel": "fsdp2" if self.sharded else ("ddp" if self.dist.world > 1 else "none"),
                 "attention": self.net.backend, "precision": self.precision,
+                "precision_reason": self.precision_choice.reason,
                 "compile": self.compiled, "torch": torch.__version__}
 
     def log(self, record: dict) -> None:
@@ -321,7 +339,7 @@ class Trainer:
             if t.progress:
                 print_runtime(info)
         if not resumed:
-            self.log(initial_record(self.validate()))
+            self.log({**initial_record(self.validate()), "precision": self.precision})
         return resumed
 
     def fit(self) -> dict:
