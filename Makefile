@@ -26,7 +26,7 @@ BF16_TESTS := tests/test_precision.py tests/test_samplers.py tests/test_sampling
 	tests/test_convert.py tests/test_bench.py "tests/test_notebooks.py::test_notebook_runs_in_quick_mode[01_quickstart]" \
 	"tests/test_notebooks.py::test_notebook_runs_in_quick_mode[06_pareto]"
 test-bf16: install
-	DLM_NATIVE_BF16=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(BF16_TESTS) $(BF16_EXTRA)
+	DLM_NATIVE_BF16=1 $(BIN)/python -m pytest -q -p no:cacheprovider -k "not small_fine_tune" $(BF16_TESTS)
 
 bench: install
 	$(BIN)/python -m toolkit.bench --json runs/bench.json
