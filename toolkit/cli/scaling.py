@@ -16,6 +16,7 @@ from toolkit.presets import CPU_GRID, PAPER_GRID
 from toolkit.scaling import analysis
 from toolkit.scaling.flops import flops_report, require_steps
 from toolkit.scaling.grid import param_counts, size
+from toolkit.scaling import seeds
 from toolkit.scaling.summary import parse_compare, summary_markdown
 
 
@@ -69,6 +70,8 @@ def _fit(a) -> dict:
     minima.to_csv(out_dir / "minima.csv", index=False)
     exps.to_csv(out_dir / "exponents.csv", index=False)
     report = summary_markdown(df, fits, compare, parametric)
+    if seeds.has_seeds(df):
+        report += "\n" + seeds.seeds_markdown(df, compare)
     (out_dir / "summary.md").write_text(report)
     if a.plots:
         import matplotlib   # deferred: plotting is optional and slow to import

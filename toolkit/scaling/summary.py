@@ -17,11 +17,12 @@ from toolkit.scaling.fit import IsoFlopFit, ParametricFit
 
 
 def best_per_budget(df, variant: str):
-    """Lowest val NELBO the variant reached at each budget (a Series indexed by budget)."""
+    """Lowest val NELBO the variant reached at each budget (a Series indexed by budget): the best size's
+    mean over its training seeds, where a point ran with several (never the luckiest seed)."""
     sub = df[df["variant"] == variant]
     if sub.empty:
         raise UserError(f"no runs of variant '{variant}' (variants: {', '.join(sorted(df['variant'].unique()))})")
-    return sub.groupby("budget")["val_nelbo"].min().sort_index()
+    return sub.groupby(["budget", "size"])["val_nelbo"].mean().groupby("budget").min().sort_index()
 
 
 def interpolated_compute(best, loss: float) -> float:

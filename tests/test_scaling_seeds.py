@@ -1,0 +1,58 @@
+"""Seeds in a scaling results table: intervals, orderings and savings that take the seed spread in."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from toolkit.scaling import seeds
+from toolkit.scaling.summary import best_per_budget
+
+
+def table(rows):
+    return pd.DataFrame(rows, columns=["variant", "budget", "size", "seed", "val_nelbo"])
+
+
+def test_t_interval_is_the_textbook_one():
+    x = [4.88, 4.905, 4.808]
+    lo, hi = seeds.t_interval(x)
+    half = stats.t.ppf(0.975, 2) * np.std(x, ddof=1) / math.sqrt(3)
+    assert (lo, hi) == pytest.approx((np.mean(x) - half, np.mean(x) + half))
+    assert all(math.isnan(v) for v in seeds.t_interval([1.0]))
+
+
+def test_a_gap_inside_the_seed_spread_is_not_resolved_and_a_wide_one_is():
+    # the issue's numbers: MDLM low-var and Eso-LM low-var at 1e13 over three seeds each; AR far below
+    df = table([("mdlm_lv", 1e13, "xs", s, v) for s, v in enumerate([4.880, 4.905, 4.808])]
+               + [("esolm_lv", 1e13, "xs", s, v) for s, v in enumerate([4.913, 4.972, 4.853])]
+               + [("ar", 1e13, "xs", s, v) for s, v in enumerate([4.145, 4.121, 4.160])])
+    rows = {(r["lower"], r["higher"]): r for r in seeds.ordering_rows(df, 1e13)}
+    assert rows[("ar", "mdlm_lv")]["verdict"] == "resolved"
+    assert rows[("mdlm_lv", "esolm_lv")]["verdict"] == "not resolved at this scale"
+    assert rows[("mdlm_lv", "esolm_lv")]["gap"] == pytest.approx(np.mean([4.913, 4.972, 4.853]) - np.mean([4.880, 4.905, 4.808]))
+
+
+def test_best_point_is_the_best_seed_mean_not_the_luckiest_seed():
+    df = table([("m", 1e12, "a", 0, 5.0), ("m", 1e12, "a", 1, 5.4),      # mean 5.2, one lucky seed
+                ("m", 1e12, "b", 0, 5.1), ("m", 1e12, "b", 1, 5.15)])    # mean 5.125
+    assert best_per_budget(df, "m")[1e12] == pytest.approx(5.125)
+    assert seeds.best_points(df, 1e12)["m"] == [5.1, 5.15]
+
+
+def test_saving_interval_covers_its_point_and_widens_with_the_seed_spread():
+    def make(spread):
+        rows = []
+        for v, (l12, l13) in {"base": (5.6, 5.0), "better": (5.5, 4.9)}.items():
+            for s, e in enumerate([-spread, 0.0, spread]):
+                rows += [(v, 1e12, "xs", s, l12 + e), (v, 1e13, "xs", s, l13 + e)]
+        return table(rows)
+    point, lo, hi = seeds.saving_interval(make(0.01), "better", "base", 1e13, n_boot=400)
+    # base reaches 5.0 at 1e13; better's log L is linear in log C between (1e12, 5.5) and (1e13, 4.9)
+    w = (math.log(5.0) - math.log(5.5)) / (math.log(4.9) - math.log(5.5))
+    assert point == pytest.approx(1 - 10 ** (12 + w) / 1e13)
+    assert lo <= point <= hi
+    _, lo_wide, hi_wide = seeds.saving_interval(make(0.05), "better", "base", 1e13, n_boot=400)
+    assert hi_wide - lo_wide > hi - lo
