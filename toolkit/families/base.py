@@ -175,29 +175,3 @@ class MaskedFamily(Family):
 
     def reveal_probability(self, t, s):
         return self.schedule.reveal_probability(t, s)
-
-    def decoder(self, net, request, device):
-        """The decoder the masked strategies run on, at its seeded start: a bidirectional denoiser
-        scores every masked position at once (toolkit/samplers/bidirectional.py)."""
-        from toolkit.samplers.bidirectional import BidirectionalDecoder   # deferred: it imports this module
-        return BidirectionalDecoder.start(self, net, request, device)
-
-
-def seeded_start(request: SampleRequest, fill_id: int, device):
-    """(the request's seeded CPU generator, masked_tokens_init's [B, L] ids and fixed mask): every
-    sampler's set-up, so that one seed gives one sequence of draws whatever the strategy."""
-    gen = torch.Generator(device="cpu").manual_seed(request.seed)
-    return (gen, *masked_tokens_init(request, fill_id, device))
-
-
-def masked_tokens_init(request: SampleRequest, fill_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, L] ids all `fill_id` except fixed positions (prompt/infill); and the fixed mask."""
-    b, n = request.num_samples, request.length
-    z = torch.full((b, n), fill_id, dtype=torch.long, device=device)
-    fixed = torch.zeros(b, n, dtype=torch.bool, device=device)
-    if request.prompts:   # one prefix per sample
-        p = request.prompt_length
-        z[:, :p], fixed[:, :p] = request.prompt_rows(device), True
-    for pos, tok in request.fixed_positions().items():
-        z[:, pos], fixed[:, pos] = tok, True
-    return z, fixed

@@ -30,7 +30,8 @@ from typing import Iterator
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import Family, covered_tokens, register, seeded_start
+from toolkit.decoding import seeded_start
+from toolkit.families.base import Family, covered_tokens, register
 from toolkit.families.duality import MODES, dual_time, gaussian_latent, gaussian_noise
 from toolkit.sample_request import Clock, SampleRequest, Step, draw, filter_probs, top_p_filter
 from toolkit.schedule import EPS

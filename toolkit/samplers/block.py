@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import MaskedFamily, seeded_start
-from toolkit.samplers.causal_order import CausalOrderDecoder
+from toolkit.decoding import CausalOrderDecoder, seeded_start
+from toolkit.families.base import MaskedFamily
 from toolkit.model.backbone import KVCache
 from toolkit.options import option
 from toolkit.samplers.base import Sampler, register
