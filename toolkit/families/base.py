@@ -32,7 +32,8 @@ def get_family(name: str) -> type["Family"]:
 
 
 class Family:
-    """Base class. Subclasses set `name`, `Options`, `time_conditioned` and implement the methods.
+    """Base class. Subclasses set `name`, `Options` and implement the methods (docs/architecture.md,
+    "The family contract", lists what the trainer, the samplers and the GUI call).
 
     `Options` (training) and `SamplingOptions` (what a request may change) are dataclasses whose
     fields are declared with toolkit.options.option: the CLI help, the GUI's controls and the
@@ -40,7 +41,6 @@ class Family:
 
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
-    time_conditioned: ClassVar[bool] = False   # does the backbone see sigma_t?
     # a regex for the names the reference implementation and its releases give the family
     # (algo names, model classes, SDLLM-<Family> repositories): how `convert` recognises it
     reference_names: ClassVar[str] = ""
@@ -52,11 +52,11 @@ class Family:
     # in reveal order, so prefix KV caches are exact); the samplers read it, never the family's name
     decode_attention: ClassVar[str] = "bidirectional"
 
-    def __init__(self, options, vocab_size: int, mask_id: int, bos_id: int):
+    def __init__(self, options, vocab_size: int, mask_id: int, eos_id: int):
         self.options = options if options is not None else self.Options()
         self.vocab_size = vocab_size
         self.mask_id = mask_id
-        self.bos_id = bos_id
+        self.eos_id = eos_id   # the [EOS] id; AR also starts every sequence with it (its BOS)
         self.schedule = self.noise_schedule()
 
     def noise_schedule(self) -> LogLinear:

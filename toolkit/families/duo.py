@@ -146,7 +146,6 @@ class Duo(Family):
     name = "duo"
     Options = DuoOptions
     reference_names = r"\bduo(?:\b|_)|\budlm\b"   # how the reference and its releases name it (DUO_BASE too)
-    time_conditioned = True
     SamplingOptions = DuoSampling
 
     def corrupt(self, x0, t, generator=None, loss_mask=None):
