@@ -32,8 +32,8 @@ def masked_probs(model, tokens):
 
 
 # -- the interface -------------------------------------------------------------------------
-def test_ancestral_dispatch_is_the_family_sampler_token_for_token(family_name):
-    model = toolkit.load(family_name)
+def test_ancestral_dispatch_is_the_family_sampler_token_for_token(embedded_family_name):
+    model = toolkit.load(embedded_family_name)
     req = SampleRequest(num_samples=2, length=16, steps=5, seed=4, prompt=model.encode("It is")[:2])
     direct = list(model.family.sample(model.net, req, model.device))
     for name in (None, "ancestral"):
