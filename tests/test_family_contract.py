@@ -269,6 +269,25 @@ def test_an_unread_option_is_exit_2_on_the_command_line(tiny_checkpoint, capsys)
     assert "sampler confidence does not read family toy_cosine's sampling option 'greedy_last'" in err
 
 
+def test_an_unread_option_is_the_panels_message_in_the_app(tiny_checkpoint):
+    """Given to a strategy that does not read it, a family option is that model's message; a control left
+    at its declared default (the app always sends one) is not an option given."""
+    pytest.importorskip("gradio")
+    from gui.live import Settings, interleave, start
+    from gui.models import ModelRegistry
+    run = tiny_checkpoint(CosineMasked.name)
+    registry = ModelRegistry([run], evaluator=None)
+    for value, refused in (("true", True), (False, False)):
+        runs = start(registry, [run], Settings(length=8, steps=2, options={
+            CosineMasked.name: {"sampler": "confidence", "greedy_last": value}}))
+        for _ in interleave(runs):
+            pass
+        assert (runs[0].error is not None) == refused, runs[0].error
+        if refused:
+            assert "does not read family toy_cosine's sampling option 'greedy_last'" in runs[0].error
+            assert "\n" not in runs[0].error
+
+
 def test_the_gui_api_only_grows_when_a_family_is_registered():
     """/generate's parameters before registering a family are a prefix of those after; /denoise's stay."""
     pytest.importorskip("gradio")
