@@ -333,3 +333,15 @@ def test_gui_controls_and_explorer_cover_the_strategies(gui_registry):
     assert sorted((r["model"], r["sampler"]) for r in rows) == [("duo", "ancestral"), ("mdlm", "ancestral"),
                                                                ("mdlm", "confidence")]
     assert all(r["nfe"] == 4 for r in rows if r["model"] == "mdlm")    # equal NFE at equal steps
+
+
+def test_a_sweep_gives_a_family_option_only_to_the_strategies_that_read_it():
+    from toolkit.samplers.requests import sweep_requests
+    esolm = toolkit.load("esolm").family
+    base = SampleRequest(length=8)
+    reqs = sweep_requests(esolm, base, ["ancestral", "confidence:k=2"], {"alpha_0": "0.5"}, [4, 8])
+    assert [(r.sampler, r.steps, r.options, r.sampler_options) for r in reqs] == [
+        ("ancestral", 4, {"alpha_0": "0.5"}, {}), ("ancestral", 8, {"alpha_0": "0.5"}, {}),
+        ("confidence", 4, {}, {"k": "2"}), ("confidence", 8, {}, {"k": "2"})]
+    with pytest.raises(UserError, match="'alpha_0' is read by none of the samplers confidence"):
+        sweep_requests(esolm, base, ["confidence"], {"alpha_0": "0.5"}, [4])
