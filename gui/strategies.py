@@ -12,7 +12,8 @@ become the panel's error message, as every other per-model problem does.
 The API's parameters follow `api_order`: family by family in registration order (the order of
 imports in toolkit/families/__init__.py), each family's options in declaration order, then its
 strategy and strategy options. Every family has a strategy control (hidden with one strategy), so
-registering a family appends its parameters and registering a strategy adds none.
+registering a family appends its parameters and registering a strategy adds none. (A new option
+of an existing family goes after that family's other options: callers passing names are unaffected.)
 """
 from __future__ import annotations
 

@@ -74,6 +74,13 @@ def test_lower_layers_do_not_import_the_registry_or_upper_layers():
     assert offenders(families, upper[1:]) == []
 
 
+def test_decoders_sit_below_families_and_samplers():
+    """Families and strategies both run on the decoders (toolkit/decoding/), which import neither;
+    families never import a strategy."""
+    assert offenders(sorted((TOOLKIT / "decoding").rglob("*.py")), ("toolkit.families", "toolkit.samplers")) == []
+    assert offenders(sorted((TOOLKIT / "families").rglob("*.py")), ("toolkit.samplers",)) == []
+
+
 def test_function_level_imports_say_why():
     """A function-level import only defers a heavy or optional dependency, and says so."""
     bad = []
