@@ -22,7 +22,8 @@ from gui.live import (MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interlea
                       whole_number)
 from gui.models import ModelRegistry
 from gui.policy import AccessPolicy, client_of
-from gui.strategies import SAMPLER_KEY, SAMPLER_OPTIONS_KEY, family_option_controls, options_from_api, sampler_controls
+from gui.strategies import (SAMPLER_KEY, SAMPLER_OPTIONS_KEY, api_order, family_option_controls, options_from_api,
+                            sampler_controls)
 
 DEFAULT_PROMPT = "It is a truth universally acknowledged"
 FRAME_SECONDS = 0.08        # at most ~12 screen updates a second while sampling
@@ -129,6 +130,7 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
         download = gr.DownloadButton("Download trace (JSON)", label="Trace", visible=False, elem_id="download")
         runs_state = gr.State(None, time_to_live=3600)   # traces are dropped an hour after a run
 
+    controls = api_order(controls)   # the API's parameters: appended to, never reordered, by a new family
     option_keys = [(fam, opt) for fam, opt, _ in controls]
 
     def generate(request: gr.Request, prompt_v, keys, length_v, steps_v, temp_v, top_p_v, seed_v, slow_v,

@@ -8,6 +8,12 @@ The choice travels with the family options (`Settings.options[family]`) under tw
 so the app passes it through like any other option; toolkit/samplers/requests.py routes each
 option to the family or the strategy, exactly as the CLI does. Unsupported pairs or bad options
 become the panel's error message, as every other per-model problem does.
+
+The API's parameters follow `api_order`: family by family in registration order (the order of
+imports in toolkit/families/__init__.py), each family's options in declaration order, then its
+strategy and strategy options. Every family has a strategy control (hidden with one strategy), so
+registering a family appends its parameters and registering a strategy adds none. (A new option
+of an existing family goes after that family's other options: callers passing names are unaffected.)
 """
 from __future__ import annotations
 
@@ -46,7 +52,7 @@ def control(spec: Spec, label: str) -> gr.components.Component:
 def family_option_controls() -> list[tuple[str, str, gr.components.Component]]:
     """One control per (family, declared sampling option) of every registered family."""
     return [(fam_name, spec.name, control(spec, f"{fam_name}: {spec.name}"))
-            for fam_name, fam in sorted(REGISTRY.items()) for spec in describe(fam.SamplingOptions)]
+            for fam_name, fam in REGISTRY.items() for spec in describe(fam.SamplingOptions)]
 
 
 def strategy_options_hint(offered) -> tuple[str, str]:
@@ -59,20 +65,28 @@ def strategy_options_hint(offered) -> tuple[str, str]:
 
 
 def sampler_controls() -> list[tuple[str, str, gr.components.Component]]:
-    """A strategy dropdown and an options box for each family that offers more than one strategy."""
+    """A strategy dropdown and an options box for each family (shown where it offers more than one
+    strategy: a hidden pair keeps the API's parameters the same whatever strategies are registered)."""
     controls = []
-    for fam_name, fam in sorted(REGISTRY.items()):
+    for fam_name, fam in REGISTRY.items():
         offered = list(supported(fam))
-        if len(offered) < 2:
-            continue
+        shown = len(offered) > 1
         info = "; ".join(f"{n}: {SAMPLERS[n].summary}" for n in offered)
         controls.append((fam_name, SAMPLER_KEY, gr.Dropdown(offered, value=default_strategy(fam),
-                                                            label=f"{fam_name}: strategy", info=info,
+                                                            label=f"{fam_name}: strategy", info=info, visible=shown,
                                                             elem_id=f"sampler-{fam_name}")))
         placeholder, hint = strategy_options_hint(offered)
-        controls.append((fam_name, SAMPLER_OPTIONS_KEY,
-                         gr.Textbox("", label=f"{fam_name}: strategy options", placeholder=placeholder, info=hint)))
+        controls.append((fam_name, SAMPLER_OPTIONS_KEY, gr.Textbox("", label=f"{fam_name}: strategy options",
+                                                                   placeholder=placeholder, info=hint, visible=shown)))
     return controls
+
+
+def api_order(controls: list[tuple[str, str, gr.components.Component]]) -> list[tuple[str, str, gr.components.Component]]:
+    """The (family, option, control) triples in the API's parameter order: family by family in
+    registration order, its options before its strategy controls (the list's own order within)."""
+    families = list(REGISTRY)
+    section = {SAMPLER_KEY: 1, SAMPLER_OPTIONS_KEY: 1}
+    return sorted(controls, key=lambda c: (families.index(c[0]), section.get(c[1], 0)))
 
 
 def strategy_request(family, raw: dict) -> dict:
@@ -80,6 +94,10 @@ def strategy_request(family, raw: dict) -> dict:
     blanks mean 'the checkpoint default'; the rest is routed by toolkit/samplers/requests.py."""
     raw = {k: v for k, v in (raw or {}).items() if v is not None and v != ""}
     name = raw.pop(SAMPLER_KEY, None) or default_strategy(family)
+    if name in SAMPLERS and not SAMPLERS[name].reads_family_options:
+        # a control always sends a value: one left at its declared default was not asked for
+        defaults = {spec.name: spec.default for spec in describe(family.SamplingOptions)}
+        raw = {k: v for k, v in raw.items() if k not in defaults or v != defaults[k]}
     pairs = parse_pairs(raw.pop(SAMPLER_OPTIONS_KEY, ""), "strategy options")
     clash = set(pairs) & set(raw)
     if clash:

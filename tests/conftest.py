@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from toolkit.checkpoints import EMBEDDED_DIR
+from toolkit.checkpoints.rundir import CONFIG
 from toolkit.resolve import resolve
 from toolkit.families import REGISTRY
 
@@ -36,4 +38,17 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(params=sorted(REGISTRY))
 def family_name(request):
+    """Every registered family (tests that train their own tiny checkpoint)."""
+    return request.param
+
+
+def has_embedded_model(family: str) -> bool:
+    return (EMBEDDED_DIR / family / CONFIG).is_file()
+
+
+@pytest.fixture(params=sorted(REGISTRY))
+def embedded_family_name(request):
+    """Every registered family with an embedded model (`toolkit.load(name)`); one without is skipped."""
+    if not has_embedded_model(request.param):
+        pytest.skip(f"family {request.param} has no embedded model")
     return request.param

@@ -1,4 +1,4 @@
-"""The bad-input matrix (README, "Reliability"): each row is one bad input given to a command line, and
+"""The bad-input matrix (docs/reliability.md, "Bad input"): each row is one bad input given to a command line, and
 each must end in a one-line `error: ...` naming the problem, exit code 2, no traceback, nothing overwritten."""
 from __future__ import annotations
 

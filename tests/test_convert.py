@@ -227,7 +227,7 @@ def test_snapshot_dir_with_tiktoken_vocabulary(tmp_path):
     out = run_convert(snap, "--family", "mdlm", "--out", tmp_path / "conv")
     model = toolkit.load(str(out), precision="fp32")   # equalities with an fp32 reference
     assert model.cfg.data.mask_token == "<mask>" and model.family.mask_id == 3
-    assert model.cfg.data.eos_token == "</s>" and model.family.bos_id == 2
+    assert model.cfg.data.eos_token == "</s>" and model.family.eos_id == 2
     text = "the band and the thing then"
     ids = model.encode(text)
     want = [i for w in [b"the", b" band", b" and", b" the", b" thing", b" then"] for i in reference_bpe(w, ranks)]
@@ -321,7 +321,7 @@ def test_sentencepiece_vocabulary_gets_the_appended_mask(tmp_path):
                       "--tokenizer", tmp_path / "sp.model")
     model = toolkit.load(str(out), precision="fp32")   # equalities with an fp32 reference
     assert model.cfg.data.mask_token == "[MASK]" and model.family.mask_id == 400
-    assert model.cfg.data.eos_token == "</s>" and model.family.bos_id == 2
+    assert model.cfg.data.eos_token == "</s>" and model.family.eos_id == 2
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
     for text in ["It is a truth universally acknowledged", "  two  spaces, 1234 digits", "café — “quoted” 日本\nnext"]:
         assert model.encode(text) == sp.encode(text)

@@ -102,7 +102,7 @@ def test_standard_error_matches_the_spread_over_seeds(tiny_checkpoint):
 @torch.no_grad()
 def ar_chain_rule_logprobs(model, ids: list[int]) -> list[float]:
     """log p(x_i | x_<i) one token at a time, without the cache or the family's loss code."""
-    out, ctx = [], [model.family.bos_id]
+    out, ctx = [], [model.family.eos_id]
     for tok in ids:
         logits = model.net(torch.tensor([ctx]), causal=True)[0, -1].float()
         logits[model.family.mask_id] = -float("inf")   # AR never predicts [MASK]

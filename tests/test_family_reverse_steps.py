@@ -261,18 +261,18 @@ def test_esolm_sequential_steps_match_the_training_time_sequential_likelihood():
 
 
 @pytest.mark.parametrize("strategy", ["ancestral", "confidence"])
-def test_every_sampler_passes_temperature_and_top_p_in_their_places(family_name, strategy, monkeypatch):
+def test_every_sampler_passes_temperature_and_top_p_in_their_places(embedded_family_name, strategy, monkeypatch):
     """A swapped (temperature, top_p) pair samples plausibly at the defaults (1, 1): record every call."""
-    model = toolkit.load(family_name)
+    model = toolkit.load(embedded_family_name)
     if strategy not in supported(model.family):
-        pytest.skip(f"{family_name} has no {strategy} strategy")
+        pytest.skip(f"{embedded_family_name} has no {strategy} strategy")
     calls = []
 
     def spy(logits, temperature, top_p):
         calls.append((temperature, top_p))
         return filter_probs(logits, temperature, top_p)
 
-    for module in ("toolkit.samplers.common", "toolkit.samplers.causal_order", f"toolkit.families.{family_name}"):
+    for module in ("toolkit.samplers.common", "toolkit.decoding.causal_order", type(model.family).__module__):
         mod = importlib.import_module(module)
         if hasattr(mod, "filter_probs"):
             monkeypatch.setattr(mod, "filter_probs", spy)

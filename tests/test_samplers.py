@@ -32,8 +32,8 @@ def masked_probs(model, tokens):
 
 
 # -- the interface -------------------------------------------------------------------------
-def test_ancestral_dispatch_is_the_family_sampler_token_for_token(family_name):
-    model = toolkit.load(family_name)   # whatever `auto` resolves to: both paths compute in it
+def test_ancestral_dispatch_is_the_family_sampler_token_for_token(embedded_family_name):
+    model = toolkit.load(embedded_family_name)   # whatever `auto` resolves to: both paths compute in it
     req = SampleRequest(num_samples=2, length=16, steps=5, seed=4, prompt=model.encode("It is")[:2])
     direct = list(model.family.sample(model.net, req, model.device))
     assert all(s.tokens.grad_fn is None and s.confidence.grad_fn is None for s in direct)   # no autograd
@@ -326,10 +326,24 @@ def test_gui_controls_and_explorer_cover_the_strategies(gui_registry):
         controls = sampler_controls()
     from toolkit.families import REGISTRY
     dropdowns = {f: c for f, key, c in controls if key == "sampler"}
-    assert set(dropdowns) == {f for f, fam in REGISTRY.items() if len(supported(fam)) > 1}
+    assert list(dropdowns) == list(REGISTRY)     # every family has one (the API keeps its parameters) ...
+    assert {f for f, c in dropdowns.items() if c.visible} == {f for f, fam in REGISTRY.items() if len(supported(fam)) > 1}
+    assert all(c.choices == [(n, n) for n in supported(REGISTRY[f])] for f, c in dropdowns.items())
     for rows in explorer.sweep(gui_registry, ["mdlm", "duo"], [4], Settings(length=16, seed=0), 1,
                                ["ancestral", "confidence"]):
         pass
     assert sorted((r["model"], r["sampler"]) for r in rows) == [("duo", "ancestral"), ("mdlm", "ancestral"),
                                                                ("mdlm", "confidence")]
     assert all(r["nfe"] == 4 for r in rows if r["model"] == "mdlm")    # equal NFE at equal steps
+
+
+def test_a_sweep_gives_a_family_option_only_to_the_strategies_that_read_it():
+    from toolkit.samplers.requests import sweep_requests
+    esolm = toolkit.load("esolm").family
+    base = SampleRequest(length=8)
+    reqs = sweep_requests(esolm, base, ["ancestral", "confidence:k=2"], {"alpha_0": "0.5"}, [4, 8])
+    assert [(r.sampler, r.steps, r.options, r.sampler_options) for r in reqs] == [
+        ("ancestral", 4, {"alpha_0": "0.5"}, {}), ("ancestral", 8, {"alpha_0": "0.5"}, {}),
+        ("confidence", 4, {}, {"k": "2"}), ("confidence", 8, {}, {"k": "2"})]
+    with pytest.raises(UserError, match="'alpha_0' is read by none of the samplers confidence"):
+        sweep_requests(esolm, base, ["confidence"], {"alpha_0": "0.5"}, [4])

@@ -120,7 +120,7 @@ def test_ar_greedy_matches_an_independent_argmax_loop(tiny_checkpoint):
     model = toolkit.load(tiny_checkpoint("ar"))
     prompt = model.encode("Mr. Darcy")[:3]
     out = run(model, num_samples=1, length=12, steps=1, temperature=0.0, prompt=prompt)[-1].tokens[0]
-    ids = [model.family.bos_id, *prompt]
+    ids = [model.family.eos_id, *prompt]
     with torch.no_grad():
         while len(ids) < 13:
             ids.append(int(model.net(torch.tensor([ids]), causal=True)[0, -1].argmax()))

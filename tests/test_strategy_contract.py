@@ -33,6 +33,7 @@ class Cool(Sampler):
     summary = "the family's reverse process at a scaled temperature"
     Options = CoolOptions
     requires = MaskedFamily          # the capability it needs: offered to masked families only
+    reads_family_options = True      # it runs family.sample, which reads the family's own options
 
     def run(self, family, net, request, o, device):
         yield from family.sample(net, replace(request, temperature=request.temperature * o.scale), device)

@@ -37,7 +37,7 @@ DEFAULT_TESTS = ["tests/test_families.py", "tests/test_family_math.py", "tests/t
                  "tests/test_finetune.py",   # the families' prompt-masked (fine-tuning) losses
                  "tests/test_fused_head.py",   # token_nll: fused and plain heads, weights, selected rows
                  "tests/test_duo_accelerators.py"]   # Duo's curriculum, dual time and distillation targets
-TARGETS = ["toolkit/families/*.py", "toolkit/samplers/causal_order.py", "toolkit/schedule.py"]
+TARGETS = ["toolkit/families/*.py", "toolkit/decoding/*.py", "toolkit/schedule.py"]
 # functions (or methods) whose math the check mutates; others (validation, registry, records) are skipped
 FOCUS = {
     "alpha", "alpha_prime", "sigma", "reveal_probability", "stratified_times", "antithetic_times",

@@ -1,7 +1,7 @@
 """Tables and figure of the reasoning study from its work folder: results.csv (one row per size,
 family, budget, strategy and step count), results.md, ladder.csv (one row per size, family and
-budget: its best setting), accuracy.png; the README tables between the `<!-- results -->` (study)
-and `<!-- study -->` (project) markers are regenerated too. No hand-written number goes in.
+budget: its best setting), accuracy.png; the tables between the `<!-- results -->` (the study's README)
+and `<!-- study -->` (docs/finetuning.md) markers are regenerated too. No hand-written number goes in.
 """
 from __future__ import annotations
 
@@ -344,8 +344,8 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
         text = re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, readme.read_text(), flags=re.S)
         found = f"<!-- reading -->\n{reading(points, verdict)}\n<!-- /reading -->"
         readme.write_text(re.sub(r"<!-- reading -->.*<!-- /reading -->", lambda _: found, text, flags=re.S))
-        top = here.parent.parent / "README.md"   # the project README states the findings with the figure
+        top = here.parent.parent / "docs" / "finetuning.md"   # the project docs state the findings with the figure
         block = (f"<!-- study -->\n{reading(points, verdict)}\n\n![reasoning study: accuracy and task NELBO vs fine-tuning"
-                 f" FLOPs, accuracy vs NFE](studies/reasoning/accuracy.png)\n<!-- /study -->")
+                 f" FLOPs, accuracy vs NFE](../studies/reasoning/accuracy.png)\n<!-- /study -->")
         top.write_text(re.sub(r"<!-- study -->.*<!-- /study -->", lambda _: block, top.read_text(), flags=re.S))
     return md

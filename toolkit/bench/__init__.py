@@ -3,5 +3,5 @@
 timing: best-of-N wall-clock timing; peaks: the measured matrix-product limit; train: training
 and forward throughput through the real trainer; sampling: tokens/s with and without caches;
 reference: the paper's backbone side by side; parity: attention backends agree; suite: the plan
-and the run; targets: the goals checked against a report; report: tables and the README section.
+and the run; targets: the goals checked against a report; report: tables and the bench section of docs/performance.md.
 """

@@ -1,7 +1,7 @@
-"""A benchmark report for people: aligned text tables, and the README's performance section.
+"""A benchmark report for people: aligned text tables, and the bench section of docs/performance.md.
 
-The README section is written from the JSON report alone (between two marker comments), so the
-figures in the README are always those of a named run on a named machine.
+That section is written from the JSON report alone (between two marker comments), so the
+figures there are always those of a named run on a named machine.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The performance targets the toolkit holds itself to, checked against a report's figures.
 
 Benchmark figures, not pass/fail tests: a target that is not met is reported as such, next to
-the measured value, and the README says what limits it.
+the measured value, and docs/performance.md says what limits it.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ measured matrix-product peak and (with --reference) against the paper's backbone
     python -m toolkit.bench                      # the full plan for this device (CPU: ~10 min)
     python -m toolkit.bench --quick              # tiny shapes, every part (CI checks the report's structure)
     python -m toolkit.bench --reference ~/scaling-dllms --json bench.json
-    python -m toolkit.bench --readme README.md --from bench_cpu.json --from bench_gpu.json
+    python -m toolkit.bench --readme docs/performance.md --from bench_cpu.json --from bench_gpu.json
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                     help="also time the first family with these trainer overrides (repeatable)")
-    ap.add_argument("--readme", metavar="README", help="write the tables of --from reports into README's bench section")
+    ap.add_argument("--readme", metavar="README", help="write the tables of --from reports into the bench section of this Markdown file (docs/performance.md)")
     ap.add_argument("--from", dest="sources", action="append", default=[], metavar="JSON",
                     help="with --readme: a saved report (repeatable), instead of measuring")
     a = ap.parse_args(argv)

@@ -3,7 +3,7 @@
 As in the reference, the [MASK] id is never predicted: its logit is set to -inf before every
 softmax (loss, NLL and sampling), so a released checkpoint's untrained [MASK] row adds nothing
 to the normaliser. Two scoring protocols (docs/methods.md, "AR"):
-- `score=bos` (toolkit runs): a BOS is prepended and all L tokens of a block are targets;
+- `score=bos` (toolkit runs): the [EOS] id is prepended as the BOS and all L tokens of a block are targets;
 - `score=reference` (imported checkpoints, set by `toolkit.convert`): the block's first token is
   context only and the L - 1 tokens after it are targets, as the reference's `x[:, 1:]` does.
 """
@@ -42,7 +42,7 @@ class AR(Family):
         """(inputs, targets) of the scoring protocol: see the module docstring."""
         if self.options.score == "reference":
             return x0[:, :-1], x0[:, 1:]
-        bos = torch.full_like(x0[:, :1], self.bos_id)
+        bos = torch.full_like(x0[:, :1], self.eos_id)
         return torch.cat([bos, x0[:, :-1]], dim=1), x0
 
     def scored_tokens(self, x0) -> int:
@@ -82,7 +82,7 @@ class AR(Family):
             tokens[:, :p] = request.prompt_rows(device)
             confidence[:, :p] = 1.0
         clock, cache = Clock(), KVCache() if request.use_cache else None
-        context = torch.cat([torch.full((b, 1), self.bos_id, device=device, dtype=torch.long), tokens[:, :p]], 1)
+        context = torch.cat([torch.full((b, 1), self.eos_id, device=device, dtype=torch.long), tokens[:, :p]], 1)
         nfe = 0
         for i in range(p, n):
             uniform = torch.rand(b, generator=gen).to(device)

@@ -32,7 +32,8 @@ def get_family(name: str) -> type["Family"]:
 
 
 class Family:
-    """Base class. Subclasses set `name`, `Options`, `time_conditioned` and implement the methods.
+    """Base class. Subclasses set `name`, `Options` and implement the methods (docs/architecture.md,
+    "The family contract", lists what the trainer, the samplers and the GUI call).
 
     `Options` (training) and `SamplingOptions` (what a request may change) are dataclasses whose
     fields are declared with toolkit.options.option: the CLI help, the GUI's controls and the
@@ -40,7 +41,6 @@ class Family:
 
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
-    time_conditioned: ClassVar[bool] = False   # does the backbone see sigma_t?
     # a regex for the names the reference implementation and its releases give the family
     # (algo names, model classes, SDLLM-<Family> repositories): how `convert` recognises it
     reference_names: ClassVar[str] = ""
@@ -60,11 +60,11 @@ class Family:
         if "sample" in cls.__dict__:
             cls.sample = torch.no_grad()(cls.__dict__["sample"])
 
-    def __init__(self, options, vocab_size: int, mask_id: int, bos_id: int):
+    def __init__(self, options, vocab_size: int, mask_id: int, eos_id: int):
         self.options = options if options is not None else self.Options()
         self.vocab_size = vocab_size
         self.mask_id = mask_id
-        self.bos_id = bos_id
+        self.eos_id = eos_id   # the [EOS] id; AR also starts every sequence with it (its BOS)
         self.schedule = self.noise_schedule()
 
     def noise_schedule(self) -> LogLinear:
@@ -183,29 +183,3 @@ class MaskedFamily(Family):
 
     def reveal_probability(self, t, s):
         return self.schedule.reveal_probability(t, s)
-
-    def decoder(self, net, request, device):
-        """The decoder the masked strategies run on, at its seeded start: a bidirectional denoiser
-        scores every masked position at once (toolkit/samplers/bidirectional.py)."""
-        from toolkit.samplers.bidirectional import BidirectionalDecoder   # deferred: it imports this module
-        return BidirectionalDecoder.start(self, net, request, device)
-
-
-def seeded_start(request: SampleRequest, fill_id: int, device):
-    """(the request's seeded CPU generator, masked_tokens_init's [B, L] ids and fixed mask): every
-    sampler's set-up, so that one seed gives one sequence of draws whatever the strategy."""
-    gen = torch.Generator(device="cpu").manual_seed(request.seed)
-    return (gen, *masked_tokens_init(request, fill_id, device))
-
-
-def masked_tokens_init(request: SampleRequest, fill_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, L] ids all `fill_id` except fixed positions (prompt/infill); and the fixed mask."""
-    b, n = request.num_samples, request.length
-    z = torch.full((b, n), fill_id, dtype=torch.long, device=device)
-    fixed = torch.zeros(b, n, dtype=torch.bool, device=device)
-    if request.prompts:   # one prefix per sample
-        p = request.prompt_length
-        z[:, :p], fixed[:, :p] = request.prompt_rows(device), True
-    for pos, tok in request.fixed_positions().items():
-        z[:, pos], fixed[:, pos] = tok, True
-    return z, fixed

@@ -30,7 +30,8 @@ from typing import Iterator
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import Family, covered_tokens, register, seeded_start
+from toolkit.decoding import seeded_start
+from toolkit.families.base import Family, covered_tokens, register
 from toolkit.families.duality import MODES, dual_time, gaussian_latent, gaussian_noise
 from toolkit.sample_request import Clock, SampleRequest, Step, draw, filter_probs, top_p_filter
 from toolkit.schedule import EPS
@@ -145,7 +146,6 @@ class Duo(Family):
     name = "duo"
     Options = DuoOptions
     reference_names = r"\bduo(?:\b|_)|\budlm\b"   # how the reference and its releases name it (DUO_BASE too)
-    time_conditioned = True
     SamplingOptions = DuoSampling
 
     def corrupt(self, x0, t, generator=None, loss_mask=None):

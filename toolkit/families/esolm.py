@@ -16,7 +16,7 @@ from toolkit.errors import UserError
 from toolkit.families.base import covered_tokens, register
 from toolkit.families.mdlm import MDLM, MaskedOptions
 from toolkit.options import option
-from toolkit.samplers.causal_order import CausalOrderDecoder, permuted_order
+from toolkit.decoding import CausalOrderDecoder, permuted_order
 from toolkit.sample_request import SampleRequest, Step, time_grid
 from toolkit.schedule import LogLinear
 
@@ -116,10 +116,6 @@ class EsoLM(MDLM):
     def sampling_defaults(self) -> dict:
         return {"alpha_0": self.options.alpha_0}
 
-    def decoder(self, net, request, device):
-        """Causal over tokens in reveal order: the causal-order decoder (toolkit/samplers/causal_order.py)."""
-        return CausalOrderDecoder.start(self, net, request, device)
-
     def sample(self, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
         alpha_0 = float(self.sampling_settings(request.options).alpha_0)
         if not 0 < alpha_0 <= 1:
@@ -127,7 +123,7 @@ class EsoLM(MDLM):
         if alpha_0 < 1 and self.options.alpha_0 >= 1:
             raise UserError("this checkpoint was trained with alpha_0=1: it has no sequential phase")
         schedule = LogLinear(alpha_0)
-        sampler = self.decoder(net, request, device)        # fixed first, then a random order
+        sampler = CausalOrderDecoder.start(self, net, request, device)   # fixed first, then a random order
         gen, order, n = sampler.gen, sampler.order, sampler.z.shape[1]
         n_fixed = n - sampler.free
         grid, revealed = time_grid(request.steps), n_fixed

@@ -12,7 +12,8 @@ from typing import Iterator
 
 import torch
 
-from toolkit.families.base import MaskedFamily, covered_tokens, register, seeded_start
+from toolkit.decoding import seeded_start
+from toolkit.families.base import MaskedFamily, covered_tokens, register
 from toolkit.options import option
 from toolkit.sample_request import Clock, SampleRequest, Step, draw, filter_probs, time_grid
 

@@ -5,7 +5,8 @@ A sampler is a named strategy with a typed options dataclass and a declared capa
 `decode_attention` values it handles); the registry derives the strategies a family supports
 from those. Every sampler yields the same `Step` trace records, so the CLI, GUI and evaluation
 read them all alike. Adding a strategy: one module that subclasses `Sampler` and calls `register`.
-Families whose denoiser is causal in reveal order decode through `causal_order.CausalOrderDecoder`.
+Masked strategies run on the family's decoder (toolkit/decoding/: one contract for bidirectional and
+causal-reveal-order denoisers); the ranked-reveal step they share is toolkit/samplers/ranked.py.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from toolkit.samplers.base import Sampler, register
 class Ancestral(Sampler):
     name = "ancestral"
     summary = "the family's own reverse process (the paper's sampler)"
+    reads_family_options = True
 
     def run(self, family, net, request, options, device):
         yield from family.sample(net, request, device)

@@ -18,13 +18,18 @@ class Sampler:
 
     `requires` is the family base class whose methods `run` calls (Family: only `sample`;
     MaskedFamily: mask_id, subs_logits, reveal_probability); `attentions` the `decode_attention`
-    values `run` handles. The registry derives the strategies a family supports from these two."""
+    values `run` handles. The registry derives the strategies a family supports from these two.
+
+    The options a strategy reads are its `Options` fields, plus the family's own sampling options
+    (`SamplingOptions`) when `reads_family_options` (a strategy that runs `family.sample`); a request
+    giving an option the strategy does not read is refused (`resolve_sampler`)."""
 
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     requires: ClassVar[type] = Family
     attentions: ClassVar[tuple[str, ...]] = ("bidirectional", "causal_order")
+    reads_family_options: ClassVar[bool] = False
 
     def supports(self, family) -> bool:
         """Whether this strategy runs on `family` (a family instance or class)."""
@@ -73,9 +78,23 @@ def parse_options(sampler: Sampler, raw: dict):
 def resolve_sampler(family, request: SampleRequest):
     """(sampler, typed options) for a request; raises UserError for a bad pair or option."""
     sampler = get_sampler(request.sampler or DEFAULT, family)
+    check_family_options_read(sampler, family, request.options)
     options = parse_options(sampler, request.sampler_options)
     sampler.check(family, request, options)
     return sampler, options
+
+
+def family_option_readers(family) -> list[str]:
+    """The strategies `family` supports that read its own sampling options."""
+    return [n for n in supported(family) if SAMPLERS[n].reads_family_options]
+
+
+def check_family_options_read(sampler: Sampler, family, options: dict) -> None:
+    """A one-line UserError when a family sampling option is given to a strategy that does not read it."""
+    given = sorted(k for k, v in (options or {}).items() if v is not None)
+    if given and not sampler.reads_family_options:
+        raise UserError(f"sampler {sampler.name} does not read family {family.name}'s sampling option"
+                        f" '{given[0]}' (read by: {', '.join(family_option_readers(family)) or 'none'})")
 
 
 def sample(family, net, request: SampleRequest, device="cpu") -> Iterator[Step]:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import MaskedFamily, seeded_start
-from toolkit.samplers.causal_order import CausalOrderDecoder
+from toolkit.decoding import CausalOrderDecoder, seeded_start
+from toolkit.families.base import MaskedFamily
 from toolkit.model.backbone import KVCache
 from toolkit.options import option
 from toolkit.samplers.base import Sampler, register
@@ -67,6 +67,8 @@ class Block(Sampler):
         if family.decode_attention == "causal_order":
             _check_causal_order(family, request, o)
         else:
+            if o.order == "random" and o.threshold > 0:
+                raise UserError("threshold ranks by confidence: it is not read under order=random")
             _cache_mode(o, request, exact_prefix=o.attention == "block_causal")
 
     def run(self, family, net, request, o, device):
@@ -173,6 +175,9 @@ def _check_causal_order(family, request, o) -> str:
                         " (order=confidence needs a bidirectional denoiser)")
     if o.attention != "bidirectional":
         raise UserError(f"family {family.name} has its own attention pattern: the attention option does not apply")
+    if o.top_k:
+        raise UserError(f"family {family.name}: block decoding draws with the family's own reveal step,"
+                        " which does not read top_k")
     mode = _cache_mode(o, request, exact_prefix=True)
     if mode == "dual":
         raise UserError(f"family {family.name}: its prefix cache is exact, so there is no dual cache")

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from toolkit.errors import UserError
-from toolkit.families.base import MaskedFamily, seeded_start
+from toolkit.decoding import seeded_start
+from toolkit.families.base import MaskedFamily
 from toolkit.options import option
 from toolkit.samplers.base import Sampler, register
 from toolkit.samplers.common import candidates

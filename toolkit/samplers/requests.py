@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from toolkit.errors import UserError
 from toolkit.options import describe, parse_spec
-from toolkit.samplers.base import SAMPLERS, get_sampler, names, split_options, supported
+from toolkit.samplers.base import SAMPLERS, family_option_readers, get_sampler, names, split_options, supported
 from toolkit.sample_request import SampleRequest
 
 
@@ -31,17 +31,22 @@ def listing(family=None) -> str:
 
 
 def sweep_requests(family, base: SampleRequest, specs: list[str], shared: dict, steps: list[int]) -> list[SampleRequest]:
-    """One request per (strategy spec, step count). `shared` options go to the family, or to every
-    listed strategy that has that option; a key nobody knows is a UserError."""
+    """One request per (strategy spec, step count). `shared` options go to every listed strategy that
+    reads them: a family option to the strategies reading the family's options, a strategy option to
+    the strategies having it; a key no listed strategy reads is a UserError."""
     fam_keys = set(family.sampling_defaults())
     parsed = [(get_sampler(name, family), inline) for name, inline in map(parse_spec, specs or ["ancestral"])]
     fields = {s.name: s.option_names() for s, _ in parsed}
+    readers = [s.name for s, _ in parsed if s.reads_family_options]
     for k in shared:
+        if k in fam_keys and not readers:
+            raise UserError(f"family {family.name}'s sampling option '{k}' is read by none of the samplers"
+                            f" {', '.join(fields)} (only by: {', '.join(family_option_readers(family)) or 'none'})")
         if k not in fam_keys and not any(k in keys for keys in fields.values()):
             raise UserError(f"unknown option '{k}' for family {family.name} and samplers {', '.join(fields)}")
     out = []
     for sampler, inline in parsed:
-        fam = {k: v for k, v in shared.items() if k in fam_keys}
+        fam = {k: v for k, v in shared.items() if k in fam_keys and sampler.reads_family_options}
         smp = {**{k: v for k, v in shared.items() if k in fields[sampler.name]}, **inline}
         out += [replace(base, steps=s, sampler=sampler.name, options=fam, sampler_options=smp) for s in steps]
     return out

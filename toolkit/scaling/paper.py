@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from toolkit.scaling.plan import label_parts
+
 # budget (FLOPs) -> {variant: (loss at the minimum, non-embedding params at the minimum)}
 PAPER_MINIMA = {
     6e18: {"ar": (2.86, 200e6), "mdlm_loss-low_var": (3.375, 113e6), "duo": (3.545, 85e6), "esolm": (3.60, 110e6)},
@@ -28,7 +30,7 @@ def paper_minima() -> pd.DataFrame:
 
 def family_of_variant(variant: str) -> str:
     """'mdlm_loss-low_var' -> 'mdlm': the family part of a sweep's variant name."""
-    return variant.split("_", 1)[0]
+    return label_parts(variant)[0]
 
 
 def plot_minima_side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None = None,

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from toolkit.errors import UserError
-from toolkit.families import get_family
+from toolkit.families import REGISTRY, get_family
 from toolkit.scaling.flops import require_steps
 from toolkit.scaling.grid import param_counts, size
 from toolkit.options import build, parse_pair
@@ -32,6 +32,16 @@ class Variant:
 
     def overrides(self) -> list[str]:
         return [f"family={self.family}"] + [f"{k}={v}" for k, v in self.options]
+
+
+def label_parts(label: str) -> tuple[str, str]:
+    """`mdlm_loss-low_var` -> ('mdlm', 'loss-low_var'): a `Variant.label` split at its family, the longest
+    registered name it starts with (a family name may hold `_`), else at its first `_`."""
+    for name in sorted(REGISTRY, key=len, reverse=True):
+        if label == name or label.startswith(name + "_"):
+            return name, label[len(name) + 1:]
+    family, _, rest = label.partition("_")
+    return family, rest
 
 
 def parse_variant(spec: str) -> Variant:

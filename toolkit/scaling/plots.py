@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from toolkit.scaling.fit import IsoFlopFit
+from toolkit.scaling.plan import label_parts
 
 
 def _style():
@@ -15,7 +16,7 @@ def _style():
 
 def variant_label(variant: str) -> str:
     """'mdlm_loss-low_var' -> 'mdlm, loss=low_var': a sweep variant's name as a reader reads it."""
-    family, _, rest = variant.partition("_")
+    family, rest = label_parts(variant)
     return f"{family}, {rest.replace('-', '=', 1)}" if rest else family
 
 

@@ -126,7 +126,7 @@ def header(card: dict) -> str:
 
 One checkpoint per family ships in `toolkit/assets/models/` so that `python -m gui` works offline:
 {", ".join(f"`{e['name']}`" for e in models)}. (A fifth, `duo-distilled`, is `duo` after few-step
-distillation; the README's "Duo's accelerators" section describes it.) All share one recipe (`training/recipes/demo-*.yaml`): the
+distillation; docs/training.md's "Duo's accelerators" section describes it.) All share one recipe (`training/recipes/demo-*.yaml`): the
 {m["preset"]} backbone ({m["n_layers"]} layers, d = {m["d_model"]}, {m["n_heads"]} heads, {m["cond_dim"]}-wide time
 embedding), {cfg["data"]["seq_len"]}-token blocks of the embedded Austen corpus, {t["max_steps"]} steps of
 {t["batch_size"]} sequences ({(first["tokens"] or 0) / 1e6:.2f}M tokens), AdamW lr {cfg["optim"]["lr"]:g} with warmup and

@@ -1,19 +1,19 @@
 """The causal-order decoder: decoding for families whose denoiser is causal over tokens in reveal
-order (`decode_attention = "causal_order"`, Eso-LM), shared by every strategy that runs on them.
+order (`decode_attention = "causal_order"`, Eso-LM), shared by every strategy that runs on them and
+by Eso-LM's own reverse process; the decoder contract of toolkit/decoding/__init__.py.
 
 The clean tokens are fed first, in the order they were revealed; masked queries follow, so the
 keys/values of revealed tokens never change and a prefix KV cache is exact. A strategy chooses
 which positions to reveal (`reveal`, the family's own draw) or scores candidates itself
-(`logits`, then `commit` the ones it keeps); `step_record` makes the trace record. Its interface
-is the bidirectional decoder's (toolkit/samplers/bidirectional.py), so a strategy is one loop.
+(`logits`, then `commit` the ones it keeps, in the order they join the reveal order). Rows must
+stay aligned (`ragged_rows = False`): every row reveals the same number of positions per step.
 """
 from __future__ import annotations
 
 import torch
 
-from toolkit.families.base import seeded_start
+from toolkit.decoding.start import seeded_start
 from toolkit.model.backbone import KVCache
-from toolkit.samplers.common import candidates
 from toolkit.sample_request import Clock, Step, draw, filter_probs
 
 
@@ -28,6 +28,8 @@ class CausalOrderDecoder:
 
     `family` is a MaskedFamily with `sequential_logits` (the left-to-right phase) and `order` [B, L]
     holds the `n_fixed` fixed positions first."""
+
+    ragged_rows = False
 
     def __init__(self, family, net, request, z, order, n_fixed, gen, device):
         self.f, self.net, self.req, self.gen, self.device = family, net, request, gen, device
@@ -56,6 +58,10 @@ class CausalOrderDecoder:
     def left(self) -> float:
         """The fraction of the decodable positions still masked."""
         return self.queries.shape[1] / max(self.free, 1)
+
+    def uniforms(self, positions) -> torch.Tensor:
+        """[B, Q] draws, one per query."""
+        return torch.rand(positions.shape, generator=self.gen).to(self.device)
 
     def logits(self, queries, sequential=False):
         """Raw logits [B, Q, V] at the positions `queries` [B, Q] (masked), after the clean tokens
@@ -100,24 +106,10 @@ class CausalOrderDecoder:
             return
         if sequential and self.diffusion_order is None:
             self.diffusion_order = self.clean_order
-        u = torch.rand(queries.shape, generator=self.gen).to(self.device)
+        u = self.uniforms(queries)
         probs = filter_probs(self.f.subs_logits(self.logits(queries, sequential)), self.req.temperature, self.req.top_p)
         new = draw(probs, u)
         self.commit(queries, new, probs.gather(-1, new[..., None]).squeeze(-1))
-
-    def reveal_confident(self, k: int, threshold: float, top_k: int, steps_left: int) -> None:
-        """One confidence step: score every masked position as a query after the clean tokens and reveal
-        the best (k per step, or an even share of `steps_left`), in confidence order. No threshold rule:
-        rows would then hold different numbers of masked queries."""
-        queries = self.queries
-        b, q = queries.shape
-        u = torch.rand(queries.shape, generator=self.gen).to(self.device)
-        ids, conf = candidates(self.f.subs_logits(self.logits(queries)).flatten(0, 1), u.flatten(),
-                               self.req.temperature, self.req.top_p, top_k)
-        ids, conf = ids.view(b, q), conf.view(b, q)
-        count = min(k, q) if k else max(1, -(-q // max(steps_left, 1)))
-        pick = conf.topk(count, dim=1).indices                  # most confident first
-        self.commit(queries.gather(1, pick), ids.gather(1, pick), conf.gather(1, pick))
 
     def nothing_to_decode(self):
         """The trace when every position is fixed: no step."""
