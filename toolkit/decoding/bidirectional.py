@@ -2,7 +2,8 @@
 (`decode_attention = "bidirectional"`, MDLM), with the decoder contract of toolkit/decoding/__init__.py.
 
 Every masked position is a query of every step, so rows may reveal different numbers of
-positions (`ragged_rows`); `masked()` lists each row's masked positions in ascending order.
+positions (`ragged_rows`); `masked()` lists each row's masked positions in ascending order, those
+inside `window` (a bool [L], e.g. the block being decoded) when one is set.
 """
 from __future__ import annotations
 
@@ -26,15 +27,21 @@ class BidirectionalDecoder:
         self.denoise = denoise or (lambda z, select: net(z, select=select))
         self.nfe, self.clock = 0, Clock()
         self.changed = torch.zeros_like(fixed)
+        self.window: torch.Tensor | None = None
 
     @classmethod
     def start(cls, family, net, request, device):
         gen, z, fixed = seeded_start(request, family.mask_id, device)
         return cls(family, net, request, z, fixed, gen, device)
 
+    def undecided(self) -> torch.Tensor:
+        """bool [B, L]: the positions still to decode (inside `window` when one is set)."""
+        masked = (self.z == self.f.mask_id) & ~self.fixed
+        return masked if self.window is None else masked & self.window
+
     def masked(self) -> torch.Tensor:
         """[B, Q]: each row's positions still to decode, ascending, padded with PAD."""
-        masked = (self.z == self.f.mask_id) & ~self.fixed
+        masked = self.undecided()
         count = masked.sum(1)
         width = int(count.max()) if count.numel() else 0
         first = (~masked).to(torch.int8).argsort(dim=1, stable=True)[:, :width]   # masked ones first, in order

@@ -16,18 +16,19 @@ Caches (`cache`):
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 import torch
 
 from toolkit.errors import UserError
-from toolkit.decoding import CausalOrderDecoder, seeded_start
+from toolkit.decoding import BidirectionalDecoder, CausalOrderDecoder, seeded_start
 from toolkit.families.base import MaskedFamily
 from toolkit.model.backbone import KVCache
 from toolkit.options import option
 from toolkit.samplers.base import Sampler, register
-from toolkit.samplers.common import candidates, choose, scheduled_count
-from toolkit.sample_request import Clock, Step
+from toolkit.samplers.ranked import RankedOptions, drawn_probability, reveal_best
+from toolkit.sample_request import Step
 
 CACHES = ("auto", "prefix", "dual", "none")
 ATTENTIONS = ("bidirectional", "block_causal")
@@ -126,46 +127,40 @@ class _Denoiser:
         return self.f.subs_logits(out)
 
 
+def random_rank(decoder):
+    """order=random: a score that ranks the candidates by a fresh uniform draw, not by the model."""
+    def score(logits, ids, p):
+        return torch.rand(decoder.z.shape, generator=decoder.gen).to(decoder.device)[decoder.undecided()]
+    return score
+
+
 def _bidirectional(family, net, request, o, device):
+    """MDLM: the ranked step of toolkit/samplers/ranked.py on a bidirectional decoder whose window is
+    the block and whose denoiser is the block's cache (`_Denoiser`)."""
     mode = _cache_mode(o, request, exact_prefix=o.attention == "block_causal")
-    order = "confidence" if o.order == "auto" else o.order
-    gen, z, fixed = seeded_start(request, family.mask_id, device)
-    b, n = z.shape
-    confidence, clock = fixed.float(), Clock()
-    spans = block_spans(n, o.block_size, fixed[0])
+    decoder = BidirectionalDecoder.start(family, net, request, device)
+    b, n = decoder.z.shape
+    spans = block_spans(n, o.block_size, decoder.fixed[0])
     per_block = max(1, request.steps // max(len(spans), 1))
     denoise = _Denoiser(family, net, n, o, mode, device)
-    in_block = torch.zeros(n, dtype=torch.bool, device=device)
-    nfe = step = 0
-    row_nfe = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+    score = random_rank(decoder) if o.order == "random" else drawn_probability
+    ranked = RankedOptions(threshold=o.threshold, top_k=o.top_k)
+    row_nfe = torch.zeros(b, dtype=torch.long, device=device)
+    step = 0
     for a, e in spans:
-        in_block.zero_()
-        in_block[a:e] = True
-        j = 0
-        while True:
-            masked = (z == family.mask_id) & ~fixed & in_block
+        decoder.window = (torch.arange(n, device=device) >= a) & (torch.arange(n, device=device) < e)
+        for j in itertools.count():
+            masked = decoder.undecided()
             if not masked.any():
                 break
-            u = torch.rand(z.shape, generator=gen).to(device)
-            ids, conf = candidates(denoise(z, masked, a, e, first=j == 0), u[masked],
-                                   request.temperature, request.top_p, o.top_k)
-            nfe += 1
+            decoder.denoise = lambda z, select, first=j == 0: denoise(z, select, a, e, first)
             row_nfe += masked.any(-1)   # a row whose block is already done needs no evaluation
-            cand = z.masked_scatter(masked, ids)
-            scores = torch.zeros(z.shape, device=device).masked_scatter(masked, conf)
-            if order == "random":
-                pick = choose(torch.rand(z.shape, generator=gen).to(device), masked,
-                              scheduled_count(masked.sum(1), per_block - j).clamp(min=1))
-            elif o.threshold > 0:
-                pick = choose(scores, masked, threshold=o.threshold)
-            else:
-                pick = choose(scores, masked, scheduled_count(masked.sum(1), max(per_block - j, 1)).clamp(min=1))
-            z = torch.where(pick, cand, z)
-            confidence = torch.where(pick, scores, confidence)
-            j, step = j + 1, step + 1
-            left = float(((z == family.mask_id) & ~fixed).float().mean())
-            yield Step(step=step, t=left + float(pick.float().mean()), s=left, tokens=z.clone(), changed=pick,
-                       confidence=confidence.clone(), nfe=nfe, elapsed=clock(), row_nfe=row_nfe.clone())
+            reveal_best(decoder, family, request, score, ranked, max(per_block - j, 1))
+            step += 1
+            left = float(((decoder.z == family.mask_id) & ~decoder.fixed).float().mean())
+            yield Step(step=step, t=left + float(decoder.changed.float().mean()), s=left, tokens=decoder.z.clone(),
+                       changed=decoder.changed, confidence=decoder.confidence.clone(), nfe=decoder.nfe,
+                       elapsed=decoder.clock(), row_nfe=row_nfe.clone())
 
 
 def _check_causal_order(family, request, o) -> str:

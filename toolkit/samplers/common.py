@@ -1,7 +1,5 @@
-"""Pieces several strategies share: top-k truncation, drawing candidates, choosing positions."""
+"""Pieces several strategies share: top-k truncation, drawing candidates, an even split of the positions."""
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -28,17 +26,3 @@ def candidates(logits: torch.Tensor, uniform: torch.Tensor, temperature: float, 
 def scheduled_count(remaining: torch.Tensor, steps_left: int) -> torch.Tensor:
     """Positions to reveal now so that `remaining` [B] are done in `steps_left` steps (even split)."""
     return torch.div(remaining + steps_left - 1, max(steps_left, 1), rounding_mode="floor")
-
-
-def choose(scores: torch.Tensor, allowed: torch.Tensor, count: torch.Tensor | None = None,
-           threshold: float = 0.0) -> torch.Tensor:
-    """bool [B, L]: per row, the `count` highest-scoring allowed positions, or (threshold > 0) every
-    allowed position scoring >= threshold and at least the best one (Fast-dLLM's rule)."""
-    s = scores.masked_fill(~allowed, -math.inf)
-    order = s.argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order))
-    if threshold > 0:
-        pick = (s >= threshold) | (rank == 0)
-    else:
-        pick = rank < count[:, None]
-    return pick & allowed
