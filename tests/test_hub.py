@@ -64,7 +64,7 @@ def test_push_then_load_by_hub_id(tmp_path, fake_hub):
     assert "me/tiny-mdlm" in url
     assert sorted(p.name for p in remote["me/tiny-mdlm"].iterdir()) == \
         ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
-    model = toolkit.load("me/tiny-mdlm")
+    model = toolkit.load("me/tiny-mdlm", precision="fp32")   # compared with an fp32 reference
     assert calls["download"][-1][0] == "me/tiny-mdlm"
     assert not any(p.endswith((".pt", ".bin", ".ckpt")) for p in calls["download"][-1][1])  # never pickles
     tokens = tokens_for(1)
@@ -83,7 +83,7 @@ def test_reference_release_snapshot_is_converted_once(tmp_path, fake_hub, monkey
     (snap / "config.json").write_text(json.dumps({"model_type": "sdllm", "n_heads": H, "model_length": 40}))
     shutil.copyfile(EMBEDDED_TOKENIZER, snap / "tokenizer.json")
     remote["nvidia/SDLLM-Duo-1.7B-Base"] = snap
-    model = toolkit.load("nvidia/SDLLM-Duo-1.7B-Base")
+    model = toolkit.load("nvidia/SDLLM-Duo-1.7B-Base", precision="fp32")   # compared with an fp32 reference
     assert model.cfg.family == "duo" and model.max_length == 40
     tokens, sigma = tokens_for(2), torch.tensor([0.7, 1.9])
     torch.testing.assert_close(model.net(tokens, sigma).double(), reference_logits(sd, tokens, sigma, H, False),
