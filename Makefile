@@ -23,7 +23,7 @@ test: install
 # The precision-dependent tests again, with `precision=auto` resolving as on a CPU with native bf16
 # (emulated where the CPU has none): what CI runs after `make test` (docs/precision.md).
 BF16_TESTS := tests/test_precision.py tests/test_samplers.py tests/test_sampling.py tests/test_evaluate.py \
-	tests/test_convert.py tests/test_bench.py "tests/test_notebooks.py::test_notebook_runs_in_quick_mode[01_quickstart]" \
+	tests/test_convert.py tests/test_hub.py "tests/test_notebooks.py::test_notebook_runs_in_quick_mode[01_quickstart]" \
 	"tests/test_notebooks.py::test_notebook_runs_in_quick_mode[06_pareto]"
 test-bf16: install
 	DLM_NATIVE_BF16=1 $(BIN)/python -m pytest -q -p no:cacheprovider -k "not small_fine_tune" $(BF16_TESTS)
