@@ -43,8 +43,7 @@ def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolic
 
         def add_path(p, selected, x_selected):
             try:
-                policy.check_path(p or "")
-                key = registry.add(p or "")
+                key = policy.add_model(registry, p)
             except UserError as e:
                 gr.Warning(str(e))
                 return gr.update(), gr.update(), f"⚠️ {e}"
@@ -54,7 +53,8 @@ def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolic
 
         denoise.add.click(add_path, [denoise.path, denoise.models, x_models], [denoise.models, x_models, denoise.status],
                           api_visibility="private")
-        gr.api(denoise_endpoint(registry, policy), api_name="denoise")
+        endpoint = gr.api(denoise_endpoint(registry, policy), api_name="denoise")
+        demo.fns[endpoint["id"]].outputs[0].label = "result"     # gr.api would call it "1st" in the API page
 
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo

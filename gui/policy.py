@@ -97,6 +97,12 @@ class AccessPolicy:
             raise UserError(f"{raw.strip()} is outside the allowed checkpoint folders "
                             f"({', '.join(str(r) for r in self.allowed_roots)})")
 
+    def add_model(self, registry, raw: str) -> str:
+        """Load a checkpoint by name or path into `registry` (the UI's Load button and the API's
+        `families`) if this policy allows the path; returns its key."""
+        self.check_path(raw or "")
+        return registry.add(raw or "")
+
     @contextmanager
     def run_slot(self, client: str | None):
         """Hold one of the client's concurrent-run slots for the duration of a request."""

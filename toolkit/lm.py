@@ -15,6 +15,7 @@ from toolkit.families import get_family
 from toolkit.hardware import resolve_precision
 from toolkit.model.attention import resolve_backend
 from toolkit.model.backbone import Backbone
+from toolkit.options import check_seed
 from toolkit.samplers import resolve_sampler
 from toolkit.samplers import sample as run_sampler
 from toolkit.sample_request import SampleRequest, Step
@@ -103,6 +104,7 @@ class LanguageModel:
             raise UserError(f"top_p must be in (0, 1] (got {req.top_p})")
         if not req.temperature >= 0:   # NaN fails this too
             raise UserError(f"temperature must be >= 0 (got {req.temperature})")
+        check_seed(req.seed)
         vocab = self.cfg.model.vocab_size
         wrong = [int(t) for t in [*req.prompt, *req.fixed.values()] if not 0 <= int(t) < vocab]
         if wrong:
