@@ -458,9 +458,10 @@ def test_explorer_figure_tells_families_and_strategies_apart(registry):
     """Colour = family (distinct), marker = strategy (distinct), the legend outside the data, and labels
     that say what they count (steps taken, median timings, the judge)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from toolkit.plotting import family_colour, strategy_marker
     from toolkit.samplers import names
-    assert len({explorer.family_colour(f) for f in REGISTRY}) == len(REGISTRY)
-    assert len({explorer.strategy_marker(s) for s in names()}) == len(names())
+    assert len({family_colour(f) for f in REGISTRY}) == len(REGISTRY)
+    assert len({strategy_marker(s) for s in names()}) == len(names())
     rows = [{"model": m, "family": f, "sampler": s, "steps": st, "nfe": st, "tokens_per_s": tps,
              "tokens_per_s_min": tps * 0.9, "tokens_per_s_max": tps * 1.1, "gen_ppl": ppl, "entropy": 3.5,
              "repetitive": rep, "self_scored": m == "ar", "pareto": False}
