@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import gradio as gr
+import torch
 
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
@@ -14,7 +15,7 @@ from gui.denoise_tab import denoise_endpoint, denoise_tab
 from gui.explorer_tab import explorer_tab
 from gui.live import MAX_LENGTH
 from gui.models import ModelRegistry
-from gui.policy import AccessPolicy
+from gui.policy import CORES, AccessPolicy
 
 
 def heading() -> str:
@@ -24,11 +25,13 @@ def heading() -> str:
 
 
 def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolicy | None = None,
-              queue_size: int = 64) -> gr.Blocks:
+              queue_size: int = 64, threads: int = 0) -> gr.Blocks:
     """Compose the tabs; the only wiring here is what crosses them (a loaded checkpoint joins both).
     `policy` says what a shared app refuses (gui/policy.py); more than `queue_size` waiting requests
-    are refused with Gradio's "queue is full" error, never dropped."""
+    are refused with Gradio's "queue is full" error, never dropped. The `threads` (0: torch's
+    default) are shared by the requests running at once (gui.policy.CoreShare)."""
     policy = policy or AccessPolicy()
+    CORES.total = threads or torch.get_num_threads()
     labels = {k: registry.describe(k) for k in registry.keys}
 
     def choices():

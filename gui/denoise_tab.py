@@ -45,8 +45,7 @@ def number_box(value, label: str, low, high, elem_id: str | None = None, integer
     to its maximum without a word (and its API check names no parameter), so an out-of-range value
     reaches gui.live.check_settings and comes back as its message."""
     return gr.Number(value, label=label, info=f"{low} to {high}" + (f": {about}" if about else ""),
-                     precision=0 if integer else None,
-                     elem_id=elem_id, **layout)
+                     precision=0 if integer else None, elem_id=elem_id, **layout)
 
 
 def api_name_of(fam: str, opt: str) -> str:

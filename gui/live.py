@@ -12,11 +12,12 @@ from dataclasses import replace
 import torch
 
 from toolkit.errors import UserError
-from toolkit.options import check_seed, require_range
 from toolkit.hardware import resolve_precision
+from toolkit.options import check_seed, require_range
 from toolkit.sample_request import SampleRequest
 from toolkit.trace import request_json, trace_record
 
+from gui.policy import CORES
 from gui.render import token_label
 from gui.strategies import strategy_request
 
@@ -134,6 +135,7 @@ class Run:
         """One reverse step (timed); marks the run done when the sampler is exhausted."""
         if self.done:
             return
+        CORES.apply()      # this request's share of the cores, on whichever thread runs this step
         tic = time.perf_counter()
         try:
             step = next(self._it)

@@ -393,6 +393,47 @@ def test_downloaded_trace_is_one_typed_record_that_replays(registry):
         assert replay(traced, model=registry.get(traced.key)) == traced.tokens
 
 
+def test_running_requests_share_the_cores(registry):
+    """Two requests at once sample on half the threads each (a thread count is per OS thread in torch,
+    so each step sets its own); one request alone gets them all; outside a request nothing changes."""
+    from gui.policy import CORES, AccessPolicy
+    policy, saved = AccessPolicy(), CORES.total
+    CORES.total = 4
+    seen: dict = {}
+    both = threading.Barrier(2)
+
+    def request(name: str, wait: bool):
+        with policy.run_slot(None):
+            if wait:
+                both.wait()
+            finish(registry, registry.keys[:1], Settings(length=8, steps=2))   # Run.advance applies the share
+            seen[name] = torch.get_num_threads()
+            if wait:
+                both.wait()
+
+    def outside():
+        torch.set_num_threads(3)
+        CORES.apply()
+        seen["outside"] = torch.get_num_threads()
+
+    try:
+        pair = [threading.Thread(target=request, args=(n, True)) for n in ("a", "b")]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join()
+        alone = threading.Thread(target=request, args=("alone", False))
+        alone.start()
+        alone.join()
+        bystander = threading.Thread(target=outside)
+        bystander.start()
+        bystander.join()
+    finally:
+        CORES.total = saved
+        torch.set_num_threads(1)
+    assert seen == {"a": 2, "b": 2, "alone": 4, "outside": 3} and CORES.running == 0
+
+
 def test_remasked_tokens_show_what_they_withdrew(registry):
     """ReMDM sends revealed tokens back to [MASK]: the panel shows the withdrawn token struck through."""
     s = Settings(prompt="It", length=24, steps=12, seed=2,

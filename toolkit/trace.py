@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit.checkpoints import load
 from toolkit.errors import UserError
 from toolkit.sample_request import SampleRequest
 
@@ -88,7 +89,6 @@ def replay(run: TracedRun, model=None) -> list[int]:
     if run.request is None:
         raise UserError(f"{run.key} did not run ({run.error}): nothing to replay")
     if model is None:
-        from toolkit.checkpoints import load    # deferred: reading a trace needs no model
         where = run.checkpoint if run.checkpoint and Path(run.checkpoint).is_dir() else run.key
         model = load(where)
         model.precision = run.precision
