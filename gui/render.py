@@ -33,6 +33,8 @@ CSS = """
 .dlm-final { margin-top: 6px; font-size: 12px; color: #424a53; white-space: pre-wrap; border-top: 1px dashed #d0d4dc;
              padding-top: 4px; }
 .dlm-msg { color: #d1242f; font-size: 13px; }
+/* one line: a wrapped status would push the panels down (messages are shown in full in the panels) */
+#status p { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; margin: 0; }
 """
 
 LEGEND = ('<div class="dlm-legend dlm-text">'

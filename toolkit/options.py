@@ -94,8 +94,11 @@ def coerce(raw: Any, typ: Any, key: str) -> Any:
         if low in ("false", "0", "no", "off"):
             return False
         raise UserError(f"{key}: expected true/false, got '{raw}'")
-    if typ is int and raw.strip().lstrip("+-").isdigit():
-        return int(raw)         # exact, however long (float() would round 99999999999999999999)
+    if typ is int:
+        try:
+            return int(raw)     # exact, however long (float() would round 99999999999999999999)
+        except ValueError:
+            pass                # '1e3', '2.0': read as a number below
     if typ in (int, float):
         try:
             v = float(raw)
