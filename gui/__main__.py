@@ -37,6 +37,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.concurrency < 1:
         raise UserError("--concurrency must be >= 1")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (got {args.threads})")
     host, port = host_and_port(args.host, args.port)
     policy = AccessPolicy.for_launch(host, args.share, args.allow_roots, args.runs_per_client)
     check_port_free(host, port)     # now, before the models load, and again (a race) when the server starts
@@ -45,8 +47,6 @@ def main(argv=None):
 
     from gui.app import build_app, launch
     from gui.models import ModelRegistry   # deferred: see above
-    if args.threads < 0:
-        raise UserError(f"--threads must be >= 0 (got {args.threads})")
     if args.threads:
         torch.set_num_threads(args.threads)
     registry = ModelRegistry(args.models, evaluator=args.evaluator, precision=args.precision)
