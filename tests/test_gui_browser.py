@@ -218,7 +218,7 @@ def test_browser_out_of_range_seed_is_a_message(server):
 
 def status_says(page, needle: str) -> None:
     page.wait_for_function("n => (document.querySelector('#status')?.innerText || '').includes(n)", arg=needle,
-                           timeout=60_000)
+                           timeout=120_000)
 
 
 def open_more_settings(page) -> None:
