@@ -31,11 +31,14 @@ def main(argv=None):
     ap.add_argument("--concurrency", type=int, default=2, help="requests sampled at once (the rest queue)")
     ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                     help="sampling and scoring precision (auto: bf16 on a GPU or a CPU with native bf16, else fp32)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for all running requests together, each getting its share (0 = torch default)")
     ap.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     args = ap.parse_args(argv)
     if args.concurrency < 1:
         raise UserError("--concurrency must be >= 1")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (got {args.threads})")
     host, port = host_and_port(args.host, args.port)
     policy = AccessPolicy.for_launch(host, args.share, args.allow_roots, args.runs_per_client)
     check_port_free(host, port)     # now, before the models load, and again (a race) when the server starts
@@ -52,7 +55,7 @@ def main(argv=None):
     for key in registry.keys:
         registry.get(key)       # fail now, with a clear message, rather than at the first click
     try:
-        launch(build_app(registry, args.concurrency, policy), host, port, args.share)
+        launch(build_app(registry, args.concurrency, policy, threads=args.threads), host, port, args.share)
     except OSError as e:
         raise UserError(port_message(host, port, e)) from None
 

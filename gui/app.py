@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import gradio as gr
+import torch
 
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
@@ -14,7 +15,7 @@ from gui.denoise_tab import denoise_endpoint, denoise_tab
 from gui.explorer_tab import explorer_tab
 from gui.live import MAX_LENGTH
 from gui.models import ModelRegistry
-from gui.policy import AccessPolicy
+from gui.policy import CORES, AccessPolicy
 
 
 def heading() -> str:
@@ -24,11 +25,13 @@ def heading() -> str:
 
 
 def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolicy | None = None,
-              queue_size: int = 64) -> gr.Blocks:
+              queue_size: int = 64, threads: int = 0) -> gr.Blocks:
     """Compose the tabs; the only wiring here is what crosses them (a loaded checkpoint joins both).
     `policy` says what a shared app refuses (gui/policy.py); more than `queue_size` waiting requests
-    are refused with Gradio's "queue is full" error, never dropped."""
+    are refused with Gradio's "queue is full" error, never dropped. The `threads` (0: torch's
+    default) are shared by the requests running at once (gui.policy.CoreShare)."""
     policy = policy or AccessPolicy()
+    CORES.total = threads or torch.get_num_threads()
     labels = {k: registry.describe(k) for k in registry.keys}
 
     def choices():
@@ -43,8 +46,7 @@ def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolic
 
         def add_path(p, selected, x_selected):
             try:
-                policy.check_path(p or "")
-                key = registry.add(p or "")
+                key = policy.add_model(registry, p)
             except UserError as e:
                 gr.Warning(str(e))
                 return gr.update(), gr.update(), f"⚠️ {e}"
@@ -54,7 +56,8 @@ def build_app(registry: ModelRegistry, concurrency: int = 2, policy: AccessPolic
 
         denoise.add.click(add_path, [denoise.path, denoise.models, x_models], [denoise.models, x_models, denoise.status],
                           api_visibility="private")
-        gr.api(denoise_endpoint(registry, policy), api_name="denoise")
+        endpoint = gr.api(denoise_endpoint(registry, policy), api_name="denoise")
+        demo.fns[endpoint["id"]].outputs[0].label = "result"     # gr.api would call it "1st" in the API page
 
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo

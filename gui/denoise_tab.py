@@ -16,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from toolkit.errors import UserError
+from toolkit.options import require_range
 
 from gui import render
 from gui.live import (MAX_LENGTH, MAX_STEPS, MAX_TEMPERATURE, Settings, interleave, number, start, trace_json,
@@ -31,13 +32,21 @@ DEFAULT_DELAY_MS, MAX_DELAY_MS = 25, 500
 TRACE_DIR = Path(tempfile.gettempdir()) / "dlm-gui-traces"
 
 
-def settings_from(prompt, length, steps, temperature, top_p, seed, option_keys, option_values) -> Settings:
-    options: dict = {}
-    for (fam, opt), value in zip(option_keys, option_values):
-        options.setdefault(fam, {})[opt] = value
+def settings_from(prompt, length, steps, temperature, top_p, seed, options: dict | None) -> Settings:
+    """The UI's and the API's values as Settings; a value that is not a number is a message naming it
+    (the bounds are checked once, by gui.live.check_settings, for every caller)."""
     return Settings(prompt or "", options, length=whole_number(length, "length"), steps=whole_number(steps, "steps"),
-                    temperature=number(temperature, "temperature"), top_p=number(top_p, "top-p"),
-                    seed=whole_number(seed or 0, "seed"))
+                    temperature=number(temperature, "temperature"), top_p=number(top_p, "top_p"),
+                    seed=whole_number(0 if seed is None else seed, "seed"))
+
+
+def number_box(value, label: str, low, high, elem_id: str | None = None, integer: bool = True, about: str = "",
+               **layout):
+    """A number field showing its bounds, with none of its own: a Gradio slider clamps a typed 100000
+    to its maximum without a word (and its API check names no parameter), so an out-of-range value
+    reaches gui.live.check_settings and comes back as its message."""
+    return gr.Number(value, label=label, info=f"{low} to {high}" + (f": {about}" if about else ""),
+                     precision=0 if integer else None, elem_id=elem_id, **layout)
 
 
 def api_name_of(fam: str, opt: str) -> str:
@@ -98,19 +107,19 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
                 status = gr.Markdown("", label="Status", elem_id="status")
         with gr.Row(equal_height=False):
             models = gr.CheckboxGroup(choices, value=registry.keys[:4], label="Models", elem_id="models", scale=2)
-            length = gr.Slider(1, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
-                               elem_id="length", scale=1, min_width=160)
-            steps = gr.Slider(1, MAX_STEPS, value=32, step=1, label="Steps (AR: one per token)", elem_id="steps",
-                              scale=1, min_width=160)
-            seed = gr.Number(0, label="Seed", precision=0, elem_id="seed", scale=1, min_width=120)
+            length = number_box(min(64, length_max), "Length (tokens)", 1, length_max, "length", scale=1,
+                                min_width=120)
+            steps = number_box(32, "Steps (AR: one per token)", 1, MAX_STEPS, "steps", scale=1, min_width=120)
+            seed = number_box(0, "Seed", 0, "2**63 - 1", "seed", scale=1, min_width=120)
         with gr.Accordion("More settings: temperature, top-p, slow motion, checkpoints, family options, strategies",
                           open=False, elem_id="more"):
             with gr.Row():
-                temperature = gr.Slider(0, MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature", min_width=160)
-                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p", min_width=160)
-                slow = gr.Slider(0, MAX_DELAY_MS, value=DEFAULT_DELAY_MS, step=5, label="Slow motion (ms per step)",
-                                 info="a pause between steps so small models can be watched; "
-                                      "not counted in wall time or tokens/s", elem_id="slow", scale=2, min_width=320)
+                temperature = number_box(1.0, "Temperature (0: greedy)", 0, MAX_TEMPERATURE, "temperature",
+                                         integer=False, min_width=160)
+                top_p = number_box(1.0, "Top-p (1: off)", "above 0", 1, "top-p", integer=False, min_width=160)
+                slow = number_box(DEFAULT_DELAY_MS, "Slow motion (ms per step)", 0, MAX_DELAY_MS, "slow", scale=2,
+                                  min_width=320, about="a pause between steps so small models can be watched; "
+                                                       "not counted in wall time or tokens/s")
             with gr.Row():
                 path = gr.Textbox(label="Add a checkpoint directory", scale=3, elem_id="ckpt-path",
                                   interactive=policy.paths_enabled,
@@ -137,22 +146,21 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
                  *opt_values):
         """Sample with every selected model, streaming (panels HTML, status, plot, scrubber, -, trace file)."""
         try:
-            settings = settings_from(prompt_v, length_v, steps_v, temp_v, top_p_v, seed_v, option_keys, opt_values)
+            options: dict = {}
+            for (fam, opt), value in zip(option_keys, opt_values):
+                options.setdefault(fam, {})[opt] = value
+            settings = settings_from(prompt_v, length_v, steps_v, temp_v, top_p_v, seed_v, options)
+            delay = whole_number(0 if slow_v is None else slow_v, "slow_motion_ms")
+            require_range("slow_motion_ms", delay, 0, MAX_DELAY_MS)
             with policy.run_slot(client_of(request)):
-                yield from _generate(settings, keys, slow_v)
+                yield from _generate(settings, keys, delay / 1000)
         except UserError as e:
             gr.Warning(str(e))
             yield (render.message_html(str(e)), f"⚠️ {e}", None, gr.update(), None, gr.update(visible=False))
 
-    def _generate(settings, keys, slow_v):
+    def _generate(settings, keys, delay):
         runs = start(registry, list(keys or []), settings)
         tic, shown = time.perf_counter(), 0.0
-        try:
-            delay = min(max(float(slow_v or 0), 0.0), MAX_DELAY_MS) / 1000
-        except (TypeError, ValueError):
-            raise UserError(f"slow motion must be a number of milliseconds (got {slow_v!r})") from None
-        if delay != delay:   # NaN
-            delay = 0.0
         for _ in interleave(runs):
             if delay:
                 time.sleep(delay)
@@ -163,8 +171,8 @@ def denoise_tab(registry: ModelRegistry, labels: dict, choices: list, length_max
                        gr.update(), gr.update())
         total = max([len(r.trace) for r in runs] or [1])
         failed = [f"{r.key}: {r.error}" for r in runs if r.error]
-        paused = " (with slow-motion pauses)" if delay else ""
-        msg = f"Done in {time.perf_counter() - tic:.2f} s{paused}." + (" Errors: " + "; ".join(failed) if failed else "")
+        paused = " with pauses" if delay else ""
+        msg = f"Done: {time.perf_counter() - tic:.2f} s{paused}." + (" Errors: " + "; ".join(failed) if failed else "")
         yield (render.render_runs(runs, labels=labels), msg, render.run_plot(runs),
                gr.update(minimum=1, maximum=max(total, 2), value=total, interactive=total > 1),
                runs, gr.update(value=save_trace(runs, settings), visible=True))
@@ -190,17 +198,17 @@ def denoise_endpoint(registry: ModelRegistry, policy: AccessPolicy | None = None
 
     def denoise(prompt: str, families: list[str], length: int = 64, steps: int = 32, seed: int = 0,
                 temperature: float = 1.0, top_p: float = 1.0, strategies: dict | None = None,
-                options: dict | None = None, request: gr.Request = None) -> dict:
-        """Sample with each model (`families`: model names or checkpoint paths); return the final texts
-        and per-model step counts, NFE and seconds. `strategies` maps a family to a decoding strategy,
-        optionally with its options ("confidence" or "confidence:k=4"); `options` maps a family to its
-        sampling options ({"duo": {"tail": "none"}}). A model whose options are refused is in `errors`."""
-        keys = [families] if isinstance(families, str) else list(families or [])
+                options: dict | None = None, request: gr.Request = None) -> dict[str, dict]:
+        """Sample with each model (`families`: model names, or checkpoint directories, which are loaded
+        as the UI's Load button does and refused the same way when the app is shared); return the final
+        texts and per-model step counts, NFE and seconds. `strategies` maps a family to a decoding
+        strategy, optionally with its options ("confidence" or "confidence:k=4"); `options` maps a family
+        to its sampling options ({"duo": {"tail": "none"}}). A model whose options are refused is in `errors`."""
+        names = [families] if isinstance(families, str) else list(families or [])
         try:
-            settings = Settings(prompt or "", options_from_api(strategies, options),
-                                length=whole_number(length, "length"), steps=whole_number(steps, "steps"),
-                                seed=whole_number(seed, "seed"), temperature=number(temperature, "temperature"),
-                                top_p=number(top_p, "top_p"))
+            settings = settings_from(prompt, length, steps, temperature, top_p, seed,
+                                     options_from_api(strategies, options))
+            keys = [k if k in registry.keys else policy.add_model(registry, k) for k in names]
             with policy.run_slot(client_of(request)):
                 runs = start(registry, keys, settings)
                 for _ in interleave(runs):

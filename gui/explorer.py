@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from toolkit.errors import UserError
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
 from toolkit.evaluation.metrics import Samples, rounded, score_samples
-from toolkit.plotting import family_colour
-from toolkit.samplers import names as strategy_order, supported
+from toolkit.plotting import series_style
+from toolkit.samplers import supported
 
 from gui.live import MAX_STEPS, Run, Settings, check_settings
 from gui.render import short_name
@@ -211,15 +211,6 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
 
 
 # -- the figure ------------------------------------------------------------------------------------
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-LINESTYLES = ["-", "--", ":", "-."]
-
-
-def strategy_marker(sampler: str) -> str:
-    order = strategy_order() + [sampler]
-    return MARKERS[order.index(sampler) % len(MARKERS)]
-
-
 def series(rows: list[dict]):
     """Yield (label, points sorted by NFE, style) per (model, strategy): colour = family, marker =
     strategy, line style = the model among its family's (checkpoints or variants). The one style of
@@ -231,8 +222,7 @@ def series(rows: list[dict]):
     for key, sampler in dict.fromkeys((r["model"], r["sampler"]) for r in rows):
         pts = sorted((r for r in rows if r["model"] == key and r["sampler"] == sampler), key=lambda r: r["nfe"])
         fam = pts[0]["family"]
-        style = dict(color=family_colour(fam), marker=strategy_marker(sampler),
-                     ls=LINESTYLES[per_family[fam].index(key) % len(LINESTYLES)])
+        style = series_style(fam, sampler, per_family[fam].index(key))     # toolkit/plotting.py
         yield short_name(key) + ("" if sampler == DEFAULT_STRATEGY else f" · {sampler}"), pts, style
 
 

@@ -9,6 +9,7 @@ from toolkit.errors import UserError
 from toolkit.evaluation.metrics import METRICS
 
 from gui import explorer
+from gui.denoise_tab import number_box
 from gui.live import Settings, whole_number
 from gui.models import ModelRegistry
 from gui.policy import AccessPolicy, client_of
@@ -40,9 +41,8 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
             with gr.Column(scale=1, min_width=300):
                 x_models = gr.CheckboxGroup(choices, value=registry.keys[:4], label="Models")
                 x_steps = gr.Textbox(DEFAULT_STEP_COUNTS, label="Step counts", elem_id="x-steps")
-                x_length = gr.Slider(8, length_max, value=min(64, length_max), step=1, label="Length (tokens)",
-                                     elem_id="x-length")
-                x_samples = gr.Slider(1, explorer.MAX_SAMPLES, value=2, step=1, label="Samples per point")
+                x_length = number_box(min(64, length_max), "Length (tokens)", 1, length_max, "x-length")
+                x_samples = number_box(2, "Samples per point", 1, explorer.MAX_SAMPLES, "x-samples")
                 x_samplers = gr.CheckboxGroup(strategy_names(), value=strategy_names(), label="Decoding strategies",
                                               info="each with its default options; skipped where a family lacks it",
                                               elem_id="x-samplers")
@@ -50,7 +50,7 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
                 x_go = gr.Button("Run sweep", variant="primary", elem_id="x-go")
                 x_status = gr.Markdown("", label="Status", elem_id="x-status")
             with gr.Column(scale=2):
-                x_plot = gr.Plot(label="Gen PPL vs tokens/s", show_label=False, elem_id="x-plot")
+                x_plot = gr.Plot(label="Gen PPL vs tokens per second", show_label=False, elem_id="x-plot")
                 x_table = gr.Dataframe(headers=explorer.COLUMNS, label="Results", interactive=False, elem_id="x-table")
 
     policy = policy or AccessPolicy()

@@ -7,13 +7,16 @@ its own steps, so interleaving does not inflate a model's wall time or tokens/s.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import torch
 
 from toolkit.errors import UserError
+from toolkit.options import check_seed, require_range
 from toolkit.sample_request import SampleRequest
+from toolkit.trace import request_json, trace_record
 
+from gui.policy import CORES
 from gui.render import token_label
 from gui.strategies import strategy_request
 
@@ -21,7 +24,6 @@ MAX_STEPS = 512          # reverse steps a user may ask for
 MAX_LENGTH = 512         # tokens, also capped by each model's context
 MAX_TEMPERATURE = 5.0
 MAX_PROMPT_CHARS = 20_000  # a prompt must fit the context anyway; this bounds the tokenizer's work
-MAX_SEED = 2**63 - 1     # torch seeds are signed 64-bit
 GUI_DEFAULTS = {"length": 64, "steps": 32}   # short enough to watch on a CPU
 
 
@@ -44,9 +46,6 @@ class Settings:
         out.base = replace(self.base, **request_changes)
         return out
 
-    def to_json(self) -> dict:
-        return {"prompt": self.prompt, "options": self.options, **asdict(self.base)}
-
 
 def whole_number(value, name: str) -> int:
     """An integer from a UI/API value; anything else is a UserError naming the field."""
@@ -67,28 +66,33 @@ def number(value, name: str) -> float:
         raise UserError(f"{name} must be a number (got {value!r})") from None
 
 
+def length_cap(models: dict) -> int:
+    """The longest request every one of these models can take."""
+    return min([MAX_LENGTH] + [m.max_length for m in models.values()])
+
+
 def check_settings(settings: Settings, models: dict) -> None:
-    """Bounds shared by the UI and the API; raises UserError with a message a user can act on."""
+    """Bounds shared by the UI and the API: a value outside them is refused with the one message of
+    `require_range` naming the parameter (never clamped); advice it gives can be followed."""
     if not models:
         raise UserError("select at least one model")
     s, prompt = settings.base, settings.prompt
-    cap = min([MAX_LENGTH] + [m.max_length for m in models.values()])
-    if not 1 <= s.length <= cap:
-        raise UserError(f"length must be between 1 and {cap} tokens for the selected models (got {s.length})")
+    cap = length_cap(models)
+    require_range("length", s.length, 1, cap, " tokens for the selected models")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise UserError(f"the prompt is {len(prompt)} characters: at most {MAX_PROMPT_CHARS}")
-    if not 1 <= s.steps <= MAX_STEPS:
-        raise UserError(f"steps must be between 1 and {MAX_STEPS} (got {s.steps})")
-    if not 0 <= s.temperature <= MAX_TEMPERATURE:   # NaN fails this too
-        raise UserError(f"temperature must be between 0 and {MAX_TEMPERATURE} (got {s.temperature})")
-    if not 0 < s.top_p <= 1:
-        raise UserError(f"top-p must be in (0, 1] (got {s.top_p})")
-    if not 0 <= s.seed <= MAX_SEED:
-        raise UserError(f"seed must be a whole number between 0 and {MAX_SEED} (2**63 - 1) (got {s.seed})")
+    require_range("steps", s.steps, 1, MAX_STEPS)
+    require_range("temperature", s.temperature, 0, MAX_TEMPERATURE)
+    require_range("top_p", s.top_p, 0, 1, low_open=True)
+    check_seed(s.seed)
     for key, m in models.items():
         n = len(m.encode(prompt)) if prompt else 0
+        if n >= cap:
+            raise UserError(f"the prompt is {n} tokens for {key}, and the selected models hold at most {cap}: "
+                            f"shorten it to fewer than {cap} tokens")
         if n >= s.length:
-            raise UserError(f"the prompt is {n} tokens for {key}: make it shorter or raise the length above {n}")
+            raise UserError(f"the prompt is {n} tokens for {key}: raise the length above {n} (at most {cap}) "
+                            "or shorten the prompt")
 
 
 def starts_masked(family) -> bool:
@@ -130,6 +134,7 @@ class Run:
         """One reverse step (timed); marks the run done when the sampler is exhausted."""
         if self.done:
             return
+        CORES.apply()      # this request's share of the cores, on whichever thread runs this step
         tic = time.perf_counter()
         try:
             step = next(self._it)
@@ -172,10 +177,12 @@ class Run:
         return [self.model.decode(row) for row in self.last.tokens] if self.last is not None else [""]
 
     def to_json(self) -> dict:
-        """The run as it ran: `request` is what was sampled (None if refused: then `asked` and `error` say why)."""
+        """The run as it ran (toolkit/trace.py reads it back and replays it): `request` is what was
+        sampled, typed (None if refused: then `asked`, the raw controls, and `error` say why)."""
         ids = sorted({i for rec in self.trace for i in rec["tokens"]})
         return {"key": self.key, "family": self.model.family.name, "checkpoint": self.model.path,
-                "asked": self.asked, "request": asdict(self.request) if self.request else None,
+                "precision": self.model.resolved_precision().precision,
+                "asked": self.asked, "request": request_json(self.request) if self.request else None,
                 "error": self.error, "stats": self.stats(),
                 "final_text": self.texts()[0], "mask_id": self.model.family.mask_id,
                 "token_strings": {str(i): self.token_string(i) for i in ids}, "steps": self.trace}
@@ -199,4 +206,5 @@ def interleave(runs: list[Run]):
 
 
 def trace_json(runs: list[Run], settings: Settings) -> dict:
-    return {"format": "dlm-toolkit-trace/1", "settings": settings.to_json(), "runs": [r.to_json() for r in runs]}
+    """The downloaded trace: the prompt text once, and each run's own record of what ran."""
+    return trace_record(settings.prompt, [r.to_json() for r in runs])

@@ -14,7 +14,7 @@ import ipywidgets as W
 
 from toolkit.errors import UserError
 
-from gui.live import MAX_STEPS, Settings, interleave, start
+from gui.live import MAX_LENGTH, MAX_STEPS, Settings, interleave, length_cap, start
 from gui.models import ModelRegistry
 from gui.render import CSS, message_html, render_runs
 
@@ -30,11 +30,14 @@ class DenoiseViewer:
         self.models = W.SelectMultiple(options=self.registry.keys, value=tuple(keys or self.registry.keys),
                                        description="models", rows=min(4, max(1, len(self.registry.keys))))
         self.prompt = W.Text(value=prompt, description="prompt", placeholder="optional prefix")
-        self.length = W.IntSlider(value=length, min=4, max=256, description="length")
+        cap = length_cap({k: self.registry.get(k) for k in self.registry.keys}) if self.registry.keys else MAX_LENGTH
+        self.length = W.IntSlider(value=min(length, cap), min=4, max=cap, description="length")   # the models' context
         self.steps = W.IntSlider(value=steps, min=1, max=min(MAX_STEPS, 256), description="steps")
         self.seed = W.IntText(value=seed, description="seed")
         self.button = W.Button(description="Sample", button_style="primary", icon="play")
-        self.step = W.IntSlider(value=0, min=0, max=0, description="show step", disabled=True)
+        # as wide as the output allows: at the default ~124 px one pixel was several of 95 steps
+        self.step = W.IntSlider(value=0, min=0, max=0, description="show step", disabled=True,
+                                layout=W.Layout(flex="1 1 auto", width="auto", min_width="360px"))
         self.play = W.Play(value=0, min=0, max=0, interval=120, description="replay", disabled=True)
         W.jslink((self.play, "value"), (self.step, "value"))
         for widget, name in ((self.button, "sample"), (self.step, "step"), (self.play, "play")):
@@ -43,7 +46,7 @@ class DenoiseViewer:
         self.button.on_click(lambda _: self.sample())
         self.step.observe(lambda change: self.show(change["new"]), names="value")
         controls = W.VBox([self.models, self.prompt, self.length, self.steps, self.seed, self.button])
-        self.widget = W.VBox([controls, W.HBox([self.play, self.step]), self.html])
+        self.widget = W.VBox([controls, W.HBox([self.play, self.step], layout=W.Layout(width="100%")), self.html])
 
     def _page(self, body: str) -> str:
         return f"<style>{CSS}</style>{body}"

@@ -55,6 +55,45 @@ def check_port_free(host: str, port: int) -> None:
             raise UserError(port_message(host, port, e)) from None
 
 
+class CoreShare:
+    """Each running request's share of the CPU threads: with `total` threads and n requests sampling at
+    once, each samples on total // n of them (at least one) instead of every request starting torch's
+    default (all cores) and the requests slowing each other down many times over.
+
+    torch's intra-op thread count is per OS thread (OpenMP), and Gradio may run each step of a request on
+    another worker thread, so `apply` sets the calling thread's count before every step; it costs
+    nothing when the count is already right. Outside a request (a notebook, a script) it does nothing."""
+
+    def __init__(self, total: int = 0):
+        self.total = total          # threads for all running requests together (0: set by build_app)
+        self.running = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def request(self):
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def share(self) -> int:
+        return max(1, self.total // max(1, self.running))
+
+    def apply(self) -> None:
+        if not self.running or not self.total:
+            return
+        import torch    # deferred: the policy is read before the app imports torch (python -m gui --help)
+        share = self.share()
+        if torch.get_num_threads() != share:
+            torch.set_num_threads(share)
+
+
+CORES = CoreShare()      # the app's one share (gui.live.Run.advance applies it before every step)
+
+
 @dataclass
 class AccessPolicy:
     public: bool = False                       # reachable by others: bind beyond localhost, or --share
@@ -97,11 +136,18 @@ class AccessPolicy:
             raise UserError(f"{raw.strip()} is outside the allowed checkpoint folders "
                             f"({', '.join(str(r) for r in self.allowed_roots)})")
 
+    def add_model(self, registry, raw: str) -> str:
+        """Load a checkpoint by name or path into `registry` (the UI's Load button and the API's
+        `families`) if this policy allows the path; returns its key."""
+        self.check_path(raw or "")
+        return registry.add(raw or "")
+
     @contextmanager
     def run_slot(self, client: str | None):
-        """Hold one of the client's concurrent-run slots for the duration of a request."""
+        """Hold one of the client's concurrent-run slots, and a share of the cores, for a request."""
         if not self.runs_per_client or client is None:
-            yield
+            with CORES.request():
+                yield
             return
         with self._lock:
             n = self._running.get(client, 0)
@@ -109,7 +155,8 @@ class AccessPolicy:
                 raise UserError(f"you already have {n} request(s) running: wait for them to finish")
             self._running[client] = n + 1
         try:
-            yield
+            with CORES.request():
+                yield
         finally:
             with self._lock:
                 self._running[client] -= 1

@@ -10,12 +10,15 @@ from __future__ import annotations
 import html
 import math
 
+from toolkit.plotting import family_colour
+
 CSS = """
 .dlm-legend span.tok { margin-right: 10px; }
 .dlm-grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(210px, 1fr)); gap: 10px; }
 .dlm-panel { border: 1px solid #d0d4dc; border-radius: 8px; padding: 8px 10px; background: #fff; color: #1f2328; }
 .dlm-panel.dlm-error { border-color: #d1242f; }
 .dlm-head { font-weight: 600; font-size: 15px; }
+.dlm-swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
 .dlm-desc { font-weight: 400; font-size: 11px; color: #656d76; }
 .dlm-stats { font-size: 12px; color: #424a53; margin: 4px 0 6px 0; font-variant-numeric: tabular-nums; }
 .dlm-text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9;
@@ -30,6 +33,8 @@ CSS = """
 .dlm-final { margin-top: 6px; font-size: 12px; color: #424a53; white-space: pre-wrap; border-top: 1px dashed #d0d4dc;
              padding-top: 4px; }
 .dlm-msg { color: #d1242f; font-size: 13px; }
+/* one line: a wrapped status would push the panels down (messages are shown in full in the panels) */
+#status p { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; margin: 0; }
 """
 
 LEGEND = ('<div class="dlm-legend dlm-text">'
@@ -124,7 +129,9 @@ def short_name(key: str) -> str:
 def render_panel(run, upto: int | None = None, label: str = "") -> str:
     """One model's panel at step `upto` (1-based; None = latest)."""
     key = _esc(run.key)
-    head = f'<div class="dlm-head">{_esc(short_name(run.key))} <span class="dlm-desc">{_esc(label)}</span></div>'
+    colour = family_colour(run.model.family.name)     # the family's colour in every figure (toolkit/plotting.py)
+    head = (f'<div class="dlm-head"><span class="dlm-swatch" style="background:{colour}" data-colour="{colour}"></span>'
+            f'{_esc(short_name(run.key))} <span class="dlm-desc">{_esc(label)}</span></div>')
     if run.error:
         return (f'<div class="dlm-panel dlm-error" data-key="{key}" data-done="error">{head}'
                 f'<div class="dlm-msg">{_esc(run.error)}</div></div>')
@@ -177,14 +184,14 @@ def run_plot(runs):
     axes = fig.subplots(1, len(shown), squeeze=False)[0]
     for ax, run in zip(axes, shown):
         steps, changed, conf = step_curves(run)
-        ax.bar(steps, changed, color="#f0883e", width=1.0, label="tokens changed")
+        ax.bar(steps, changed, color=family_colour(run.model.family.name), width=1.0, label="tokens changed")
         ax.set_title(short_name(run.key), fontsize=9)
         ax.set_xlabel("step", fontsize=8)
-        ax.set_ylabel("tokens changed", fontsize=8, color="#bc4c00")
+        ax.set_ylabel("tokens changed", fontsize=8)
         ax.tick_params(labelsize=7)
         twin = ax.twinx()
-        twin.plot(steps, conf, color="#0969da", lw=1.2)
+        twin.plot(steps, conf, color="#333333", lw=1.2)
         twin.set_ylim(0, 1.02)
-        twin.set_ylabel("mean confidence", fontsize=8, color="#0969da")
+        twin.set_ylabel("mean confidence (line)", fontsize=8)
         twin.tick_params(labelsize=7)
     return fig

@@ -87,6 +87,8 @@ SAMPLING_ROWS = [
     ("unknown sampling option", ["--option", "foo=1"], "no sampling option 'foo'"),
     ("temperature NaN", ["--temperature", "nan"], "temperature must be >= 0"),
     ("steps not a number", ["--steps", "many"], "invalid int value"),
+    ("seed negative", ["--seed", "-1"], "seed must be a whole number between 0 and 2**63 - 1 (got -1)"),
+    ("seed not a number", ["--seed", "1.5"], "seed must be a whole number between 0 and 2**63 - 1 (got 1.5)"),
 ]
 
 
@@ -97,6 +99,29 @@ def test_bad_sampling_request(capsys, row, args, needle):
         i = base.index(args[0])
         del base[i: i + 2]
     assert one_line_error(capsys, sample_main, ["mdlm", *base, *args], needle)
+
+
+SEED_COMMANDS = [["toolkit.sample", "mdlm", "--steps", "4", "--length", "16", "--seed"],
+                 ["toolkit", "evaluate", "mdlm", "--metrics", "nelbo", "--sequences", "1", "--seed"],
+                 ["training.train", *TRAIN, "out=OUT", "seed="]]
+
+
+@pytest.mark.parametrize("command", SEED_COMMANDS, ids=[c[0] + (f" {c[1]}" if c[0] == "toolkit" else "") for c in SEED_COMMANDS])
+def test_every_command_checks_the_seed_the_same_way(tmp_path, command):
+    """A seed beyond torch's signed 64 bits (the issue's `--seed 99999999999999999999`): the same one
+    line from every command that takes a seed, exit 2, no traceback, nothing written."""
+    import os
+    import subprocess
+    import sys
+    seed = "99999999999999999999"
+    args = [a.replace("OUT", str(tmp_path / "run")) for a in command]
+    args = args[:-1] + [args[-1] + seed] if args[-1].endswith("=") else args + [seed]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", *args], cwd=Path(__file__).resolve().parent.parent, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: seed must be a whole number between 0 and 2**63 - 1 (got {seed})"]
+    assert not (tmp_path / "run").exists()
 
 
 def corpus(tmp, content: bytes) -> str:

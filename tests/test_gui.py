@@ -81,17 +81,40 @@ def test_token_states_follow_the_trace(registry):
 def test_guards_give_messages_not_crashes(registry):
     models = {k: registry.get(k) for k in registry.keys}
     cap = min(m.max_length for m in models.values())
-    bad = [Settings(length=cap + 1), Settings(length=0), Settings(steps=0), Settings(steps=MAX_STEPS + 1),
-           Settings(temperature=-1), Settings(top_p=0), Settings(prompt="word " * 50, length=cap)]
-    for s in bad:
-        with pytest.raises(UserError):
+    bad = [(Settings(length=cap + 1), f"length must be between 1 and {cap} tokens for the selected models "
+                                      f"(got {cap + 1})"),
+           (Settings(length=0), "length must be between 1 and"), (Settings(length=8, steps=0), "steps must be between 1 and"),
+           (Settings(length=8, steps=100_000), f"steps must be between 1 and {MAX_STEPS} (got 100000)"),
+           (Settings(length=8, temperature=-1), "temperature must be between 0 and"),
+           (Settings(length=8, temperature=math.nan), "temperature must be between 0 and"),
+           (Settings(length=8, top_p=0), "top_p must be in (0, 1] (got 0"), (Settings(length=8, top_p=2), "top_p must be in (0, 1] (got 2")]
+    for s, needle in bad:
+        with pytest.raises(UserError) as e:
             check_settings(s, models)
+        assert needle in str(e.value), (needle, str(e.value))
     with pytest.raises(UserError, match="select at least one"):
         start(registry, [], Settings(length=8))
     with pytest.raises(UserError, match="unknown model"):
         start(registry, ["/not/registered"], Settings(length=8))
     with pytest.raises(UserError, match="not found|not a checkpoint"):
         registry.add("/no/such/checkpoint")
+
+
+def test_prompt_length_advice_can_be_followed(registry):
+    """A prompt longer than the models' context is told to shrink below it (never 'raise the length
+    above 202' past the length's maximum); a prompt that fits is told the length range it may take."""
+    models = {k: registry.get(k) for k in registry.keys}
+    cap = min(m.max_length for m in models.values())
+    long_prompt = "word " * (2 * cap)
+    n = max(len(m.encode(long_prompt)) for m in models.values())
+    assert n > cap
+    with pytest.raises(UserError, match=f"at most {cap}: shorten it to fewer than {cap} tokens") as e:
+        check_settings(Settings(prompt=long_prompt, length=cap), models)
+    assert "raise the length" not in str(e.value)
+    short = "word " * 6
+    m = len(models[registry.keys[0]].encode(short))
+    with pytest.raises(UserError, match=rf"raise the length above {m} \(at most {cap}\)"):
+        check_settings(Settings(prompt=short, length=m), {registry.keys[0]: models[registry.keys[0]]})
 
 
 def test_family_option_error_stays_in_its_panel(registry):
@@ -296,10 +319,13 @@ def test_generate_endpoint_streams_and_guards(registry, server):
     assert updates[-1][0].count('data-done="true"') == len(registry.keys)
     bad = call(**{names[1]: []})
     assert "select at least one model" in bad[-1][1]
-    args = list(defaults)
-    args[1], args[2] = registry.keys, 10_000
-    with pytest.raises(Exception, match="greater than maximum"):   # the slider's own bound, reported
-        client.predict(*args, api_name="/generate")
+    for name, value, needle in [("length", 10_000, "length must be between 1 and"), ("steps", 0, "steps must be between 1 and 512 (got 0)"),
+                                ("steps", 100_000, "steps must be between 1 and 512 (got 100000)"),
+                                ("temperature", -1, "temperature must be between 0 and"),
+                                ("top_p", 2, "top_p must be in (0, 1] (got 2"), ("slow_motion_ms", -5, "slow_motion_ms must be")]:
+        # the named message of check_settings (the /denoise one), never Gradio's "Value 0 is less than ..."
+        status = call(**{names[1]: registry.keys, name: value})[-1][1]
+        assert needle in status, (name, value, status)
     assert "Done" in call(**{names[0]: "", names[1]: registry.keys[:1], names[2]: 8, names[7]: 0})[-1][1]   # serving
 
 
@@ -339,9 +365,73 @@ def test_trace_records_what_ran(registry):
     runs = finish(registry, registry.keys, s)
     data = {r["family"]: r for r in json.loads(json.dumps(trace_json(runs, s)))["runs"]}
     assert data["mdlm"]["request"] is None and data["mdlm"]["error"] and data["mdlm"]["asked"]["sampler"] == "confidence"
-    assert data["esolm"]["request"]["sampler"] == "confidence" and data["esolm"]["request"]["sampler_options"] == {"k": "2"}
+    assert data["esolm"]["request"]["sampler"] == "confidence" and data["esolm"]["request"]["sampler_options"] == {"k": 2}
     assert data["ar"]["request"]["sampler"] == data["duo"]["request"]["sampler"] == SampleRequest().sampler
     assert data["ar"]["error"] is None and data["esolm"]["error"] is None
+
+
+def test_downloaded_trace_is_one_typed_record_that_replays(registry):
+    """The saved trace keeps the prompt text, no top-level settings to contradict the runs, each run's
+    request with typed options; toolkit.trace reads it back and replays every run to the same tokens."""
+    from gui.denoise_tab import save_trace
+    from toolkit.trace import load_trace, replay
+    s = Settings(prompt="It is a truth", length=20, steps=6, seed=4, temperature=0.9,
+                 options={"mdlm": {"sampler": "remdm", "sampler_options": "eta=0.1"},
+                          "duo": {"tail": "none"}, "esolm": {"sampler": "confidence", "sampler_options": "k=2"}})
+    runs = finish(registry, registry.keys, s)
+    path = save_trace(runs, s)
+    raw = json.loads(Path(path).read_text())
+    assert set(raw) == {"format", "prompt", "runs"} and raw["prompt"] == "It is a truth"
+    trace = load_trace(path)
+    by_family = {r.family: r for r in trace.runs}
+    assert by_family["mdlm"].request.sampler == "remdm" and by_family["mdlm"].request.sampler_options == {"eta": 0.1}
+    assert by_family["esolm"].request.sampler_options == {"k": 2} and by_family["duo"].request.options == {"tail": "none"}
+    for traced, run in zip(trace.runs, runs):
+        assert traced.request == run.request and traced.request.prompt == run.model.encode("It is a truth")
+        assert traced.tokens == run.trace[-1]["tokens"]
+        assert replay(traced) == traced.tokens, traced.key        # loaded afresh from its checkpoint
+        assert replay(traced, model=registry.get(traced.key)) == traced.tokens
+
+
+def test_running_requests_share_the_cores(registry):
+    """Two requests at once sample on half the threads each (a thread count is per OS thread in torch,
+    so each step sets its own); one request alone gets them all; outside a request nothing changes."""
+    from gui.policy import CORES, AccessPolicy
+    policy, saved = AccessPolicy(), CORES.total
+    CORES.total = 4
+    seen: dict = {}
+    both = threading.Barrier(2)
+
+    def request(name: str, wait: bool):
+        with policy.run_slot(None):
+            if wait:
+                both.wait()
+            finish(registry, registry.keys[:1], Settings(length=8, steps=2))   # Run.advance applies the share
+            seen[name] = torch.get_num_threads()
+            if wait:
+                both.wait()
+
+    def outside():
+        torch.set_num_threads(3)
+        CORES.apply()
+        seen["outside"] = torch.get_num_threads()
+
+    try:
+        pair = [threading.Thread(target=request, args=(n, True)) for n in ("a", "b")]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join()
+        alone = threading.Thread(target=request, args=("alone", False))
+        alone.start()
+        alone.join()
+        bystander = threading.Thread(target=outside)
+        bystander.start()
+        bystander.join()
+    finally:
+        CORES.total = saved
+        torch.set_num_threads(1)
+    assert seen == {"a": 2, "b": 2, "alone": 4, "outside": 3} and CORES.running == 0
 
 
 def test_remasked_tokens_show_what_they_withdrew(registry):
@@ -375,6 +465,8 @@ def test_api_parameters_are_named_and_denoise_takes_the_ui_options(registry, ser
     assert not [n for n in gen if re.fullmatch(r"param_\d+", n)], gen
     assert {"prompt", "models", "seed", "mdlm_strategy", "mdlm_strategy_options", "duo_tail"} <= set(gen)
     assert not [r["label"] for r in api["/generate"]["returns"] if re.fullmatch(r"value_\d+", r["label"] or "")]
+    assert [r["label"] for r in api["/denoise"]["returns"]] == ["result"]          # not gr.api's "1st"
+    assert api["/explore"]["returns"][0]["label"] == "Gen PPL vs tokens per second"  # not gen_ppl_vs_tokenss
     den = [p["parameter_name"] for p in api["/denoise"]["parameters"]]
     assert den[:5] == ["prompt", "families", "length", "steps", "seed"]      # positional callers keep working
     assert {"temperature", "top_p", "strategies", "options"} <= set(den)
@@ -409,9 +501,10 @@ def test_explorer_figure_tells_families_and_strategies_apart(registry):
     """Colour = family (distinct), marker = strategy (distinct), the legend outside the data, and labels
     that say what they count (steps taken, median timings, the judge)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from toolkit.plotting import family_colour, strategy_marker
     from toolkit.samplers import names
-    assert len({explorer.family_colour(f) for f in REGISTRY}) == len(REGISTRY)
-    assert len({explorer.strategy_marker(s) for s in names()}) == len(names())
+    assert len({family_colour(f) for f in REGISTRY}) == len(REGISTRY)
+    assert len({strategy_marker(s) for s in names()}) == len(names())
     rows = [{"model": m, "family": f, "sampler": s, "steps": st, "nfe": st, "tokens_per_s": tps,
              "tokens_per_s_min": tps * 0.9, "tokens_per_s_max": tps * 1.1, "gen_ppl": ppl, "entropy": 3.5,
              "repetitive": rep, "self_scored": m == "ar", "pareto": False}

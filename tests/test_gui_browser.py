@@ -177,7 +177,11 @@ def test_browser_controls_and_running_panels_fit_a_laptop_screen(server, tmp_pat
             b = stats.nth(i).bounding_box()
             assert 0 <= b["y"] and b["y"] + b["height"] <= 768, (i, b)
         page.screenshot(path=str(shots / "gui-midrun-1366x768.png"))
+        panels_y = page.locator("#panels .dlm-grid").bounding_box()["y"]
         wait_until_done(page, len(registry.keys))
+        page.wait_for_function("() => (document.querySelector('#status')?.innerText || '').includes('Done')")
+        # the status line's final text ("Done: ... s with pauses.") must not push the panels down
+        assert abs(page.locator("#panels .dlm-grid").bounding_box()["y"] - panels_y) < 1
         page.locator("#more").get_by_text("More settings").first.click()
         page.wait_for_selector("#slow", state="visible")
         assert page.locator("#slow").bounding_box()["width"] >= 300
@@ -210,3 +214,111 @@ def test_browser_out_of_range_seed_is_a_message(server):
         page.wait_for_function("() => (document.querySelector('#status')?.innerText || '').includes('seed must be')",
                                timeout=60_000)
         assert "seed must be" in page.locator("#panels").inner_text()
+
+
+def status_says(page, needle: str) -> None:
+    page.wait_for_function("n => (document.querySelector('#status')?.innerText || '').includes(n)", arg=needle,
+                           timeout=120_000)
+
+
+def open_more_settings(page) -> None:
+    page.locator("#more").get_by_text("More settings").first.click()
+    page.wait_for_selector("#temperature", state="visible")
+
+
+def test_browser_out_of_range_numbers_are_named_not_clamped(server):
+    """Steps 100000, length 10^6, temperature -1, top-p 2 typed into the form: each is refused with the
+    message naming the parameter (the one /denoise gives), visibly, and the typed value stays as typed."""
+    registry, url = server
+    cap = min(registry.get(k).max_length for k in registry.keys)
+    with app_page(url) as page:
+        set_number(page, "length", 16)
+        set_number(page, "steps", 100000)
+        page.locator("#generate").click()
+        status_says(page, "steps must be between 1 and 512 (got 100000)")
+        assert "steps must be between 1 and 512 (got 100000)" in page.locator("#panels").inner_text()
+        assert page.locator("#steps input[type=number]").input_value() == "100000"     # not clamped to 512
+        set_number(page, "steps", 8)
+        set_number(page, "length", 1000000)
+        page.locator("#generate").click()
+        status_says(page, f"length must be between 1 and {cap} tokens for the selected models (got 1000000)")
+        set_number(page, "length", 16)
+        open_more_settings(page)
+        set_number(page, "temperature", -1)
+        page.locator("#generate").click()
+        status_says(page, "temperature must be between 0 and 5.0 (got -1.0)")
+        set_number(page, "temperature", 1)
+        set_number(page, "top-p", 2)
+        page.locator("#generate").click()
+        status_says(page, "top_p must be in (0, 1] (got 2.0)")
+        set_number(page, "top-p", 1)
+        page.locator("#generate").click()
+        wait_until_done(page, len(registry.keys))      # in range again: it runs
+
+
+def test_browser_downloaded_trace_replays_to_the_same_tokens(server, tmp_path):
+    """Generate with MDLM on ReMDM (eta=0.1), download the trace: it names what ran (typed options, the
+    prompt text) and toolkit.trace replays every run to the tokens the app showed."""
+    from toolkit.trace import load_trace, replay
+    registry, url = server
+    mdlm = next(k for k in registry.keys if registry.get(k).family.name == "mdlm")
+    with app_page(url) as page:
+        page.locator("#prompt textarea").fill("It is a truth")
+        set_number(page, "length", 20)
+        set_number(page, "steps", 8)
+        set_number(page, "seed", 3)
+        open_more_settings(page)
+        page.get_by_text("Decoding strategy (per family)").click()
+        strategy = page.locator("#sampler-mdlm input")
+        strategy.click()
+        strategy.fill("remdm")
+        strategy.press("Enter")
+        page.get_by_label("mdlm: strategy options").fill("eta=0.1")
+        page.locator("#generate").click()
+        wait_until_done(page, len(registry.keys))
+        page.wait_for_selector("#download", state="visible", timeout=30_000)
+        shown = {k: page.locator(f'#panels .dlm-panel[data-key="{k}"] .dlm-final').inner_text() for k in registry.keys}
+        with page.expect_download() as download:
+            page.locator("#download").click()
+        path = tmp_path / "trace.json"
+        download.value.save_as(path)
+    trace = load_trace(path)
+    assert trace.prompt == "It is a truth" and [r.key for r in trace.runs] == registry.keys
+    ran = {r.key: r for r in trace.runs}
+    assert ran[mdlm].request.sampler == "remdm" and ran[mdlm].request.sampler_options == {"eta": 0.1}
+    for run in trace.runs:
+        assert run.error is None and run.request.seed == 3 and run.request.length == 20
+        assert run.text.strip() == shown[run.key].strip()
+        assert replay(run) == run.tokens, run.key
+
+
+def test_browser_panels_and_run_plot_use_the_family_palette(server):
+    """Each panel's swatch and its bars in the per-step plot have the family's colour of every other
+    figure (toolkit.plotting.family_colour)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from toolkit.plotting import family_colour
+    registry, url = server
+    with app_page(url, 1500, 1000) as page:
+        set_number(page, "length", 16)
+        set_number(page, "steps", 8)
+        page.locator("#generate").click()
+        wait_until_done(page, len(registry.keys))
+        page.wait_for_selector("#run-plot [data-testid=matplotlib] img", timeout=30_000)
+        for key in registry.keys:
+            colour = family_colour(registry.get(key).family.name)
+            swatch = page.locator(f'#panels .dlm-panel[data-key="{key}"] .dlm-swatch')
+            rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+            assert swatch.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(%d, %d, %d)" % rgb, key
+        src = page.locator("#run-plot [data-testid=matplotlib] img").get_attribute("src")
+        png = (base64.b64decode(src.split(",", 1)[1]) if src.startswith("data:")
+               else page.request.get(src if src.startswith("http") else url.rstrip("/") + src).body())
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+    for key in registry.keys:
+        colour = family_colour(registry.get(key).family.name)
+        rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+        assert (abs(pixels - rgb).max(axis=1) <= 6).sum() > 30, key     # its bars are drawn in its colour

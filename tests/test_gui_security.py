@@ -59,7 +59,7 @@ def test_cli_passes_env_binding_and_policy_to_launch(monkeypatch):
     import gui.app
     seen = {}
     monkeypatch.setattr(gui.app, "launch", lambda demo, host, port, share: seen.update(host=host, port=port, share=share))
-    monkeypatch.setattr(gui.app, "build_app", lambda reg, conc, policy: seen.update(policy=policy))
+    monkeypatch.setattr(gui.app, "build_app", lambda reg, conc, policy, threads: seen.update(policy=policy))
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "8124")
     gui_main(["--models", "mdlm"])
@@ -102,6 +102,22 @@ def test_allowed_roots_admit_inside_and_refuse_outside(registry, tmp_path):
     assert status.startswith("Loaded")
     with pytest.raises(UserError, match="not a directory"):
         AccessPolicy.for_launch("0.0.0.0", False, roots=[tmp_path / "nope"])
+
+
+def test_denoise_loads_checkpoint_paths_as_the_load_button_does(tmp_path):
+    """/denoise's `families` takes a checkpoint directory (its docstring says so): loaded locally, inside
+    the allowed roots when shared, refused with the Load button's message outside them."""
+    root, outside = tmp_path / "allowed", tmp_path / "elsewhere"
+    for d in (root, outside):
+        shutil.copytree(EMBEDDED_DIR / "duo", d / "duo")
+    local = handler(build_app(ModelRegistry(["mdlm"], evaluator=None)), "denoise")
+    out = local("", ["mdlm", str(outside / "duo")], 8, 2, 0, request=request())
+    assert set(out["texts"]) == {"mdlm", str(outside / "duo")} and not out["errors"]
+    shared = handler(build_app(ModelRegistry(["mdlm"], evaluator=None),
+                               policy=AccessPolicy.for_launch("0.0.0.0", share=False, roots=[root])), "denoise")
+    assert str(root / "duo") in shared("", [str(root / "duo")], 8, 2, 0, request=request())["texts"]
+    with pytest.raises(Exception, match="outside the allowed checkpoint folders"):
+        shared("", [str(outside / "duo")], 8, 2, 0, request=request())
 
 
 def test_runs_per_client_are_bounded(registry):

@@ -94,6 +94,8 @@ def test_viewer_samples_and_scrubs_in_jupyterlab(lab, tmp_path):
             page.wait_for_selector('.dlm-panel[data-done="true"]', timeout=120_000)
             last = int(page.locator(".dlm-step").first.get_attribute("data-step"))
             assert last >= 2
+            track = page.locator(".dlm-viewer-step .slider-container, .dlm-viewer-step .widget-slider").first
+            assert track.bounding_box()["width"] >= 360      # a scrubber wide enough to pick one step of ~100
             readout = page.locator(".dlm-viewer-step .widget-readout")
             readout.click()
             page.keyboard.press("Control+A")

@@ -10,7 +10,7 @@ import torch
 
 from toolkit.config import RunConfig
 from toolkit.errors import UserError
-from toolkit.options import require_choice
+from toolkit.options import check_seed, require_choice
 from toolkit.families import get_family
 from toolkit.hardware import Choice, Probe, autocast, best_of, choose_precision
 from toolkit.model.attention import resolve_backend
@@ -135,6 +135,7 @@ class LanguageModel:
             raise UserError(f"top_p must be in (0, 1] (got {req.top_p})")
         if not req.temperature >= 0:   # NaN fails this too
             raise UserError(f"temperature must be >= 0 (got {req.temperature})")
+        check_seed(req.seed)
         vocab = self.cfg.model.vocab_size
         wrong = [int(t) for t in [*req.prompt, *req.fixed.values()] if not 0 <= int(t) < vocab]
         if wrong:

@@ -9,6 +9,7 @@ value"). From that one declaration come:
 - `build(cls, values, owner)`: typed options from a dict, an unknown name a one-line UserError;
 - `check(obj)`: "NAME must be one of A, B (got 'X')" from `choices`, then the class's own
   `validate()` for what relates several fields.
+`require_range` and `check_seed` are the one bounds check and the one seed check of every front end.
 `parse_pairs` / `parse_spec` read `KEY=VALUE` lists (argv items, or text with commas or spaces
 and shell-style quotes) the same way in every front end.
 """
@@ -93,6 +94,11 @@ def coerce(raw: Any, typ: Any, key: str) -> Any:
         if low in ("false", "0", "no", "off"):
             return False
         raise UserError(f"{key}: expected true/false, got '{raw}'")
+    if typ is int:
+        try:
+            return int(raw)     # exact, however long (float() would round 99999999999999999999)
+        except ValueError:
+            pass                # '1e3', '2.0': read as a number below
     if typ in (int, float):
         try:
             v = float(raw)
@@ -111,6 +117,35 @@ def require_choice(name: str, value: Any, choices: Iterable) -> None:
     choices = tuple(choices)
     if value not in choices:
         raise UserError(f"{name} must be one of {', '.join(map(str, choices))} (got '{value}')")
+
+
+def require_range(name: str, value: Any, low, high, unit: str = "", low_open: bool = False) -> None:
+    """The one "NAME must be between LOW and HIGH (got X)" UserError: every front end (CLI, app, API)
+    refuses an out-of-range number with it instead of clamping it silently. NaN is refused too."""
+    inside = (low < value if low_open else low <= value) and value <= high   # False for NaN
+    if not inside:
+        span = f"in ({low}, {high}]" if low_open else f"between {low} and {high}"
+        raise UserError(f"{name} must be {span}{unit} (got {value})")
+
+
+MAX_SEED = 2 ** 63 - 1     # torch seeds are signed 64-bit
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """The one seed check of every command, the app and the trainer: a whole number in 0..2**63 - 1
+    (torch refuses larger ones with a bare OverflowError deep inside sampling)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{name} must be a whole number between 0 and 2**63 - 1 (got {seed})")
+    return seed
+
+
+def seed_argument(text: str) -> int:
+    """argparse `type=` for --seed: the same check (an error here is the CLI's one-line message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = text     # refused below, quoted in the message
+    return check_seed(value)
 
 
 def check(obj, where: str = "") -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from toolkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from toolkit.errors import UserError
 from toolkit.families import get_family
-from toolkit.options import check, coerce, parse_overrides
+from toolkit.options import check, check_seed, coerce, parse_overrides
 
 
 # keys whose type changed: a config saved before holds the old type, read as the new one
@@ -190,6 +190,7 @@ def validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    check_seed(t.seed)
     for section in (m, d, o, t, cfg.options):
         for k, v in (dataclasses.asdict(section).items() if dataclasses.is_dataclass(section) else ()):
             if isinstance(v, float) and not math.isfinite(v):

@@ -8,7 +8,7 @@ import torch
 
 from toolkit.checkpoints import load
 from toolkit.errors import UserError
-from toolkit.options import parse_pairs
+from toolkit.options import parse_pairs, seed_argument
 from toolkit.samplers import DEFAULT as DEFAULT_STRATEGY, names as strategy_names
 
 
@@ -28,7 +28,7 @@ def add_sampling_args(ap: argparse.ArgumentParser, multi_sampler: bool = False) 
     """The sampling flags `sample` and `evaluate` share (their --steps differ, so each adds its own)."""
     ap.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's context)")
     ap.add_argument("--num-samples", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=seed_argument, default=0, help="0 .. 2**63 - 1")
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")
     ap.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

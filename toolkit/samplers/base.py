@@ -5,7 +5,7 @@ from typing import ClassVar, Iterator
 
 from toolkit.errors import UserError
 from toolkit.families.base import Family, MaskedFamily  # noqa: F401  (the capabilities a strategy requires)
-from toolkit.options import NoOptions, build, describe
+from toolkit.options import NoOptions, build, coerce, describe
 from toolkit.sample_request import SampleRequest, Step
 
 DEFAULT = "ancestral"
@@ -103,16 +103,19 @@ def sample(family, net, request: SampleRequest, device="cpu") -> Iterator[Step]:
 
 
 def split_options(family, sampler_name: str, raw: dict) -> tuple[dict, dict]:
-    """Route KEY=VALUE options (CLI --option, GUI) to the family or to the sampler by name."""
+    """Route KEY=VALUE options (CLI --option, GUI) to the family or to the sampler by name, each value
+    in its declared type ('0.1' -> 0.1), so a request records what it runs with, typed."""
     sampler = get_sampler(sampler_name or DEFAULT, family)
     fam_keys = set(family.sampling_defaults())
+    fam_types = {spec.name: spec.type for spec in describe(family.SamplingOptions)}
+    smp_types = {spec.name: spec.type for spec in describe(sampler.Options)}
     smp_keys = sampler.option_names()
     fam, smp = {}, {}
     for k, v in raw.items():
         if k in fam_keys:
-            fam[k] = v
+            fam[k] = coerce(v, fam_types[k], k) if k in fam_types else v
         elif k in smp_keys:
-            smp[k] = v
+            smp[k] = coerce(v, smp_types[k], k)
         else:
             try:   # a name the family still accepts (e.g. an older option's alias)
                 family.check_sampling_options({k: v})
