@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 
-import toolkit
-from toolkit.evaluation.generation import load_evaluator
-from toolkit.evaluation.matched_entropy import match_entropy, sample_scored
-from toolkit.sample_request import SampleRequest
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # this checkout's toolkit
+
+import toolkit  # noqa: E402
+from toolkit.evaluation.generation import load_evaluator  # noqa: E402
+from toolkit.evaluation.matched_entropy import match_entropy, sample_scored  # noqa: E402
+from toolkit.sample_request import SampleRequest  # noqa: E402
 
 FIELDS = ["model", "checkpoint", "steps", "target", "temperature", "entropy", "gen_ppl", "ci_low", "ci_high",
           "per_seed_gen_ppl", "seeds", "samples_per_seed", "probes", "t1_entropy", "t1_gen_ppl"]
