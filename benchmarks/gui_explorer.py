@@ -57,9 +57,11 @@ def main(argv=None):
         runs.append({"rows": rows, "seconds": time.perf_counter() - tic, "load": load,
                      "front": frontier(rows, explorer.DEFAULT_AXIS), "speed_front": frontier(rows, "tokens_per_s")})
         print(f"run {attempt}: {len(rows)} points ({', '.join(strategies)}) in {runs[-1]['seconds']:.0f} s "
-              f"(load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end); frontier: " + "; ".join(runs[-1]["front"]))
+              f"(load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end); frontier: "
+              + "; ".join(runs[-1]["front"]))
     same = runs[0]["front"] == runs[1]["front"]
-    print(f"against measured tokens/s the frontier is {'the same' if runs[0]['speed_front'] == runs[1]['speed_front'] else 'different'}"
+    same_speed = runs[0]["speed_front"] == runs[1]["speed_front"]
+    print(f"against measured tokens/s the frontier is {'the same' if same_speed else 'different'}"
           f" ({len(runs[0]['speed_front'])} and {len(runs[1]['speed_front'])} points)")
     moved = sorted(((abs(a["tokens_per_s"] / b["tokens_per_s"] - 1), f"{a['model']} · {a['sampler']} @ {a['steps']}")
                     for a, b in zip(runs[0]["rows"], runs[1]["rows"])), reverse=True)[:3]

@@ -43,8 +43,8 @@ DEFAULT_AXIS = "nfe_per_token"
 REPETITIVE_FRACTION = 0.9   # repetitive: mean entropy below this fraction of real text's (same length)
 REFERENCE_CHUNKS = 32       # validation chunks scored for the reference
 
-COLUMNS = ["model", "family", "sampler", "steps", "nfe", "nfe_per_token", "runs", "seconds", "tokens_per_s", "tokens_per_s_min",
-           "tokens_per_s_max", "gen_ppl", "entropy", "repetitive", "self_scored", "pareto"]
+COLUMNS = ["model", "family", "sampler", "steps", "nfe", "nfe_per_token", "runs", "seconds", "tokens_per_s",
+           "tokens_per_s_min", "tokens_per_s_max", "gen_ppl", "entropy", "repetitive", "self_scored", "pareto"]
 
 
 def parse_steps(text: str) -> list[int]:
@@ -234,7 +234,8 @@ def sweep(registry, keys: list[str], step_counts: list[int], settings: Settings,
             ref = reference(judge, run.generated_tokens // num_samples)
             m = score(run, judge)
             rows.append({"model": key, "family": run.model.family.name, "sampler": sampler, "steps": taken,
-                         "nfe": m["nfe"], "nfe_per_token": round(m["nfe"] / ref.length, 4), "gen_ppl": m["gen_ppl"], "entropy": m["entropy"],
+                         "nfe": m["nfe"], "nfe_per_token": round(m["nfe"] / ref.length, 4),
+                         "gen_ppl": m["gen_ppl"], "entropy": m["entropy"],
                          "repetitive": m["entropy"] < ref.threshold,
                          "self_scored": run.model.path == judge.path, "pareto": False})
             per_round = min(20, max(1, math.ceil(ROUND_SECONDS / max(run.seconds, 1e-6))))

@@ -90,6 +90,7 @@ def explorer_tab(registry: ModelRegistry, choices: list, length_max: int,
             gr.Warning(str(e))
             yield gr.update(), gr.update(), f"⚠️ {e}"
 
-    x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed, x_samplers, x_axis], [x_plot, x_table, x_status],
+    x_go.click(run_sweep, [x_models, x_steps, x_length, x_samples, x_seed, x_samplers, x_axis],
+               [x_plot, x_table, x_status],
                api_name="explore", show_progress="minimal")
     return x_models

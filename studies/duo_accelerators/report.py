@@ -74,7 +74,8 @@ def few_step_table(rows: list[dict]) -> str:
             r = by.get((m, steps))
             cells.append("-" if r is None else
                          f"**{float(r['gen_ppl']):.0f}** [{float(r['ci_low']):.0f}, {float(r['ci_high']):.0f}] at T = "
-                         f"{float(r['temperature']):.2f}; T = 1: {float(r['t1_gen_ppl']):.0f}, H {float(r['t1_entropy']):.3f}")
+                         f"{float(r['temperature']):.2f}; T = 1: {float(r['t1_gen_ppl']):.0f}, "
+                         f"H {float(r['t1_entropy']):.3f}")
         lines.append(f"| {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

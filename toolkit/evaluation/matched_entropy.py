@@ -108,8 +108,9 @@ def find_temperature(entropy_at: Callable[[float], float], target: float, tolera
         while len(probes) < max_probes:
             width = high - low
             if width < MIN_WIDTH:
-                raise UserError(f"the samples' entropy jumps over {target:.3f} nats between T={low:.4f} ({h_low:.3f})"
-                                f" and T={high:.4f} ({h_high:.3f}): use more samples or a tolerance above {tolerance:g}")
+                raise UserError(f"the samples' entropy jumps over {target:.3f} nats between T={low:.4f} "
+                                f"({h_low:.3f}) and T={high:.4f} ({h_high:.3f}): use more samples or a tolerance "
+                                f"above {tolerance:g}")
             below, above = (target - h_low) * weight_low, (h_high - target) * weight_high
             guess = low + below / (below + above) * width
             temp = guess if low + 0.05 * width < guess < high - 0.05 * width else (low + high) / 2
