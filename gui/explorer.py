@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from toolkit.errors import UserError
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
+from toolkit.evaluation.matched_entropy import validation_chunks
 from toolkit.evaluation.metrics import Samples, rounded, score_samples
 from toolkit.plotting import family_colour
 from toolkit.samplers import names as strategy_order, supported
@@ -140,18 +141,9 @@ _references: dict = {}
 
 def reference(judge, length: int, chunks: int = REFERENCE_CHUNKS) -> Reference:
     """The judge's validation text cut into `chunks` pieces of `length` tokens, scored (cached)."""
-    from toolkit.data import load_data      # deferred: only a sweep needs the corpus
     key = (judge.path, length, chunks)
     if key not in _references:
-        try:
-            val = load_data(judge.cfg.data).val
-        except (OSError, ValueError) as e:
-            raise UserError(f"the judge's validation text could not be read ({e}): it calibrates the "
-                            "repetition flag") from None
-        if val.shape[1] < length:
-            raise UserError(f"the judge's validation blocks hold {val.shape[1]} tokens: the samples "
-                            f"({length} tokens) are longer than the text that calibrates the repetition flag")
-        rows = [[int(t) for t in row[:length]] for row in val[:chunks]]
+        rows = validation_chunks(judge, length, chunks, "the repetition flag (the judge's validation text)")
         s = score_samples(Samples(texts=[judge.decode(r) for r in rows], tokens=rows), ("gen_ppl", "entropy"), judge)
         _references[key] = Reference(length, s["entropy"], s["gen_ppl"], len(rows))
     return _references[key]

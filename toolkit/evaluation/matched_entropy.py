@@ -204,17 +204,23 @@ def entropy_curve(model, request: SampleRequest, temperatures: list[float], judg
     return out
 
 
-def real_text_entropy(model, length: int, chunks: int = 32) -> float:
-    """Mean unigram entropy of the model's validation text cut into `chunks` pieces of `length` ids:
-    the `ref` target (what real text of the samples' length scores)."""
-    from toolkit.data import load_data      # deferred: only a `ref` target needs the corpus
+def validation_chunks(model, length: int, chunks: int = 32, purpose: str = "the entropy target") -> list[list[int]]:
+    """The model's validation text cut into `chunks` pieces of `length` ids: real text of the samples'
+    length, the yardstick of entropy targets and of the explorer's repetition flag."""
+    from toolkit.data import load_data      # deferred: only a real-text yardstick needs the corpus
     try:
         val = load_data(model.cfg.data).val
     except (OSError, ValueError) as e:
-        raise UserError(f"the validation text could not be read for the entropy target ({e})") from None
+        raise UserError(f"the validation text could not be read for {purpose} ({e})") from None
     if val.shape[1] < length:
-        raise UserError(f"the validation blocks hold {val.shape[1]} tokens, fewer than the samples' {length}")
-    rows = [[int(t) for t in row[:length]] for row in val[:chunks]]
+        raise UserError(f"the validation blocks hold {val.shape[1]} tokens, fewer than the samples' {length} "
+                        f"({purpose} needs real text of their length)")
+    return [[int(t) for t in row[:length]] for row in val[:chunks]]
+
+
+def real_text_entropy(model, length: int, chunks: int = 32) -> float:
+    """Mean unigram entropy of real text of the samples' length: the `ref` target."""
+    rows = validation_chunks(model, length, chunks)
     return sum(unigram_entropy(r) for r in rows) / len(rows)
 
 
