@@ -31,7 +31,7 @@ from gui.live import MAX_STEPS, Run, Settings, check_settings
 from gui.render import short_name
 from gui.strategies import DEFAULT_STRATEGY, SAMPLER_KEY
 
-POINTS_PER_MODEL = 12   # the cap: (strategy, step count) points per ticked model (the defaults take <= 2 x 5)
+POINTS_PER_MODEL = 24   # the cap: (strategy, step count) points per ticked model (defaults: <= 2 x 5; all four x 6 fit)
 DEFAULT_STEP_COUNTS = (4, 8, 16, 32, 64)
 MAX_SAMPLES = 16
 REPEATS = 3          # timing rounds per point: tokens/s is their median, the error bar their range
