@@ -83,6 +83,10 @@ def test_cli_matches_entropy_and_rejects_a_bad_target(capsys):
                           "--entropy-tolerance", "0.03", "--seeds", "2", "--threads", "1"])
     line = capsys.readouterr().out.splitlines()[-1]
     assert code == 0 and "matched entropy" in line and "over seeds 0,1" in line
-    with pytest.raises(SystemExit) as e:
-        evaluate_main(["mdlm", "--match-entropy", "lots"])
-    assert e.value.code == 2 and "--match-entropy takes a number" in capsys.readouterr().err
+    for argv, words in ((["--match-entropy", "lots"], "--match-entropy takes a number"),
+                        (["--match-entropy", "3.5", "--temperature", "0.8"], "--temperature is what"),
+                        (["--seeds", "5"], "apply to --match-entropy only")):
+        with pytest.raises(SystemExit) as e:
+            evaluate_main(["mdlm", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and words in err and err.count("\n") == 1

@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     default_metrics = "accuracy" if a.task else "" if a.match_entropy else "nelbo,gen_ppl,entropy,throughput"
     metrics = parse_list(a.metrics or default_metrics, "metrics") if (a.metrics or default_metrics) else []
     target = parse_target(a.match_entropy, a.seeds, a.entropy_tolerance)
+    if target is not None and a.temperature != 1.0:
+        raise UserError("--temperature is what --match-entropy searches: give one or the other")
+    if target is None and (a.seeds != 3 or a.entropy_tolerance != TOLERANCE):
+        raise UserError("--seeds and --entropy-tolerance apply to --match-entropy only")
     if a.problems < 0 or a.batch_size <= 0:
         raise UserError("--problems must be >= 0 and --batch-size > 0")
     check_metrics(metrics)   # before loading anything
