@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -105,6 +106,7 @@ def main(root: str) -> None:
     ax2.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="Gen PPL (embedded AR judge)",
             title="Duo demo: distilled vs teacher at matched entropy")
     ax2.set_xticks([2, 4, 8, 16], [2, 4, 8, 16])
+    ax2.xaxis.set_minor_formatter(NullFormatter())
     ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(HERE / "duo_accelerators.png", dpi=110)
