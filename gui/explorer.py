@@ -107,9 +107,9 @@ def staircase(rows: list[dict], axis: str = DEFAULT_AXIS) -> tuple[list[float], 
 def default_strategies(families) -> list[str]:
     """The strategies ticked by default, from the registry: the default one, plus the other strategy
     most of `families` offer (ties: registry order); any number of registered strategies keeps it two."""
-    offered = [n for f in families for n in supported(f)]
-    others = [n for n in strategy_order() if n != DEFAULT_STRATEGY and n in offered]
-    best = max(others, key=offered.count, default=None)   # max keeps the first of equals: registry order
+    offered = [n for f in families for n in supported(f)]   # each family's in the registry's order
+    others = [n for n in dict.fromkeys(offered) if n != DEFAULT_STRATEGY]
+    best = max(others, key=offered.count, default=None)   # max keeps the first of equals
     return [DEFAULT_STRATEGY] + ([best] if best else [])
 
 
