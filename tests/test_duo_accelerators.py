@@ -134,6 +134,21 @@ def test_distillation_rounds_halve_the_steps_and_refresh_the_teacher():
     assert not any(p.requires_grad for p in fam.teacher.parameters())
 
 
+def test_an_ema_teacher_is_the_students_running_average_at_each_refresh():
+    n, decay = 50, 0.5
+    fam, net = Duo(DuoOptions(distill=True, distill_steps=8, teacher_every=3, teacher_ema=decay), n, n - 1, 0), tiny_net(n)
+    expected = {k: v.clone() for k, v in net.state_dict().items()}
+    for step in range(4):       # the weights move by step + 1 before each step after the first
+        if step:
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.add_(0.1 * step)
+            expected = {k: decay * expected[k] + (1 - decay) * v for k, v in net.state_dict().items()}
+        fam.begin_train_step(step, net)
+    assert all(torch.allclose(fam.teacher.state_dict()[k], v) for k, v in expected.items())
+    assert not all(torch.allclose(fam.teacher.state_dict()[k], v) for k, v in net.state_dict().items())
+
+
 def test_distillation_target_is_the_teacher_one_gap_earlier_on_the_same_path():
     n, step = 50, 4   # round 1: dt = 2/8
     fam, student = distill_family(n), tiny_net(n, seed=0)

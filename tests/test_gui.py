@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from gui import explorer, render
 from gui.live import MAX_STEPS, Settings, check_settings, interleave, start, trace_json
 from gui.models import ModelRegistry, embedded_names
+from gui.strategies import DEFAULT_STRATEGY
 from toolkit.errors import UserError
 from toolkit.families import REGISTRY
 from toolkit.options import describe
@@ -150,11 +153,11 @@ def test_trace_json_is_complete(registry):
 def test_pareto_front():
     rows = [{"tokens_per_s": 10, "gen_ppl": 50}, {"tokens_per_s": 20, "gen_ppl": 60},
             {"tokens_per_s": 5, "gen_ppl": 70}, {"tokens_per_s": 20, "gen_ppl": 55}]
-    assert explorer.pareto_front(rows, tie=0) == [0, 3]          # plain Pareto dominance
+    assert explorer.pareto_front(rows, "tokens_per_s", tie=0) == [0, 3]          # plain Pareto dominance
     rows[3]["repetitive"] = True       # off the frontier, which then takes the next best
-    assert explorer.pareto_front(rows, tie=0) == [0, 1]
+    assert explorer.pareto_front(rows, "tokens_per_s", tie=0) == [0, 1]
     rows[3]["repetitive"], rows[0]["self_scored"] = False, True     # scored by itself: off the frontier too
-    assert explorer.pareto_front(rows, tie=0) == [3]
+    assert explorer.pareto_front(rows, "tokens_per_s", tie=0) == [3]
     assert explorer.parse_steps("8, 16 8 32") == [8, 16, 32]
     for bad in ("", "x", "0", str(MAX_STEPS + 1)):
         with pytest.raises(UserError):
@@ -167,9 +170,22 @@ def test_frontier_treats_close_speeds_as_a_tie():
     tie = explorer.SPEED_TIE
     a = {"tokens_per_s": 100, "gen_ppl": 40}
     for noisy in (1 + tie * 0.5, 1 + tie * 0.9, 1 / (1 + tie * 0.9)):     # b's speed in three reruns
-        assert explorer.pareto_front([a, {"tokens_per_s": 100 * noisy, "gen_ppl": 35}]) == [0, 1]
-    assert explorer.pareto_front([a, {"tokens_per_s": 100 * (1 + tie) * 1.01, "gen_ppl": 35}]) == [1]
-    assert explorer.pareto_front([a, {"tokens_per_s": 100 * (1 + tie) * 1.01, "gen_ppl": 45}]) == [0, 1]
+        assert explorer.pareto_front([a, {"tokens_per_s": 100 * noisy, "gen_ppl": 35}], "tokens_per_s") == [0, 1]
+    assert explorer.pareto_front([a, {"tokens_per_s": 100 * (1 + tie) * 1.01, "gen_ppl": 35}], "tokens_per_s") == [1]
+    assert explorer.pareto_front([a, {"tokens_per_s": 100 * (1 + tie) * 1.01, "gen_ppl": 45}], "tokens_per_s") == [0, 1]
+
+
+def test_cost_frontier_is_plain_dominance_drawn_as_a_one_way_staircase():
+    rows = [{"nfe_per_token": c, "gen_ppl": p, "pareto": False} for c, p in
+            [(1.0, 40), (0.25, 90), (0.5, 60), (0.5, 70), (0.125, 300), (1.0, 45)]]
+    assert explorer.pareto_front(rows) == [0, 1, 2, 4]      # (0.5, 70) and (1.0, 45) are beaten
+    with pytest.raises(UserError, match="unknown frontier axis"):
+        explorer.pareto_front(rows, "seconds")
+    explorer.mark_front(rows)
+    xs, ys = explorer.staircase(rows)
+    assert xs == [0.125, 0.25, 0.5, 1.0] and ys == [300, 90, 60, 40]
+    rows[0]["pareto"] = rows[5]["pareto"] = True    # a tie-kept point that is worse than a cheaper one
+    assert explorer.staircase(rows) == (xs, ys)   # only ever steps down
 
 
 def test_repetition_flag_is_calibrated_on_real_text(registry):
@@ -210,6 +226,54 @@ def test_explorer_sweep_scores_and_marks_frontier(registry):
     assert all(not f["repetitive"] for f in front) and (front or not fair)
     assert all(not (o["tokens_per_s"] > f["tokens_per_s"] and o["gen_ppl"] < f["gen_ppl"]) for f in front for o in fair)
     assert explorer.explorer_plot(rows) is not None
+
+
+class NoisyClock:
+    """perf_counter for a loaded machine: every reading advances by a random 0.05-0.5 s."""
+
+    def __init__(self, seed):
+        self.now, self.rng = 0.0, random.Random(seed)
+
+    def __call__(self):
+        self.now += self.rng.uniform(0.05, 0.5)
+        return self.now
+
+
+def test_two_default_sweeps_under_different_load_give_the_identical_frontier(registry, monkeypatch):
+    from gui.explorer_tab import default_selection
+    keys, strategies = default_selection(registry)
+    sweeps = []
+    for seed in (1, 2):
+        monkeypatch.setattr(time, "perf_counter", NoisyClock(seed))
+        *_, rows = explorer.sweep(registry, keys, list(explorer.DEFAULT_STEP_COUNTS[:3]), Settings(length=12, seed=0),
+                                  2, strategies, repeats=2)
+        sweeps.append(rows)
+    monkeypatch.undo()
+    front = [[(r["model"], r["sampler"], r["steps"]) for r in rows if r["pareto"]] for rows in sweeps]
+    assert front[0] == front[1] and front[0]
+    assert [r["tokens_per_s"] for r in sweeps[0]] != [r["tokens_per_s"] for r in sweeps[1]]   # the clocks differed
+    assert all(r["nfe_per_token"] == pytest.approx(r["nfe"] / 12, abs=1e-4) for r in sweeps[0])
+
+
+def test_default_plan_is_accepted_whatever_strategies_are_registered(registry, monkeypatch):
+    """Defaults come from the registry: the default strategy plus the one most of the models offer; the
+    point cap scales with the models ticked, so more registered strategies never refuse the defaults."""
+    from gui.explorer_tab import default_selection
+    from toolkit.samplers import SAMPLERS, Sampler, supported
+    models = {k: registry.get(k) for k in registry.keys}
+    for n in range(6):       # six toy strategies every family supports
+        toy = type(f"Toy{n}", (Sampler,), {"name": f"toy{n}", "attentions": ("bidirectional", "causal_order")})
+        monkeypatch.setitem(SAMPLERS, toy.name, toy())
+    keys, ticked = default_selection(registry)
+    assert len(ticked) == 2 and ticked[0] == DEFAULT_STRATEGY
+    offered = [n for k in keys for n in supported(registry.get(k).family)]
+    assert offered.count(ticked[1]) == max(offered.count(n) for n in set(offered) - {DEFAULT_STRATEGY})
+    pairs = explorer.plan({k: models[k] for k in keys}, ticked, list(explorer.DEFAULT_STEP_COUNTS))
+    assert len(pairs) * len(explorer.DEFAULT_STEP_COUNTS) <= explorer.point_cap(len(keys))
+    every = list(SAMPLERS)
+    with pytest.raises(UserError, match="points per model") as e:     # every strategy at many counts: refused
+        explorer.plan({keys[1]: models[keys[1]]}, every, list(range(1, 9)))
+    assert "\n" not in str(e.value)
 
 
 def test_denoise_endpoint_with_gradio_client(registry, server):
@@ -512,9 +576,12 @@ def test_explorer_figure_tells_families_and_strategies_apart(registry):
                                                ("mdlm", "mdlm", "ancestral", 8, 900, 90, False),
                                                ("mdlm", "mdlm", "confidence", 8, 1000, 25, True),
                                                ("esolm", "esolm", "block", 8, 1200, 80, False)]]
-    for i in explorer.pareto_front(rows):
+    for r in rows:
+        r["nfe_per_token"] = r["nfe"] / 64
+    for i in explorer.pareto_front(rows, "tokens_per_s"):
         rows[i]["pareto"] = True
-    fig = explorer.explorer_plot(rows, "ar", explorer.Reference(64, 3.85, 55.0, 32))
+    assert "network evaluations per generated token" in explorer.explorer_plot(rows).axes[0].get_xlabel()
+    fig = explorer.explorer_plot(rows, "ar", explorer.Reference(64, 3.85, 55.0, 32), axis="tokens_per_s")
     FigureCanvasAgg(fig).draw()
     ax = fig.axes[0]
     legend = ax.get_legend()
@@ -534,7 +601,8 @@ def test_nfe_figure_draws_each_series_as_the_explorer_does(registry):
     """The notebook's NFE panels and the explorer figure give a (model, strategy) one style: the same
     colour, marker and line style, one legend entry each (no repeated palette), outside the data."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    rows = [{"model": m, "family": f, "sampler": s, "steps": st, "nfe": st, "tokens_per_s": 100.0 * st,
+    rows = [{"model": m, "family": f, "sampler": s, "steps": st, "nfe": st, "nfe_per_token": st / 64,
+             "tokens_per_s": 100.0 * st,
              "gen_ppl": 50.0 + st, "entropy": 3.5, "repetitive": False, "self_scored": False, "pareto": False}
             for m, f, s in [("mdlm", "mdlm", "ancestral"), ("mdlm", "mdlm", "block"),
                             ("duo", "duo", "ancestral"), ("duo-distilled", "duo", "ancestral")]

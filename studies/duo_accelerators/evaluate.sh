@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Gen PPL (judge: the embedded AR model) and unigram entropy of the teacher (embedded duo) and the
-# distilled student, 32 samples of 128 tokens each, same seed. Usage: evaluate.sh STUDENT_CHECKPOINT
+# Few-step Gen PPL at matched entropy of the teacher (embedded duo) and a distilled student at 2, 4, 8 and 16
+# steps, 3 seeds x 48 samples of 128 tokens, judge: the embedded AR model; fp32, one thread. The teacher is
+# matched to 3.6 nats; the student is taken at T = 1 (it cannot reach 3.6 nats at 2 steps) and the teacher is
+# matched to its entropy there. Appends to matched.csv (finished cells are skipped).
+# Usage: evaluate.sh STUDENT_CHECKPOINT [LABEL]
 set -euo pipefail
-here=$(dirname "$0"); student=${1:-runs/duo_accelerators/distilled}
-common=(--metrics gen_ppl,entropy --num-samples 32 --seed 0 --threads 1 --json)
-python -m toolkit.evaluate duo --steps 1,2,4,8,16,32,64 "${common[@]}" > "$here/genppl_teacher.json"
-python -m toolkit.evaluate "$student" --steps 1,2,4,8,16 "${common[@]}" > "$here/genppl_student.json"
+here=$(dirname "$0"); student=${1:-runs/duo_accelerators/distilled/checkpoint}; label=${2:-full_schedule}
+run() { OMP_NUM_THREADS=1 python "$here/matched.py" --steps 2,4,8,16 --seeds 3 --samples 48 --length 128 \
+    --tolerance 0.01 --csv "$here/matched.csv" "$@"; }
+run --model teacher=duo --target 3.6
+run --model "$label=$student" --target t1
+run --model teacher_at_student_entropy=duo --target "from:$label"

@@ -1,7 +1,9 @@
-"""Tables and figure of the Duo-accelerators study from the runs' metrics.jsonl and evaluate.sh's JSON.
+"""Tables and figure of the Duo-accelerators study: the curriculum runs' metrics.jsonl and matched.csv.
 
-python studies/duo_accelerators/report.py RUNS_ROOT   (RUNS_ROOT holds baseline/ and curriculum/)
-Writes curriculum.csv, few_step.csv and duo_accelerators.png next to this file; prints both tables.
+python studies/duo_accelerators/report.py [RUNS_ROOT]   (RUNS_ROOT holds baseline/ and curriculum/)
+Writes curriculum.csv (from the runs; without them the committed one is read) and
+duo_accelerators.png next to this file; prints the curriculum summary and the few-step table
+(Gen PPL at matched entropy, from matched.py's csv).
 The FLOP column of the curriculum run adds the soft input's cost, which the trainer's count (the
 discrete model's) leaves out: per relaxed step, the [B L, N] x [N, d] product and its weight
 gradient, 4 B L N d FLOPs.
@@ -17,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,44 +49,65 @@ def flops_to_reach(rows: list[dict], target: float) -> float | None:
     return None
 
 
+def read_curriculum(root: Path) -> tuple[list[dict], list[dict]]:
+    """(baseline, curriculum) validation curves: from the runs, written to curriculum.csv, or that csv."""
+    if (root / "baseline").is_dir():
+        base, cur = val_curve(root / "baseline"), val_curve(root / "curriculum")
+        with open(HERE / "curriculum.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["run", "step", "flops", "val_nelbo"])
+            for name, rows in (("baseline", base), ("curriculum", cur)):
+                w.writerows([name, r["step"], f"{r['flops']:.4g}", r["val_nelbo"]] for r in rows)
+        return base, cur
+    rows = list(csv.DictReader(open(HERE / "curriculum.csv")))
+    return tuple([{"step": int(r["step"]), "flops": float(r["flops"]), "val_nelbo": float(r["val_nelbo"])}
+                  for r in rows if r["run"] == name] for name in ("baseline", "curriculum"))
+
+
+def few_step_table(rows: list[dict]) -> str:
+    """Markdown: per step count, each model's Gen PPL [95% interval] at its entropy H (nats) and temperature T."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    by = {(r["model"], int(r["steps"])): r for r in rows}
+    lines = ["| steps | " + " | ".join(m.replace("_", " ") for m in models) + " |", "|---" * (len(models) + 1) + "|"]
+    for steps in sorted({int(r["steps"]) for r in rows}):
+        cells = []
+        for m in models:
+            r = by.get((m, steps))
+            cells.append("-" if r is None else "not reachable" if not r["gen_ppl"] else
+                         f"**{float(r['gen_ppl']):.0f}** [{float(r['ci_low']):.0f}, {float(r['ci_high']):.0f}], "
+                         f"H {float(r['entropy']):.3f}, T {float(r['temperature']):.2f}")
+        lines.append(f"| {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(root: str) -> None:
-    base, cur = val_curve(Path(root) / "baseline"), val_curve(Path(root) / "curriculum")
-    with open(HERE / "curriculum.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["run", "step", "flops", "val_nelbo"])
-        for name, rows in (("baseline", base), ("curriculum", cur)):
-            w.writerows([name, r["step"], f"{r['flops']:.4g}", r["val_nelbo"]] for r in rows)
+    base, cur = read_curriculum(Path(root))
     target = base[-1]["val_nelbo"]
     reach = flops_to_reach(cur, target)
     print(f"baseline final val NELBO {target:.4f} at {base[-1]['flops']:.3g} FLOPs;"
           f" curriculum final {cur[-1]['val_nelbo']:.4f} at {cur[-1]['flops']:.3g} FLOPs;"
           + (f" curriculum reaches it at {reach:.3g} FLOPs ({1 - reach / base[-1]['flops']:+.1%} saving)"
              if reach else " curriculum never reaches it"))
-
-    evals = {who: json.loads((HERE / f"genppl_{who}.json").read_text())["sampling"] for who in ("teacher", "student")}
-    with open(HERE / "few_step.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "steps", "nfe", "gen_ppl", "entropy"])
-        for who, rows in evals.items():
-            w.writerows([who, r["steps"], r["nfe"], round(r["gen_ppl"], 1), round(r["entropy"], 3)] for r in rows)
-    print("| steps | teacher Gen PPL (entropy) | student Gen PPL (entropy) |\n|---|---|---|")
-    by = {who: {r["steps"]: r for r in rows} for who, rows in evals.items()}
-    for steps in sorted(set(by["teacher"]) | set(by["student"])):
-        cells = [f"{by[w][steps]['gen_ppl']:.0f} ({by[w][steps]['entropy']:.2f})" if steps in by[w] else "-"
-                 for w in ("teacher", "student")]
-        print(f"| {steps} | {cells[0]} | {cells[1]} |")
+    matched = list(csv.DictReader(open(HERE / "matched.csv")))
+    print(few_step_table(matched))
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for name, rows in (("no curriculum", base), ("curriculum", cur)):
         ax1.plot([r["flops"] for r in rows], [r["val_nelbo"] for r in rows], marker=".", label=name)
     ax1.set(xlabel="training FLOPs", ylabel="val NELBO (nats/token)", title="Duo demo: curriculum", ylim=(6.2, 6.6))
     ax1.legend()
-    for who, rows in evals.items():
-        ax2.plot([r["steps"] for r in rows], [r["gen_ppl"] for r in rows], marker="o", label=who)
+    for model in dict.fromkeys(r["model"] for r in matched):
+        pts = sorted((r for r in matched if r["model"] == model and r["gen_ppl"]), key=lambda r: int(r["steps"]))
+        steps, ppl = [int(r["steps"]) for r in pts], [float(r["gen_ppl"]) for r in pts]
+        err = [[p - float(r["ci_low"]) for p, r in zip(ppl, pts)], [float(r["ci_high"]) - p for p, r in zip(ppl, pts)]]
+        ax2.errorbar(steps, ppl, yerr=err, marker="o", capsize=2,
+                     label=f"{model.replace('_', ' ')} (H {min(float(r['entropy']) for r in pts):.2f}-"
+                           f"{max(float(r['entropy']) for r in pts):.2f})")
     ax2.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="Gen PPL (embedded AR judge)",
-            title="Duo demo: distilled vs teacher")
-    ax2.set_xticks([1, 2, 4, 8, 16, 32, 64], [1, 2, 4, 8, 16, 32, 64])
-    ax2.legend()
+            title="Duo demo: distilled vs teacher at matched entropy")
+    ax2.set_xticks([2, 4, 8, 16], [2, 4, 8, 16])
+    ax2.xaxis.set_minor_formatter(NullFormatter())
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(HERE / "duo_accelerators.png", dpi=110)
 

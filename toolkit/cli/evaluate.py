@@ -10,6 +10,9 @@
 - accuracy: generative task accuracy (--task arith|gsm8k|FILE.jsonl): one sampled answer per
   problem, its final number (`#### N`) against the gold one; 95% Wilson interval, NFE, tokens/s;
   every generation is written to --generations (default: next to the checkpoint), resumable.
+--match-entropy H|ref: Gen PPL at the temperature whose samples' mean unigram entropy is H nats
+(ref: the validation text's, at the samples' length), over --seeds seeds with a bootstrap interval;
+docs/evaluation.md.
 --steps accepts a comma list (8,16,32) to sweep the sample-based metrics for a Pareto plot;
 --sampler NAME[:KEY=VALUE,...] (repeatable) compares decoding strategies at the same step counts
 (NFE = steps for ancestral, confidence with k=0, remdm and block; see docs/samplers.md).
@@ -25,6 +28,7 @@ from toolkit.cli.common import ArgParser, add_sampling_args, load_model, parse_l
 from toolkit.cli.usage import sampling_options_text
 from toolkit.errors import UserError, cli_main
 from toolkit.evaluation.generation import DEFAULT_EVALUATOR
+from toolkit.evaluation.matched_entropy import TOLERANCE, format_matched, matched_rows, parse_target
 from toolkit.evaluation.suite import check_metrics, evaluate, format_text
 from toolkit.samplers.requests import sweep_requests
 from toolkit.sample_request import SampleRequest
@@ -60,9 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
                     help="what the model and a toolkit judge compute in (default fp32: reported numbers are the"
                          " same on every machine; auto: as sampling resolves it; docs/precision.md)")
+    ap.add_argument("--match-entropy", "--entropy-target", dest="match_entropy", default=None, metavar="H|ref",
+                    help="Gen PPL at matched entropy: H nats, or ref (the validation text's entropy)")
+    ap.add_argument("--seeds", type=int, default=3, help="matched entropy: seeds judged at the found temperature")
+    ap.add_argument("--entropy-tolerance", type=float, default=TOLERANCE, help="matched entropy: nats")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    metrics = parse_list(a.metrics or ("accuracy" if a.task else "nelbo,gen_ppl,entropy,throughput"), "metrics")
+    default_metrics = "accuracy" if a.task else "" if a.match_entropy else "nelbo,gen_ppl,entropy,throughput"
+    metrics = parse_list(a.metrics or default_metrics, "metrics") if (a.metrics or default_metrics) else []
+    target = parse_target(a.match_entropy, a.seeds, a.entropy_tolerance)
+    if target is not None and a.temperature != 1.0:
+        raise UserError("--temperature is what --match-entropy searches: give one or the other")
+    if target is None and (a.seeds != 3 or a.entropy_tolerance != TOLERANCE):
+        raise UserError("--seeds and --entropy-tolerance apply to --match-entropy only")
     if a.problems < 0 or a.batch_size <= 0:
         raise UserError("--problems must be >= 0 and --batch-size > 0")
     check_metrics(metrics)   # before loading anything
@@ -81,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                 "arith_steps": a.arith_steps, "max_operand": a.max_operand}
     res = evaluate(model, metrics, requests, a.evaluator, a.mc_samples, a.sequences, a.seed, a.repeats,
                    a.choice_file, a.gen_ppl_protocol, task)
-    print(json.dumps(res) if a.json else format_text(res))
+    if target is not None:
+        res["matched_entropy"] = matched_rows(model, requests, target, a.evaluator, a.gen_ppl_protocol,
+                                              list(range(a.seed, a.seed + a.seeds)), a.entropy_tolerance)
+    print(json.dumps(res) if a.json else "\n".join([format_text(res), *format_matched(res.get("matched_entropy", []))]))
     return 0
 
 

@@ -59,6 +59,8 @@ class DuoOptions:
     distill: bool = option(False, "discrete consistency distillation (start with init=CHECKPOINT)")
     distill_steps: int = option(64, "T: the first round's gap is dt = 1/T, doubling every round")
     teacher_every: int = option(10_000, "round length: the teacher <- student and dt doubles")
+    teacher_ema: float = option(0.0, "0: each round's teacher is the student (the repo's default); else the "
+                                     "student's EMA with this decay (the repo's teacher_ema=True, e.g. 0.999)")
     distill_gamma_min: float = option(-4.0)
     distill_gamma_max: float = option(-1.0)
     distill_loss: str = option("kl-bwd", "KL(student || teacher) (the repo's default) or the forward KL",
@@ -74,6 +76,8 @@ class DuoOptions:
                 raise UserError(f"{what}_min < {what}_max must lie in [-6, 0.5] (got {lo}, {hi})")
         if self.dual_integral == "series" and self.gamma_min < -4:
             raise UserError("dual_integral=series is accurate for gamma >= -4: use simple for a lower gamma_min")
+        if not 0 <= self.teacher_ema < 1:
+            raise UserError(f"teacher_ema is a decay in [0, 1) (got {self.teacher_ema})")
         if self.distill_steps < 1 or self.teacher_every < 1:
             raise UserError("distill_steps and teacher_every must be >= 1")
         if self.curriculum and self.distill:
@@ -182,6 +186,7 @@ class Duo(Family):
     # -- the accelerators ------------------------------------------------------------------
     step = 0               # the optimizer step being taken (begin_train_step)
     teacher = None         # distillation's frozen copy of the network
+    ema = None             # the student's EMA weights (teacher_ema > 0): the teacher at each refresh
 
     def dual(self):
         return dual_time(self.vocab_size, self.options.dual_integral, self.options.series_terms)
@@ -190,20 +195,30 @@ class Duo(Family):
         """Remember the step (the curriculum's clock); distillation refreshes its teacher at each
         round's first step (the repo's `_maybe_update_teacher_weights`)."""
         self.step = step
-        if self.options.distill and (self.teacher is None or step % self.options.teacher_every == 0):
+        o = self.options
+        if o.distill and o.teacher_ema > 0:   # the EMA of the student's weights after the last step
+            weights = net.state_dict()
+            if self.ema is None:
+                self.ema = {k: v.detach().clone() for k, v in weights.items()}
+            for k, v in weights.items():
+                self.ema[k].lerp_(v.detach(), 1 - o.teacher_ema) if v.is_floating_point() else self.ema[k].copy_(v)
+        if o.distill and (self.teacher is None or step % o.teacher_every == 0):
             if any(hasattr(p, "full_tensor") for p in net.parameters()):
                 raise UserError("duo distillation runs on one process or under DDP, not FSDP")
             if self.teacher is None:
                 self.teacher = copy.deepcopy(net).eval().requires_grad_(False)
-            self.teacher.load_state_dict(net.state_dict())
+            self.teacher.load_state_dict(self.ema if o.teacher_ema > 0 else net.state_dict())
 
     def train_state(self) -> dict:
-        return {} if self.teacher is None else {"teacher": self.teacher.state_dict()}
+        state = {} if self.teacher is None else {"teacher": self.teacher.state_dict()}
+        return state if self.ema is None else {**state, "teacher_ema": self.ema}
 
     def load_train_state(self, state: dict, net) -> None:
         if self.options.distill and "teacher" in state:
             self.teacher = copy.deepcopy(net).eval().requires_grad_(False)
             self.teacher.load_state_dict(state["teacher"])
+        if self.options.distill and "teacher_ema" in state:
+            self.ema = {k: v.clone() for k, v in state["teacher_ema"].items()}
 
     def relaxed_loss(self, net, x0, t, generator=None):
         """The curriculum's loss: the Duo NELBO at the dual time, the backbone fed the tempered

@@ -125,8 +125,9 @@ def header(card: dict) -> str:
     return f"""# Embedded demo models
 
 One checkpoint per family ships in `toolkit/assets/models/` so that `python -m gui` works offline:
-{", ".join(f"`{e['name']}`" for e in models)}. (A fifth, `duo-distilled`, is `duo` after few-step
-distillation; docs/training.md's "Duo's accelerators" section describes it.) All share one recipe (`training/recipes/demo-*.yaml`): the
+{", ".join(f"`{e['name']}`" for e in models)}. (A fifth, `duo-distilled`, is `duo` after 150 steps of
+consistency distillation: a sharper Duo, not a better one: at matched entropy its teacher has the lower Gen PPL
+at every step count (studies/duo_accelerators/); it is kept as an example of a distilled checkpoint.) All share one recipe (`training/recipes/demo-*.yaml`): the
 {m["preset"]} backbone ({m["n_layers"]} layers, d = {m["d_model"]}, {m["n_heads"]} heads, {m["cond_dim"]}-wide time
 embedding), {cfg["data"]["seq_len"]}-token blocks of the embedded Austen corpus, {t["max_steps"]} steps of
 {t["batch_size"]} sequences ({(first["tokens"] or 0) / 1e6:.2f}M tokens), AdamW lr {cfg["optim"]["lr"]:g} with warmup and
