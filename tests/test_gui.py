@@ -530,7 +530,7 @@ def test_api_parameters_are_named_and_denoise_takes_the_ui_options(registry, ser
     assert {"prompt", "models", "seed", "mdlm_strategy", "mdlm_strategy_options", "duo_tail"} <= set(gen)
     assert not [r["label"] for r in api["/generate"]["returns"] if re.fullmatch(r"value_\d+", r["label"] or "")]
     assert [r["label"] for r in api["/denoise"]["returns"]] == ["result"]          # not gr.api's "1st"
-    assert api["/explore"]["returns"][0]["label"] == "Gen PPL vs tokens per second"  # not gen_ppl_vs_tokenss
+    assert api["/explore"]["returns"][0]["label"] == "Gen PPL vs cost"  # not gen_ppl_vs_tokenss
     den = [p["parameter_name"] for p in api["/denoise"]["parameters"]]
     assert den[:5] == ["prompt", "families", "length", "steps", "seed"]      # positional callers keep working
     assert {"temperature", "top_p", "strategies", "options"} <= set(den)
