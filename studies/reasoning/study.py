@@ -38,9 +38,10 @@ FAMILIES = ("ar", "mdlm", "duo", "esolm")
 # Profiles: the committed CPU study, the same ladder at a larger size on one GPU, and a tiny
 # end-to-end run for the tests. A size maps to (a model preset pre-trained here, or None for the
 # embedded demo model of each family; its ladder of fine-tuning step budgets). The larger CPU
-# size's ladder is lower: it costs ~4x more per step; rungs run cheapest first, lowest seed first.
+# size's ladder is lower: it costs ~4x more per step. Rungs run cheapest first, then seed by seed, each
+# point evaluated as soon as it is trained, so a study cut short has whole points at its lower rungs.
 PROFILES = {
-    "cpu": dict(sizes={"demo": (None, "1000,2000"), "large": ("cpu-m", "200,400")},
+    "cpu": dict(sizes={"demo": (None, "500,1000"), "large": ("cpu-m", "100,200")},
                 train_problems=128000, test_problems=300, validation_problems=200, seeds="0,1,2", steps="8,32",
                 parallel=1, device="cpu", threads=1, eval_every=250, precision="fp32",
                 pretrain=["stop_at=1200"], train=[]),   # the recipe's first 3/8: see the README
@@ -196,13 +197,13 @@ class Study:
                         name = point_name(size, fam, budget, seed)
                         ft = f"finetune-{name}"
                         out.append(Task(ft, lambda s=size, f=fam, b=budget, r=seed: self.finetune(s, f, b, r), previous,
-                                        (k, seed, si, fi), self.work / "runs" / f"{key}-s{seed}"))
+                                        (k, seed, si, fi, 0), self.work / "runs" / f"{key}-s{seed}"))
                         out.append(Task(f"validate-{name}", lambda n=name: self.evaluate(n, "validation"), [ft],
-                                        (k + 0.2, seed, si, fi)))
+                                        (k, seed, si, fi, 1)))
                         out.append(Task(f"evaluate-{name}", lambda n=name: self.evaluate(n, "test"), [ft],
-                                        (k + 0.25, seed, si, fi)))
+                                        (k, seed, si, fi, 2)))
                         if a.probe:
-                            out.append(Task(f"probe-{name}", lambda n=name: self.probe(n), [ft], (k + 0.3, seed, si, fi)))
+                            out.append(Task(f"probe-{name}", lambda n=name: self.probe(n), [ft], (k, seed, si, fi, 3)))
                         previous = [ft]
         return out
 

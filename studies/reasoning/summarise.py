@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from statistics import mean
 
-from stats import ladder_verdict, overlap, point_summary   # same folder
+from seed_stats import ladder_verdict, overlap, point_summary   # same folder
 
 LABELS = {"ar": "AR", "mdlm": "MDLM", "duo": "Duo", "esolm": "Eso-LM"}
 COLORS = {"ar": "#222222", "mdlm": "#1f77b4", "duo": "#d62728", "esolm": "#2ca02c"}
