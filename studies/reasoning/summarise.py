@@ -137,16 +137,20 @@ def collect(work: Path) -> list[dict]:
     return rows
 
 
-def ladder(rows: list[dict]) -> list[dict]:
-    """One row per (size, family, budget) with both splits scored for some seed: the setting chosen on
-    validation, its test accuracy over seeds (mean, sd, range, t-interval) and the exploration maxima."""
+def ladder(rows: list[dict], seeds: list[int] | None = None) -> tuple[list[dict], list[str]]:
+    """One row per (size, family, budget) whose every seed (of `seeds`; None: any) is scored on both
+    splits: the setting chosen on validation, its test accuracy over seeds (mean, sd, range,
+    t-interval) and the exploration maxima; and the names of the points still incomplete."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["size"], r["family"], r["budget_steps"]), []).append(r)
-    out = []
+    out, pending = [], []
     for (size, fam, budget), rs in groups.items():
-        if {r["split"] for r in rs} != set(SPLITS):
+        scored = set.intersection(*({r["seed"] for r in rs if r["split"] == split} for split in SPLITS))
+        if not scored or (seeds is not None and not set(seeds) <= scored):
+            pending.append(f"{size}-{fam}-{budget} (seeds scored: {','.join(map(str, sorted(scored))) or 'none'})")
             continue
+        rs = [r for r in rs if seeds is None or r["seed"] in seeds]
         summary = point_summary(rs)
         chosen = summary.pop("chosen_rows")
         shape = {k: _mean_or_none([r[k] for r in chosen]) for k in ("well_formed", "first_line_right", "copied_start",
@@ -161,7 +165,7 @@ def ladder(rows: list[dict]) -> list[dict]:
                     **{k: _round(v) for k, v in summary.items()}, "seeds": ",".join(map(str, summary["seeds"])),
                     "per_seed": ";".join(f"{x:.4f}" for x in summary["per_seed"]), **shape})
     out.sort(key=lambda p: (p["size_rank"], list(LABELS).index(p["family"]), p["budget_steps"]))
-    return out
+    return out, pending
 
 
 def _mean_or_none(values: list):
@@ -268,8 +272,13 @@ def reading(points: list[dict], verdict: dict) -> str:
                          f" families {ordering(at)}{resolved}.")
             by_ppl = sorted((p for p in at if p["pretrain_val_nelbo"] is not None), key=lambda p: p["pretrain_val_nelbo"])
             if len(by_ppl) > 1:
+                worst, top = by_ppl[-1], max(at, key=lambda p: p["accuracy"])
+                versus = f"{LABELS[worst['family']]}, solves the most problems" if worst is top else (
+                    f"{LABELS[worst['family']]} ({pct(worst)}), does not solve the most ({LABELS[top['family']]},"
+                    f" {pct(top)}; t-intervals {'overlap' if overlap(worst, top) else 'disjoint'})")
                 lines.append(f"- **{size}**: pre-training val NELBO orders them"
-                             f" {' < '.join(LABELS[p['family']] for p in by_ppl)} (best first).")
+                             f" {' < '.join(LABELS[p['family']] for p in by_ppl)} (best first); at {common} steps the"
+                             f" family with the worst perplexity, {versus}.")
         spread = [p["accuracy_max"] - p["accuracy_min"] for p in mine if len(p["seeds"].split(",")) > 1]
         if spread:
             lines.append(f"- **{size}**: the seed-to-seed range of a point's test accuracy is {min(spread):.1%} to"
@@ -393,16 +402,18 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
     rows = collect(work)
     if not rows:
         raise SystemExit("no finished evaluation in " + str(work))
-    points = ladder(rows)
+    settings = json.loads((work / "settings.json").read_text())
+    points, pending = ladder(rows, settings.get("seeds"))
     if not points:
-        raise SystemExit("no point in " + str(work) + " has both its validation and its test evaluation yet")
+        raise SystemExit(f"no point in {work} has all its seeds scored on validation and test yet")
     verdict = verdicts(points)
     here.mkdir(parents=True, exist_ok=True)
     write_csv(here / "results.csv", rows)
     write_csv(here / "ladder.csv", points)
-    settings = json.loads((work / "settings.json").read_text())
     (here / "study.json").write_text(json.dumps({k: settings[k] for k in REPRODUCE if k in settings}, indent=1) + "\n")
     md = tables(rows, points, verdict) + "\n\n" + majority_baseline(work) + "\n"
+    if pending:
+        md += f"\nPoints still running, left out of the tables until every seed is scored: {'; '.join(pending)}.\n"
     (here / "results.md").write_text(md)
     plot(rows, points, here / "accuracy.png")
     if update_readme:
