@@ -6,9 +6,10 @@ training seeds (data order, noise draws), and evaluated at every rung on the val
 (to choose the decoding setting) and on the test problems. One fine-tuning run per (size, family,
 seed) climbs the ladder: the learning rate is constant after a fixed warm-up, so the run stopped at
 a budget is exactly the run that budget alone would give, and a copy of the run directory at each
-rung (`points/SIZE-FAMILY-STEPS-sSEED`) is that point's own run directory. Training and evaluation
-run in fp32 (`precision=`), so the study does not change with the CPU's bf16 support. Sizes other
-than the demo one are first pre-trained here with the demo models' recipe (training/recipes/demo-*.yaml).
+rung (`points/SIZE-FAMILY-STEPS-sSEED`) is that point's own run directory. Training runs at the pinned
+`--precision` (fp32), and evaluation too where toolkit.evaluate has the flag, so the study does not
+change with the CPU's bf16 support. Sizes other than the demo one are first pre-trained here with the
+demo models' recipe (training/recipes/demo-*.yaml).
 
 Work is a graph of tasks (pre-train, fine-tune to a rung, evaluate a rung) run by `--parallel`
 workers, cheapest rungs first, so a study cut short still has every family at its lower rungs.
