@@ -267,7 +267,7 @@ def reading(points: list[dict], verdict: dict) -> str:
         common = max(set.intersection(*({p["budget_steps"] for p in mine if p["family"] == f} for f in fams)))
         at = [p for p in mine if p["budget_steps"] == common]
         if len(at) > 1:
-            resolved = "" if " ≈ " not in ordering(at) else                 " (≈: t-intervals overlap, the order is not resolved at this scale)"
+            resolved = "" if " ≈ " not in ordering(at) else " (≈: t-intervals overlap, the order is not resolved at this scale)"
             lines.append(f"- **{size}**: at {common} steps, the highest rung every family ran, the seed means order the"
                          f" families {ordering(at)}{resolved}.")
             by_ppl = sorted((p for p in at if p["pretrain_val_nelbo"] is not None), key=lambda p: p["pretrain_val_nelbo"])
@@ -340,9 +340,9 @@ def plot(rows: list[dict], points: list[dict], path: Path) -> None:
                 continue
             x = [p["finetune_flops"] for p in rs]
             y = [100 * p["accuracy"] for p in rs]
-            low = [p["accuracy"] - (p["accuracy_sd"] if p["t_low"] is None else p["accuracy"] - p["t_low"]) for p in rs]
-            high = [(p["accuracy"] + p["accuracy_sd"]) if p["t_high"] is None else p["t_high"] for p in rs]
-            err = [[100 * (p["accuracy"] - lo) for p, lo in zip(rs, low)], [100 * (hi - p["accuracy"]) for p, hi in zip(rs, high)]]
+            # the t-interval over seeds (one seed: none, so no bar)
+            err = [[100 * (p["accuracy"] - (p["accuracy"] if p["t_low"] is None else p["t_low"])) for p in rs],
+                   [100 * ((p["accuracy"] if p["t_high"] is None else p["t_high"]) - p["accuracy"]) for p in rs]]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=COLORS[fam], label=LABELS[fam])
             for p in rs:   # each seed's own test accuracy
                 seeds = [100 * float(v) for v in p["per_seed"].split(";")]
