@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "studies" / "reasoning"))
-from seed_stats import ENDED, FLAT, RISING, choose_setting, ladder_verdict, plateau, point_summary, seed_summary  # noqa: E402
+from seed_stats import (ENDED, FLAT, RISING, choose_setting, ladder_verdict, plateau,  # noqa: E402
+                        point_summary, seed_summary)
 
 
 def rows_of(accuracy: dict, nelbo: float = 0.1) -> list[dict]:
@@ -38,7 +39,8 @@ def test_a_planted_test_only_best_setting_is_not_chosen():
     rng = random.Random(0)
     for _ in range(20):
         shuffled = {k: ([rng.random() for _ in v] if k[0] == "test" else v) for k, v in accuracy.items()}
-        assert (point_summary(rows_of(shuffled))["sampler"], point_summary(rows_of(shuffled))["steps"]) == ("confidence", 32)
+        p = point_summary(rows_of(shuffled))
+        assert (p["sampler"], p["steps"]) == ("confidence", 32)
     with pytest.raises(ValueError, match="validation rows only"):
         choose_setting(rows_of(accuracy))
 

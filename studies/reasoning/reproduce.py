@@ -59,7 +59,8 @@ def compare(committed: dict, rerun: dict) -> tuple[bool, str]:
     def line(label: str, p: dict) -> str:
         return (f"{label:<10} {float(p['accuracy']):.1%} ± {float(p['accuracy_sd']):.1%}"
                 f" (seeds {p['seeds']}: {', '.join(f'{float(x):.1%}' for x in p['per_seed'].split(';'))};"
-                f" setting {p['sampler']} {p['steps']} chosen on validation; task val NELBO {float(p['task_val_nelbo']):.4g})")
+                f" setting {p['sampler']} {p['steps']} chosen on validation;"
+                f" task val NELBO {float(p['task_val_nelbo']):.4g})")
     verdict = (f"verdict: the re-run's seed mean {mean:.1%} is {'INSIDE' if inside else 'OUTSIDE'} the committed seed"
                f" range [{lo:.1%}, {hi:.1%}]")
     return inside, "\n".join([line("committed", committed), line("re-run", rerun), verdict])

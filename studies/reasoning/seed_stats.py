@@ -78,7 +78,8 @@ def point_summary(rows: list[dict]) -> dict:
             "t_high": min(1.0, acc["t_high"]) if acc["n"] > 1 else None,
             "per_seed": [r["accuracy"] for r in picked], "nfe": mean(r["nfe"] for r in picked),
             "task_val_nelbo": loss["mean"], "task_val_nelbo_sd": loss["sd"], "task_val_nelbo_min": loss["min"],
-            "explore_best_setting": f"{best_on_test[0]} {best_on_test[1]}", "explore_best_accuracy": test_means[best_on_test],
+            "explore_best_setting": f"{best_on_test[0]} {best_on_test[1]}",
+            "explore_best_accuracy": test_means[best_on_test],
             "explore_ancestral": max((v for s, v in test_means.items() if s[0] == "ancestral"), default=None),
             "chosen_rows": picked}
 

@@ -175,7 +175,8 @@ class Study:
         (self.work / "evals").mkdir(parents=True, exist_ok=True)
         self.sh([sys.executable, "-m", "toolkit.evaluate", self.init_of(size, fam), "--metrics", "nelbo",
                  "--sequences", "32", "--mc-samples", "8", "--threads", str(self.a.threads),
-                 "--device", self.a.device, "--json", *self.evaluation_precision()], self.work / "evals" / f"pretrain-{size}-{fam}.json")
+                 "--device", self.a.device, "--json", *self.evaluation_precision()],
+                self.work / "evals" / f"pretrain-{size}-{fam}.json")
 
     # -- the task graph ---------------------------------------------------------------------
     def tasks(self) -> list[Task]:

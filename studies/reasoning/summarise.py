@@ -206,7 +206,8 @@ def _share(v) -> str:
 def tables(rows: list[dict], points: list[dict], verdict: dict) -> str:
     out = ["**Headline** (each point: the decoding setting chosen on the validation problems, then its test"
            " accuracy; mean ± sd over the training seeds, [95% t-interval over the seeds]):", "",
-           "| size | family | fine-tuning steps | FLOPs | passes over training rows | seeds | setting (chosen on validation)"
+           "| size | family | fine-tuning steps | FLOPs | passes over training rows | seeds "
+           "| setting (chosen on validation)"
            " | validation accuracy | **test accuracy** | seed range | per seed | task val NELBO (mean ± sd) "
            "| first line right | line 2 uses line 1 | probe: from given / true |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -227,7 +228,7 @@ def tables(rows: list[dict], points: list[dict], verdict: dict) -> str:
         reach = "".join(f" {'not reached' if f is None else f'{f:.2g}'} |" for f in v["reach"].values())
         out.append(f"| {size} | {LABELS[fam]} | {b['params'] / 1e6:.2f}M ({b['params_no_embedding'] / 1e6:.2f}M) | {pre} |"
                    f" **{v['state']}**: {v['why']} |{reach}")
-    settings = list(dict.fromkeys((r["sampler"], r["steps"]) for r in sorted(rows, key=lambda r: (r["sampler"], r["steps"]))))
+    settings = sorted({(r["sampler"], r["steps"]) for r in rows})
     out += ["", "**Exploration, not the headline**: every setting's test accuracy (seed mean). Picking the best of"
             " these on the test problems themselves is biased upward; the headline uses the setting chosen on"
             " validation.", "",
@@ -267,7 +268,8 @@ def reading(points: list[dict], verdict: dict) -> str:
         common = max(set.intersection(*({p["budget_steps"] for p in mine if p["family"] == f} for f in fams)))
         at = [p for p in mine if p["budget_steps"] == common]
         if len(at) > 1:
-            resolved = "" if " ≈ " not in ordering(at) else " (≈: t-intervals overlap, the order is not resolved at this scale)"
+            resolved = "" if " ≈ " not in ordering(at) else \
+                " (≈: t-intervals overlap, the order is not resolved at this scale)"
             lines.append(f"- **{size}**: at {common} steps, the highest rung every family ran, the seed means order the"
                          f" families {ordering(at)}{resolved}.")
             by_ppl = sorted((p for p in at if p["pretrain_val_nelbo"] is not None), key=lambda p: p["pretrain_val_nelbo"])
