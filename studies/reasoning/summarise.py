@@ -1,8 +1,9 @@
 """Tables and figure of the reasoning study from its work folder: results.csv (one row per size,
 family, budget, seed, split, strategy and step count), ladder.csv (one row per point: the setting
 chosen on validation and its test accuracy over seeds), results.md, accuracy.png, study.json (the
-settings, for reproduce.sh); the README tables between the `<!-- results -->` (study) and
-`<!-- study -->` (project) markers are regenerated too. No hand-written number goes in.
+settings, for reproduce.sh); the tables between the `<!-- results -->` (the study's README) and
+`<!-- study -->` (docs/finetuning.md, or the project README) markers are regenerated too. No
+hand-written number goes in.
 """
 from __future__ import annotations
 
@@ -428,8 +429,12 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
         text = re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, readme.read_text(), flags=re.S)
         found = f"<!-- reading -->\n{reading(points, verdict)}\n<!-- /reading -->"
         readme.write_text(re.sub(r"<!-- reading -->.*<!-- /reading -->", lambda _: found, text, flags=re.S))
-        top = here.parent.parent / "README.md"   # the project README states the findings with the figure
-        block = (f"<!-- study -->\n{reading(points, verdict)}\n\n![reasoning study: accuracy and task NELBO vs fine-tuning"
-                 f" FLOPs, accuracy vs NFE](studies/reasoning/accuracy.png)\n<!-- /study -->")
-        top.write_text(re.sub(r"<!-- study -->.*<!-- /study -->", lambda _: block, top.read_text(), flags=re.S))
+        root = here.parent.parent   # the project's docs state the findings with the figure, wherever the block is
+        for top in (root / "docs" / "finetuning.md", root / "README.md"):
+            if top.is_file() and "<!-- study -->" in top.read_text():
+                figure = Path("..") / "studies" if top.parent != root else Path("studies")
+                block = (f"<!-- study -->\n{reading(points, verdict)}\n\n![reasoning study: test accuracy and task NELBO"
+                         f" vs fine-tuning FLOPs]({figure / 'reasoning' / 'accuracy.png'})\n<!-- /study -->")
+                top.write_text(re.sub(r"<!-- study -->.*<!-- /study -->", lambda _: block, top.read_text(), flags=re.S))
+                break
     return md
