@@ -316,6 +316,22 @@ def rungs_run(points: list[dict]) -> str:
     return "; ".join(out)
 
 
+def compute_spent(work: Path, points: list[dict]) -> str:
+    """The wall time of the tasks behind the tables (each finished task's marker holds its seconds)."""
+    minutes: dict[str, float] = {}
+    for p in points:
+        for seed in p["seeds"].split(","):
+            name = f"{p['size']}-{p['family']}-{p['budget_steps']}-s{seed}"
+            for kind in ("finetune", "validate", "evaluate", "probe"):
+                marker = work / "done" / f"{kind}-{name}"
+                seconds = marker.read_text().split() if marker.is_file() else []
+                if seconds:
+                    minutes[kind] = minutes.get(kind, 0.0) + float(seconds[0]) / 60
+    parts = ", ".join(f"{kind} {m:.0f}" for kind, m in minutes.items())
+    return (f"Compute: {sum(minutes.values()) / 60:.1f} h of task wall time behind these tables ({parts} min; a rung's"
+            " fine-tuning time counts only the steps since the previous rung).")
+
+
 def majority_baseline(work: Path) -> str:
     """Always answering the training split's most frequent result: a floor to beat."""
     task = next((work / "data").iterdir())
@@ -414,7 +430,7 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
     write_csv(here / "results.csv", rows)
     write_csv(here / "ladder.csv", points)
     (here / "study.json").write_text(json.dumps({k: settings[k] for k in REPRODUCE if k in settings}, indent=1) + "\n")
-    md = tables(rows, points, verdict) + "\n\n" + majority_baseline(work) + "\n"
+    md = f"{tables(rows, points, verdict)}\n\n{majority_baseline(work)}\n\n{compute_spent(work, points)}\n"
     if pending:
         md += f"\nPoints still running, left out of the tables until every seed is scored: {'; '.join(pending)}.\n"
     (here / "results.md").write_text(md)
