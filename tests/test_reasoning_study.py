@@ -17,7 +17,7 @@ STUDY = ROOT / "studies" / "reasoning"
 def run_study(*args, script="study.py"):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable}
     cmd = ["bash", str(STUDY / script), *args] if script.endswith(".sh") else [sys.executable, str(STUDY / script), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
