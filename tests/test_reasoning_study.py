@@ -1,5 +1,6 @@
 """The reasoning study end to end on a tiny ladder (the committed study's code path, seconds not hours):
-pre-training a size, climbing the ladder, a run directory per rung, evaluation, resume, the summary."""
+pre-training a size, climbing the ladder with several seeds, a run directory per rung and seed, evaluation
+on validation and test, resume, the summary, and reproduce.sh re-running a point."""
 import csv
 import json
 import os
@@ -16,41 +17,52 @@ STUDY = ROOT / "studies" / "reasoning"
 def run_study(*args, script="study.py"):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable}
     cmd = ["bash", str(STUDY / script), *args] if script.endswith(".sh") else [sys.executable, str(STUDY / script), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
-def test_tiny_ladder_runs_end_to_end_and_resumes(tmp_path):
+def test_tiny_ladder_runs_end_to_end_with_seeds_and_resumes(tmp_path):
     work = tmp_path / "work"
-    r = run_study("--profile", "tiny", "--work", str(work), "--families", "mdlm,duo", "--sizes", "tiny")
+    args = ("--profile", "tiny", "--work", str(work), "--families", "mdlm,duo", "--sizes", "tiny", "--seeds", "0,1")
+    r = run_study(*args)
     assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
     rows = list(csv.DictReader(open(work / "results.csv")))
     ladder = list(csv.DictReader(open(work / "ladder.csv")))
-    assert {(x["family"], x["budget_steps"]) for x in ladder} == {(f, b) for f in ("mdlm", "duo") for b in ("4", "8")}
-    # MDLM is scored with every strategy it supports, Duo with its only one.
+    assert {(x["family"], x["budget_steps"], x["seeds"]) for x in ladder} == {(f, b, "0,1") for f in ("mdlm", "duo")
+                                                                                for b in ("4", "8")}
+    # every row says its seed, split and precision; MDLM is scored with every strategy it supports, Duo with its only one
+    assert {(x["seed"], x["split"], x["precision"]) for x in rows} == {(s, p, "fp32") for s in "01"
+                                                                      for p in ("test", "validation")}
     assert {x["sampler"] for x in rows if x["family"] == "mdlm"} == {"ancestral", "confidence", "block"}
     assert {x["sampler"] for x in rows if x["family"] == "duo"} == {"ancestral"}
     for fam in ("mdlm", "duo"):
-        # One run climbs the ladder at a constant cost per step: rung 8 holds twice rung 4's FLOPs,
+        # One run per seed climbs the ladder at a constant cost per step: rung 8 holds twice rung 4's FLOPs,
         # and each rung is its own complete run directory stopped at its budget.
         flops = {int(x["budget_steps"]): float(x["finetune_flops"]) for x in ladder if x["family"] == fam}
         assert flops[8] == pytest.approx(2 * flops[4])
-        for budget in (4, 8):
-            point = work / "points" / f"tiny-{fam}-{budget}"
-            steps = [json.loads(line)["step"] for line in (point / "metrics.jsonl").read_text().splitlines()]
-            assert max(steps) == budget and (point / "checkpoint").is_dir()
-        config = json.loads((work / "runs" / f"tiny-{fam}" / "config.json").read_text())
-        assert config["optim"]["min_lr_ratio"] == 1.0   # constant LR: a rung is what its budget alone gives
-        assert config["train"]["init"] == str(work / "pretrain" / f"tiny-{fam}")   # the size pre-trained here
+        losses = set()
+        for seed in (0, 1):
+            for budget in (4, 8):
+                point = work / "points" / f"tiny-{fam}-{budget}-s{seed}"
+                steps = [json.loads(line)["step"] for line in (point / "metrics.jsonl").read_text().splitlines()]
+                assert max(steps) == budget and (point / "checkpoint").is_dir()
+            config = json.loads((work / "runs" / f"tiny-{fam}-s{seed}" / "config.json").read_text())
+            assert config["optim"]["min_lr_ratio"] == 1.0   # constant LR: a rung is what its budget alone gives
+            assert config["train"]["init"] == str(work / "pretrain" / f"tiny-{fam}")   # the size pre-trained here
+            assert (config["train"]["seed"], config["train"]["precision"]) == (seed, "fp32")
+            losses.add(next(x["task_val_nelbo"] for x in rows if x["family"] == fam and x["seed"] == str(seed)))
+        assert len(losses) == 2   # the seeds give different runs
     assert (work / "accuracy.png").stat().st_size > 10_000
+    assert json.loads((work / "study.json").read_text())["seeds"] == [0, 1]
     # Resume: a finished study has nothing left to do; a lost marker reruns just that task.
-    (work / "done" / "evaluate-tiny-mdlm-8").unlink()
-    r = run_study("--profile", "tiny", "--work", str(work), "--families", "mdlm,duo", "--sizes", "tiny")
+    (work / "done" / "evaluate-tiny-mdlm-8-s1").unlink()
+    r = run_study(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     ran = [line for line in r.stdout.splitlines() if "] done " in line]
-    assert len(ran) == 1 and "evaluate-tiny-mdlm-8" in ran[0]
+    assert len(ran) == 1 and "evaluate-tiny-mdlm-8-s1" in ran[0]
     # Continuing a family still rising: one more rung for MDLM alone; the settings keep both invocations.
-    r = run_study("--profile", "tiny", "--work", str(work), "--families", "mdlm", "--sizes", "tiny", "--budgets", "12")
+    r = run_study("--profile", "tiny", "--work", str(work), "--families", "mdlm", "--sizes", "tiny", "--budgets", "12",
+                  "--seeds", "0,1", "--no-probe")
     assert r.returncode == 0, r.stderr[-2000:]
     settings = json.loads((work / "settings.json").read_text())
     assert settings["sizes"]["tiny"][1] == [4, 8, 12] and settings["families"] == ["mdlm", "duo"]
@@ -58,6 +70,37 @@ def test_tiny_ladder_runs_end_to_end_and_resumes(tmp_path):
     ladder = list(csv.DictReader(open(work / "ladder.csv")))
     assert sorted(int(x["budget_steps"]) for x in ladder if x["family"] == "mdlm") == [4, 8, 12]
     assert sorted(int(x["budget_steps"]) for x in ladder if x["family"] == "duo") == [4, 8]
+
+
+def test_reproduce_reruns_a_committed_point_with_its_seeds(tmp_path):
+    """The tiny version of reproduce.sh: a two-rung study is 'committed', then its top point is re-trained
+    straight to its budget and re-evaluated in a fresh folder; same seeds, same machine: identical."""
+    committed = tmp_path / "committed"
+    r = run_study("--profile", "tiny", "--work", str(committed), "--families", "mdlm", "--sizes", "demo",
+                  "--budgets", "2,4", "--seeds", "0,1", "--parallel", "1", "--no-probe", "--samplers", "ancestral")
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    r = run_study("demo-mdlm-4", "--results", str(committed), "--work", str(tmp_path / "rerun"), script="reproduce.sh")
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    report = r.stdout.splitlines()
+    committed_line = next(x for x in report if x.startswith("committed"))
+    rerun_line = next(x for x in report if x.startswith("re-run "))
+    assert committed_line.split(None, 1)[1] == rerun_line.split(None, 1)[1]   # accuracy, seeds and task loss alike
+    assert "INSIDE the committed seed range" in report[-1]
+    r = run_study("demo-mdlm-99", "--results", str(committed), script="reproduce.sh")
+    assert r.returncode != 0 and "no committed point 'demo-mdlm-99'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_reproduce_verdict_is_the_committed_seed_range():
+    sys.path[:0] = [str(STUDY)]
+    try:
+        from reproduce import compare
+    finally:
+        del sys.path[:1]
+    committed = {"accuracy": 0.5, "accuracy_sd": 0.05, "accuracy_min": 0.45, "accuracy_max": 0.56, "seeds": "0,1,2",
+                 "per_seed": "0.45;0.49;0.56", "sampler": "confidence", "steps": 32, "task_val_nelbo": 0.05}
+    assert compare(committed, {**committed, "accuracy": 0.55})[0]
+    inside, report = compare(committed, {**committed, "accuracy": 0.40})
+    assert not inside and "OUTSIDE the committed seed range [45.0%, 56.0%]" in report
 
 
 @pytest.mark.slow
@@ -88,12 +131,13 @@ def test_a_continued_study_keeps_its_settings_and_reports_the_rungs_that_ran(tmp
     finally:
         del sys.path[:1]
     base = {"work": str(tmp_path), "task": "arith", "lr": 2e-3, "batch_size": 32, "families": ["ar", "mdlm"],
-            "sizes": {"demo": [None, [500, 1000]], "large": ["cpu-m", [100]]}}
+            "sizes": {"demo": [None, [500, 1000]], "large": ["cpu-m", [100]]}, "seeds": [0, 1, 2]}
     first = merged_settings(None, base)
     more = merged_settings(first, {**base, "families": ["mdlm"], "sizes": {"demo": [None, [1000, 2000]]}})
     assert more["sizes"] == {"demo": [None, [500, 1000, 2000]], "large": ["cpu-m", [100]]}
     assert more["families"] == ["ar", "mdlm"] and len(more["invocations"]) == 2
-    assert more["invocations"][1] == {"families": ["mdlm"], "sizes": {"demo": [1000, 2000]}}
+    assert more["invocations"][1] == {"families": ["mdlm"], "sizes": {"demo": [1000, 2000]}, "seeds": [0, 1, 2]}
+    assert merged_settings(more, {**base, "seeds": [3]})["seeds"] == [0, 1, 2, 3]   # more seeds: more runs, same study
     assert merged_settings(more, {**base, "families": ["mdlm"], "sizes": {"demo": [None, [1000, 2000]]}}) == more
     with pytest.raises(SystemExit, match=r"other settings \(lr: 0.002 -> 0.001\)"):
         merged_settings(more, {**base, "lr": 1e-3})

@@ -1,11 +1,15 @@
 """The reasoning study: accuracy against fine-tuning compute, per family and model size.
 
 Every family (AR, MDLM, Duo, Eso-LM) at every model size is fine-tuned on the toy arithmetic task
-along a ladder of step budgets and evaluated at every rung. One fine-tuning run per (size, family)
-climbs the ladder: the learning rate is constant after a fixed warm-up, so the run stopped at a
-budget is exactly the run that budget alone would give, and a copy of the run directory at each
-rung (`points/SIZE-FAMILY-STEPS`) is that point's own run directory. Sizes other than the demo
-one are first pre-trained here with the demo models' recipe (training/recipes/demo-*.yaml).
+(held out by content: toolkit/data/arithmetic.py) along a ladder of step budgets, with several
+training seeds (data order, noise draws), and evaluated at every rung on the validation problems
+(to choose the decoding setting) and on the test problems. One fine-tuning run per (size, family,
+seed) climbs the ladder: the learning rate is constant after a fixed warm-up, so the run stopped at
+a budget is exactly the run that budget alone would give, and a copy of the run directory at each
+rung (`points/SIZE-FAMILY-STEPS-sSEED`) is that point's own run directory. Training runs at the pinned
+`--precision` (fp32), and evaluation too where toolkit.evaluate has the flag, so the study does not
+change with the CPU's bf16 support. Sizes other than the demo one are first pre-trained here with the
+demo models' recipe (training/recipes/demo-*.yaml).
 
 Work is a graph of tasks (pre-train, fine-tune to a rung, evaluate a rung) run by `--parallel`
 workers, cheapest rungs first, so a study cut short still has every family at its lower rungs.
@@ -19,6 +23,7 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,18 +39,20 @@ FAMILIES = ("ar", "mdlm", "duo", "esolm")
 # Profiles: the committed CPU study, the same ladder at a larger size on one GPU, and a tiny
 # end-to-end run for the tests. A size maps to (a model preset pre-trained here, or None for the
 # embedded demo model of each family; its ladder of fine-tuning step budgets). The larger CPU
-# size's ladder is lower: it costs ~4x more per step; rungs run cheapest first.
+# size's ladder is lower: it costs ~4x more per step. Rungs run cheapest first, then seed by seed, each
+# point evaluated as soon as it is trained, so a study cut short has whole points at its lower rungs.
 PROFILES = {
-    "cpu": dict(sizes={"demo": (None, "500,1000,1500,2000,3000,4000,6000,8000"),
-                      "large": ("cpu-m", "100,200,300,400,600,800,1200")},
-                train_problems=128000, test_problems=300, steps="8,32", parallel=2, device="cpu", threads=1,
-                eval_every=250, pretrain=["stop_at=1200"], train=[]),   # the recipe's first 3/8: see the README
-    "gpu": dict(sizes={"gpu-19M": ("19M", "500,1000,2000,4000")}, train_problems=128000,
-                test_problems=300, steps="8,32", parallel=4, device="cuda", threads=0, eval_every=250,
+    "cpu": dict(sizes={"demo": (None, "500,1000"), "large": ("cpu-m", "100,200")},
+                train_problems=128000, test_problems=300, validation_problems=200, seeds="0,1,2", steps="8,32",
+                parallel=1, device="cpu", threads=1, eval_every=250, precision="fp32",
+                pretrain=["stop_at=1200"], train=[]),   # the recipe's first 3/8: see the README
+    "gpu": dict(sizes={"gpu-19M": ("19M", "500,1000,2000,4000")}, train_problems=128000, test_problems=300,
+                validation_problems=200, seeds="0,1,2", steps="8,32", parallel=4, device="cuda", threads=0,
+                eval_every=250, precision="fp32",
                 pretrain=["compile=false"], train=["compile=false"]),   # compiling each rung would cost more than it saves
     "tiny": dict(sizes={"demo": (None, "4,8"), "tiny": ("cpu-4xs", "4,8")}, train_problems=400, test_problems=6,
-                 steps="4", parallel=2, device="cpu", threads=1, eval_every=4,
-                 pretrain=["max_steps=6", "eval_every=3", "save_every=6", "log_every=3"], train=[]),
+                 validation_problems=6, seeds="0,1,2", steps="4", parallel=2, device="cpu", threads=1, eval_every=4,
+                 precision="fp32", pretrain=["max_steps=6", "eval_every=3", "save_every=6", "log_every=3"], train=[]),
 }
 
 
@@ -66,6 +73,7 @@ class Study:
     def __init__(self, a):
         self.a, self.work = a, Path(a.work)
         self.data = self.work / "data" / a.task
+        self._evaluate_has_precision: bool | None = None
 
     # -- commands ---------------------------------------------------------------------------
     def sh(self, cmd: list[str], out: Path | None = None, nice: int = 0) -> None:
@@ -78,11 +86,22 @@ class Study:
             raise RuntimeError(f"exit {r.returncode}: {' '.join(cmd)}\n{r.stderr[-1500:]}")
 
     def common(self) -> list[str]:
-        return [f"threads={self.a.threads}", f"device={self.a.device}", "progress=false", "resume=true"]
+        return [f"threads={self.a.threads}", f"device={self.a.device}", f"precision={self.a.precision}",
+                "progress=false", "resume=true"]
+
+    def evaluation_precision(self) -> list[str]:
+        """`--precision` for toolkit.evaluate where this checkout's evaluate has the flag (older ones
+        score at `auto`, which is fp32 on a CPU without native bf16)."""
+        if self._evaluate_has_precision is None:
+            r = subprocess.run([sys.executable, "-m", "toolkit.evaluate", "--help"], cwd=ROOT, capture_output=True,
+                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            self._evaluate_has_precision = "--precision" in r.stdout
+        return ["--precision", self.a.precision] if self._evaluate_has_precision else []
 
     def make_data(self) -> None:
         self.sh([sys.executable, "-m", "toolkit.data.arithmetic", str(self.data), "--task", self.a.task,
-                 "--train", str(self.a.train_problems), "--test", str(self.a.test_problems)])
+                 "--train", str(self.a.train_problems), "--test", str(self.a.test_problems),
+                 "--validation", str(self.a.validation_problems), "--holdout", self.a.holdout])
 
     def make_probe(self) -> None:
         """probe.jsonl: each test problem with its first worked line given, true (control) and with its
@@ -110,20 +129,17 @@ class Study:
         self.sh([sys.executable, "-m", "training.train", f"config=training/recipes/demo-{fam}.yaml",
                  f"model={self.a.sizes[size][0]}", f"out={self.init_of(size, fam)}", *self.common(), *self.a.pretrain])
 
-    def finetune(self, size: str, fam: str, budget: int) -> None:
-        run = self.work / "runs" / f"{size}-{fam}"
+    def finetune(self, size: str, fam: str, budget: int, seed: int) -> None:
+        run = self.work / "runs" / f"{size}-{fam}-s{seed}"
         a = self.a
         self.sh([sys.executable, "-m", "training.finetune", f"init={self.init_of(size, fam)}",
-                 f"data={self.data / 'train.jsonl'}", f"out={run}", f"max_steps={budget}",
+                 f"data={self.data / 'train.jsonl'}", f"out={run}", f"max_steps={budget}", f"seed={seed}",
                  f"batch_size={a.batch_size}", f"seq_len={a.seq_len}", f"lr={a.lr}", f"warmup_steps={a.warmup}",
                  "min_lr_ratio=1.0", f"eval_every={a.eval_every}", "eval_batches=12", f"log_every={a.eval_every}",
                  f"save_every={budget}", *self.common(), *a.train], nice=self.nice(size))
-        point = self.point(size, fam, budget)
+        point = self.work / "points" / point_name(size, fam, budget, seed)
         shutil.rmtree(point, ignore_errors=True)
         shutil.copytree(run, point, ignore=shutil.ignore_patterns("*.tmp", "*.old"))
-
-    def point(self, size: str, fam: str, budget: int) -> Path:
-        return self.work / "points" / f"{size}-{fam}-{budget}"
 
     def samplers(self, fam: str) -> list[str]:
         """The requested strategies this family supports (the registry answers, not a list here)."""
@@ -132,32 +148,35 @@ class Study:
         family = toolkit.load(fam).family
         return [s for s in self.a.samplers.split(",") if s in supported(family)]
 
-    def evaluate(self, size: str, fam: str, budget: int) -> None:
-        name = f"{size}-{fam}-{budget}"
+    def evaluate(self, name: str, split: str) -> None:
+        """Every supported setting (strategy x steps) of point `name` on the test or validation problems:
+        evals/[validation-]NAME.json (the validation scores choose the setting reported on the test)."""
+        fam = POINT.fullmatch(name)["family"]
+        prefix, problems = ("", self.a.test_problems) if split == "test" else ("validation-", self.a.validation_problems)
         spec = [x for s in self.samplers(fam) for x in ("--sampler", s)]
         (self.work / "evals").mkdir(parents=True, exist_ok=True)
-        self.sh([sys.executable, "-m", "toolkit.evaluate", str(self.point(size, fam, budget)),
-                 "--task", str(self.data / "test.jsonl"), "--problems", str(self.a.test_problems),
+        self.sh([sys.executable, "-m", "toolkit.evaluate", str(self.work / "points" / name),
+                 "--task", str(self.data / f"{split}.jsonl"), "--problems", str(problems),
                  "--steps", self.a.steps, "--temperature", "0", "--length", str(self.a.seq_len), "--batch-size", "64",
                  "--threads", str(self.a.threads), "--device", self.a.device, "--json", *spec,
-                 "--generations", str(self.work / "generations" / f"{name}.jsonl")],
-                self.work / "evals" / f"{name}.json", nice=self.nice(size))
+                 *self.evaluation_precision(), "--generations", str(self.work / "generations" / f"{prefix}{name}.jsonl")],
+                self.work / "evals" / f"{prefix}{name}.json", nice=self.nice(POINT.fullmatch(name)["size"]))
 
-    def probe(self, size: str, fam: str, budget: int) -> None:
-        name = f"{size}-{fam}-{budget}"
+    def probe(self, name: str) -> None:
         (self.work / "evals").mkdir(parents=True, exist_ok=True)
-        self.sh([sys.executable, "-m", "toolkit.evaluate", str(self.point(size, fam, budget)),
+        self.sh([sys.executable, "-m", "toolkit.evaluate", str(self.work / "points" / name),
                  "--task", str(self.data / "probe.jsonl"), "--problems", "0", "--steps", self.a.steps.split(",")[-1],
                  "--temperature", "0", "--length", str(self.a.seq_len), "--batch-size", "64",
-                 "--threads", str(self.a.threads), "--device", self.a.device, "--json",
+                 "--threads", str(self.a.threads), "--device", self.a.device, "--json", *self.evaluation_precision(),
                  "--generations", str(self.work / "generations" / f"probe-{name}.jsonl")],
-                self.work / "evals" / f"probe-{name}.json", nice=self.nice(size))
+                self.work / "evals" / f"probe-{name}.json", nice=self.nice(POINT.fullmatch(name)["size"]))
 
     def pretrain_nelbo(self, size: str, fam: str) -> None:
         (self.work / "evals").mkdir(parents=True, exist_ok=True)
         self.sh([sys.executable, "-m", "toolkit.evaluate", self.init_of(size, fam), "--metrics", "nelbo",
                  "--sequences", "32", "--mc-samples", "8", "--threads", str(self.a.threads),
-                 "--device", self.a.device, "--json"], self.work / "evals" / f"pretrain-{size}-{fam}.json")
+                 "--device", self.a.device, "--json", *self.evaluation_precision()],
+                self.work / "evals" / f"pretrain-{size}-{fam}.json")
 
     # -- the task graph ---------------------------------------------------------------------
     def tasks(self) -> list[Task]:
@@ -174,16 +193,20 @@ class Study:
                     base = [f"pretrain-{key}"]
                 out.append(Task(f"pretrain-nelbo-{key}", lambda s=size, f=fam: self.pretrain_nelbo(s, f), base,
                                 (99, si, fi)))
-                previous = base
-                for k, budget in enumerate(budgets):
-                    ft = f"finetune-{key}-{budget}"
-                    out.append(Task(ft, lambda s=size, f=fam, b=budget: self.finetune(s, f, b), previous,
-                                    (k, si, fi), self.work / "runs" / key))
-                    out.append(Task(f"evaluate-{key}-{budget}", lambda s=size, f=fam, b=budget: self.evaluate(s, f, b),
-                                    [ft], (k + 0.25, si, fi)))
-                    out.append(Task(f"probe-{key}-{budget}", lambda s=size, f=fam, b=budget: self.probe(s, f, b),
-                                    [ft], (k + 0.3, si, fi)))
-                    previous = [ft]
+                for seed in a.seeds:
+                    previous = base
+                    for k, budget in enumerate(budgets):
+                        name = point_name(size, fam, budget, seed)
+                        ft = f"finetune-{name}"
+                        out.append(Task(ft, lambda s=size, f=fam, b=budget, r=seed: self.finetune(s, f, b, r), previous,
+                                        (k, seed, si, fi, 0), self.work / "runs" / f"{key}-s{seed}"))
+                        out.append(Task(f"validate-{name}", lambda n=name: self.evaluate(n, "validation"), [ft],
+                                        (k, seed, si, fi, 1)))
+                        out.append(Task(f"evaluate-{name}", lambda n=name: self.evaluate(n, "test"), [ft],
+                                        (k, seed, si, fi, 2)))
+                        if a.probe:
+                            out.append(Task(f"probe-{name}", lambda n=name: self.probe(n), [ft], (k, seed, si, fi, 3)))
+                        previous = [ft]
         return out
 
     def run_all(self) -> bool:
@@ -253,6 +276,14 @@ class Study:
         return True
 
 
+POINT = re.compile(r"(?P<size>.+)-(?P<family>[a-z]+)-(?P<budget>\d+)-s(?P<seed>\d+)")
+
+
+def point_name(size: str, fam: str, budget: int, seed: int) -> str:
+    """A point's run directory, evaluation and generation name: one per (size, family, budget, seed)."""
+    return f"{size}-{fam}-{budget}-s{seed}"
+
+
 def trainer_running(run: Path) -> bool:
     """Does another process hold this run's trainer lock (`RUN/.lock`, taken by every trainer)?"""
     lock = run / ".lock"
@@ -286,6 +317,15 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--train-problems", type=int, default=None)
     ap.add_argument("--test-problems", type=int, default=None)
+    ap.add_argument("--validation-problems", type=int, default=None,
+                    help="held-out problems (disjoint from the test's) that choose each point's decoding setting")
+    ap.add_argument("--holdout", default="content", choices=("content", "surface"),
+                    help="content: whole numbers-and-operations tuples held out (default); surface: only questions")
+    ap.add_argument("--seeds", default=None, help="training seeds per point, comma list (default 0,1,2)")
+    ap.add_argument("--precision", default=None, choices=("fp32", "bf16", "auto"),
+                    help="training and evaluation precision (default fp32: the same study on every CPU)")
+    ap.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run the given-first-line probe at every point (default on)")
     ap.add_argument("--parallel", type=int, default=None, help="tasks at a time")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the profile's)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per task (0: torch's default)")
@@ -311,19 +351,25 @@ def parse_args(argv=None):
     if unknown:
         raise SystemExit(f"unknown families {unknown} (known: {', '.join(FAMILIES)})")
     a.steps = str(a.steps)
+    try:
+        a.seeds = sorted({int(x) for x in str(a.seeds).split(",")})
+    except ValueError:
+        raise SystemExit(f"error: --seeds takes a comma list of integers (got {a.seeds!r})") from None
     if a.results is None:
         a.results = str(HERE) if a.profile == "cpu" and Path(a.work) == HERE / "work" else a.work
     return a
 
 
 # what makes two invocations one study: the data, the recipe and the evaluation
-SHARED = ("task", "train_problems", "test_problems", "batch_size", "seq_len", "lr", "warmup", "steps", "samplers")
+SHARED = ("task", "train_problems", "test_problems", "validation_problems", "holdout", "batch_size", "seq_len", "lr",
+          "warmup", "steps", "samplers", "precision")
 
 
 def merged_settings(before: dict | None, now: dict) -> dict:
     """The work folder's settings after one more invocation: a later one may add families or rungs
     (continuing the families still rising) but not change what a point means; each is recorded."""
-    invocation = {"families": now["families"], "sizes": {s: b for s, (_, b) in now["sizes"].items()}}
+    invocation = {"families": now["families"], "sizes": {s: b for s, (_, b) in now["sizes"].items()},
+                  **({"seeds": now["seeds"]} if "seeds" in now else {})}
     if before is None:
         return {**now, "invocations": [invocation]}
     changed = [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in SHARED if k in before and before[k] != now[k]]
@@ -334,9 +380,10 @@ def merged_settings(before: dict | None, now: dict) -> dict:
     for s, (preset, budgets) in now["sizes"].items():
         sizes[s] = [preset, sorted(set(sizes.get(s, [preset, []])[1]) | set(budgets))]
     families = before["families"] + [f for f in now["families"] if f not in before["families"]]
+    seeds = sorted(set(before.get("seeds", [])) | set(now.get("seeds", [])))
     invocations = before.get("invocations", [{"families": before["families"],
                                              "sizes": {s: b for s, (_, b) in before["sizes"].items()}}])
-    return {**before, "families": families, "sizes": sizes,
+    return {**before, "families": families, "sizes": sizes, **({"seeds": seeds} if seeds else {}),
             "invocations": invocations + ([invocation] if invocation not in invocations else [])}   # a resume adds none
 
 

@@ -1,21 +1,28 @@
 """Tables and figure of the reasoning study from its work folder: results.csv (one row per size,
-family, budget, strategy and step count), results.md, ladder.csv (one row per size, family and
-budget: its best setting), accuracy.png; the tables between the `<!-- results -->` (the study's README)
-and `<!-- study -->` (docs/finetuning.md) markers are regenerated too. No hand-written number goes in.
+family, budget, seed, split, strategy and step count), ladder.csv (one row per point: the setting
+chosen on validation and its test accuracy over seeds), results.md, accuracy.png, study.json (the
+settings, for reproduce.sh); the tables between the `<!-- results -->` (the study's README) and
+`<!-- study -->` (docs/finetuning.md, or the project README) markers are regenerated too. No
+hand-written number goes in.
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
+from statistics import mean
+
+from seed_stats import ladder_verdict, overlap, point_summary   # same folder
 
 LABELS = {"ar": "AR", "mdlm": "MDLM", "duo": "Duo", "esolm": "Eso-LM"}
 COLORS = {"ar": "#222222", "mdlm": "#1f77b4", "duo": "#d62728", "esolm": "#2ca02c"}
 THRESHOLDS = (0.25, 0.5, 0.75)
 WORK_LINE = re.compile(r"(\d+) [-+*] (\d+) = (\d+)")
-POINT = re.compile(r"(?P<size>.+)-(?P<family>[a-z]+)-(?P<budget>\d+)")
+POINT = re.compile(r"(?P<size>.+)-(?P<family>[a-z]+)-(?P<budget>\d+)-s(?P<seed>\d+)")
+SPLITS = {"test": ("", "evaluate"), "validation": ("validation-", "validate")}   # file prefix, task kind
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -80,165 +87,216 @@ def probe_shape(work: Path, name: str) -> dict:
             "probe_from_true": round(from_true / shifted, 3)}
 
 
+def training_rows(work: Path, run_config: dict) -> int:
+    """Rows the trainer trains on: train.jsonl less its every-50th-row validation share (toolkit/data/pairs.py)."""
+    from toolkit.data.pairs import SPLIT_PERIOD
+    n = sum(1 for _ in open(work / "data" / run_config["data"]["data"].split("/")[-2] / "train.jsonl"))
+    n_val = max(1, math.ceil(SPLIT_PERIOD * run_config["data"]["val_fraction"]))
+    return sum(1 for i in range(n) if i % SPLIT_PERIOD < SPLIT_PERIOD - n_val)
+
+
 def collect(work: Path) -> list[dict]:
+    """One row per (size, family, budget, seed, split, strategy, steps) of every finished evaluation."""
     gold = {r["question"]: r["answer"].splitlines()
-            for task in (work / "data").iterdir() for r in read_jsonl(task / "test.jsonl")}
+            for task in (work / "data").iterdir() for split in SPLITS for r in read_jsonl(task / f"{split}.jsonl")}
     settings = json.loads((work / "settings.json").read_text())
     sizes = list(settings["sizes"])
-    train_rows = sum(1 for _ in open(next((work / "data").iterdir()) / "train.jsonl"))
     params: dict[tuple, tuple] = {}
     rows = []
-    for path in sorted((work / "evals").glob("*.json")):
-        m = POINT.fullmatch(path.stem)
-        if path.stem.startswith(("pretrain-", "probe-")) or not m or not (work / "done" / f"evaluate-{path.stem}").exists():
-            continue   # another kind of file, or an evaluation still running
-        size, fam, budget = m["size"], m["family"], int(m["budget"])
-        point = work / "points" / path.stem
-        record = metrics_at(point, budget)
-        pre_file = work / "evals" / f"pretrain-{size}-{fam}.json"
-        pre_done = (work / "done" / f"pretrain-nelbo-{size}-{fam}").exists()
-        pre = json.loads(pre_file.read_text())["nelbo"] if pre_done else {}
-        if (size, fam) not in params:
-            params[(size, fam)] = parameters(point)
-        seen = budget * settings["batch_size"]
-        generations = read_jsonl(work / "generations" / f"{path.stem}.jsonl")
-        probe = probe_shape(work, path.stem) if (work / "done" / f"probe-{path.stem}").exists() else probe_shape(work, "")
-        for r in json.loads(path.read_text())["accuracy"]:
-            mine = [g for g in generations if g["steps"] == r["steps"] and g["setting"].startswith(r["sampler"] + "|")]
-            rows.append({"size": size, "size_rank": sizes.index(size) if size in sizes else 99, "family": fam,
-                         "params": params[(size, fam)][0], "params_no_embedding": params[(size, fam)][1],
-                         "budget_steps": budget, "finetune_flops": record.get("flops"),
-                         "rows_seen": seen, "distinct_problems_seen": min(seen, train_rows),
-                         "sampler": r["sampler"], "steps": r["steps"], "nfe": round(r["nfe"], 2),
-                         "problems": r["problems"], "correct": r["correct"], "accuracy": round(r["accuracy"], 4),
-                         "ci_low": round(r["ci_low"], 4), "ci_high": round(r["ci_high"], 4), "unparsed": r["unparsed"],
-                         **generation_shape(mine, gold), **probe, "task_val_nelbo": record.get("val_nelbo"),
-                         "pretrain_val_nelbo": round(pre["nelbo"], 4) if pre else None,
-                         "pretrain_se": round(pre.get("se", 0.0), 4) if pre else None})
-    rows.sort(key=lambda r: (r["size_rank"], list(LABELS).index(r["family"]), r["budget_steps"], r["sampler"], r["steps"]))
+    for split, (prefix, kind) in SPLITS.items():
+        for path in sorted((work / "evals").glob(f"{prefix}*.json")):
+            name = path.stem[len(prefix):]
+            m = POINT.fullmatch(name)
+            if not m or not (work / "done" / f"{kind}-{name}").exists():
+                continue   # another kind of file, or an evaluation still running
+            size, fam, budget, seed = m["size"], m["family"], int(m["budget"]), int(m["seed"])
+            point = work / "points" / name
+            record = metrics_at(point, budget)
+            config = json.loads((point / "config.json").read_text())
+            pre_done = (work / "done" / f"pretrain-nelbo-{size}-{fam}").exists()
+            pre = json.loads((work / "evals" / f"pretrain-{size}-{fam}.json").read_text())["nelbo"] if pre_done else {}
+            if (size, fam) not in params:
+                params[(size, fam)] = parameters(point)
+            seen = budget * settings["batch_size"]
+            generations = read_jsonl(work / "generations" / f"{prefix}{name}.jsonl")
+            probe = probe_shape(work, name if (work / "done" / f"probe-{name}").exists() else "")
+            for r in json.loads(path.read_text())["accuracy"]:
+                mine = [g for g in generations if g["steps"] == r["steps"] and g["setting"].startswith(r["sampler"] + "|")]
+                rows.append({"size": size, "size_rank": sizes.index(size) if size in sizes else 99, "family": fam,
+                             "seed": seed, "precision": config["train"].get("precision", "auto"), "split": split,
+                             "params": params[(size, fam)][0], "params_no_embedding": params[(size, fam)][1],
+                             "budget_steps": budget, "finetune_flops": record.get("flops"), "rows_seen": seen,
+                             "passes_over_training_rows": round(seen / training_rows(work, config), 3),
+                             "sampler": r["sampler"], "steps": r["steps"], "nfe": round(r["nfe"], 2),
+                             "problems": r["problems"], "correct": r["correct"], "accuracy": round(r["accuracy"], 4),
+                             "ci_low": round(r["ci_low"], 4), "ci_high": round(r["ci_high"], 4), "unparsed": r["unparsed"],
+                             **generation_shape(mine, gold), **probe, "task_val_nelbo": record.get("val_nelbo"),
+                             "pretrain_val_nelbo": round(pre["nelbo"], 4) if pre else None,
+                             "pretrain_se": round(pre.get("se", 0.0), 4) if pre else None})
+    rows.sort(key=lambda r: (r["size_rank"], list(LABELS).index(r["family"]), r["budget_steps"], r["seed"],
+                             r["split"], r["sampler"], r["steps"]))
     return rows
 
 
-def ladder(rows: list[dict]) -> list[dict]:
-    """One row per (size, family, budget): its best setting (strategy, steps) and ancestral's best."""
-    out: dict[tuple, dict] = {}
-    ancestral: dict[tuple, float] = {}
+def ladder(rows: list[dict], seeds: list[int] | None = None) -> tuple[list[dict], list[str]]:
+    """One row per (size, family, budget) whose every seed (of `seeds`; None: any) is scored on both
+    splits: the setting chosen on validation, its test accuracy over seeds (mean, sd, range,
+    t-interval) and the exploration maxima; and the names of the points still incomplete."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (r["size"], r["family"], r["budget_steps"])
-        if key not in out or r["accuracy"] > out[key]["accuracy"]:
-            out[key] = dict(r)
-        if r["sampler"] == "ancestral":
-            ancestral[key] = max(ancestral.get(key, 0.0), r["accuracy"])
-    return [{**p, "ancestral_accuracy": ancestral.get(key, 0.0)} for key, p in out.items()]
+        groups.setdefault((r["size"], r["family"], r["budget_steps"]), []).append(r)
+    out, pending = [], []
+    for (size, fam, budget), rs in groups.items():
+        scored = set.intersection(*({r["seed"] for r in rs if r["split"] == split} for split in SPLITS))
+        if not scored or (seeds is not None and not set(seeds) <= scored):
+            pending.append(f"{size}-{fam}-{budget} (seeds scored: {','.join(map(str, sorted(scored))) or 'none'})")
+            continue
+        rs = [r for r in rs if seeds is None or r["seed"] in seeds]
+        summary = point_summary(rs)
+        chosen = summary.pop("chosen_rows")
+        shape = {k: _mean_or_none([r[k] for r in chosen]) for k in ("well_formed", "first_line_right", "copied_start",
+                                                                   "chained", "probe_line2_right", "probe_from_given",
+                                                                   "probe_from_true")}
+        first = chosen[0]
+        out.append({"size": size, "size_rank": first["size_rank"], "family": fam, "budget_steps": budget,
+                    "finetune_flops": first["finetune_flops"], "params": first["params"],
+                    "params_no_embedding": first["params_no_embedding"], "precision": first["precision"],
+                    "passes_over_training_rows": first["passes_over_training_rows"],
+                    "pretrain_val_nelbo": first["pretrain_val_nelbo"], "pretrain_se": first["pretrain_se"],
+                    **{k: _round(v) for k, v in summary.items()}, "seeds": ",".join(map(str, summary["seeds"])),
+                    "per_seed": ";".join(f"{x:.4f}" for x in summary["per_seed"]), **shape})
+    out.sort(key=lambda p: (p["size_rank"], list(LABELS).index(p["family"]), p["budget_steps"]))
+    return out, pending
+
+
+def _mean_or_none(values: list):
+    values = [v for v in values if v is not None]
+    return round(mean(values), 3) if values else None
+
+
+def _round(v):
+    return round(v, 4) if isinstance(v, float) else v
 
 
 def verdicts(points: list[dict]) -> dict[tuple, dict]:
-    """Per (size, family): plateau or not at the ladder's end, and the FLOPs to reach each threshold."""
+    """Per (size, family): the plateau rule at the ladder's end, and the FLOPs at which the seed mean
+    first reaches each threshold."""
     out = {}
     for key in dict.fromkeys((p["size"], p["family"]) for p in points):
         rs = sorted((p for p in points if (p["size"], p["family"]) == key), key=lambda p: p["budget_steps"])
-        last, prev = rs[-1], rs[-2] if len(rs) > 1 else None
-        if prev is None:
-            state = "one rung only"
-        elif last["accuracy"] > prev["ci_high"]:
-            state = f"still rising at {last['budget_steps']} steps, the last rung run"
-        elif last["task_val_nelbo"] < 0.95 * prev["task_val_nelbo"]:   # the loss still falls: not a plateau
-            state = (f"accuracy flat from {prev['budget_steps']} to {last['budget_steps']} steps (within its interval)"
-                     f" but task NELBO still falling ({prev['task_val_nelbo']:.3g} -> {last['task_val_nelbo']:.3g})")
-        else:
-            state = f"stopped rising: {last['budget_steps']} steps is within the interval of {prev['budget_steps']}"
-        reach = {}
-        for th in THRESHOLDS:
-            hit = next((p for p in rs if p["accuracy"] >= th), None)
-            reach[th] = hit["finetune_flops"] if hit else None
-        out[key] = {"state": state, "reach": reach, "best": max(rs, key=lambda p: p["accuracy"])}
+        state, why = ladder_verdict(rs)
+        reach = {th: next((p["finetune_flops"] for p in rs if p["accuracy"] >= th), None) for th in THRESHOLDS}
+        out[key] = {"state": state, "why": why, "reach": reach, "last": rs[-1]}
     return out
 
 
-def pct(r: dict) -> str:
-    return f"{r['accuracy']:.1%} [{r['ci_low']:.1%}, {r['ci_high']:.1%}]"
+def pct(p: dict) -> str:
+    """A point's test accuracy: seed mean ± sd [95% t-interval over seeds]."""
+    interval = "" if p["t_low"] is None else f" [{p['t_low']:.1%}, {p['t_high']:.1%}]"
+    return f"{p['accuracy']:.1%} ± {p['accuracy_sd']:.1%}{interval}"
 
 
-def setting(r: dict) -> str:
-    return "one per token" if r["family"] == "ar" else f"{r['sampler']} {r['steps']}"
+def setting(p: dict) -> str:
+    return f"{p['sampler']} {p['steps']}"
+
+
+def _share(v) -> str:
+    return "—" if v is None else f"{v:.0%}"
 
 
 def tables(rows: list[dict], points: list[dict], verdict: dict) -> str:
-    out = ["| size | family | fine-tuning steps | FLOPs | best accuracy (95% CI) | its setting (strategy, steps) "
-           "| NFE / problem | ancestral best | first line right | start copied | line 2 uses line 1 "
-           "| probe: line 2 right | probe: from given / true | task val NELBO |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["**Headline** (each point: the decoding setting chosen on the validation problems, then its test"
+           " accuracy; mean ± sd over the training seeds, [95% t-interval over the seeds]):", "",
+           "| size | family | fine-tuning steps | FLOPs | passes over training rows | seeds "
+           "| setting (chosen on validation)"
+           " | validation accuracy | **test accuracy** | seed range | per seed | task val NELBO (mean ± sd) "
+           "| first line right | line 2 uses line 1 | probe: from given / true |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
-        chained = "—" if p["chained"] is None else f"{p['chained']:.0%}"
         given = "—" if p["probe_from_given"] is None else f"{p['probe_from_given']:.0%} / {p['probe_from_true']:.0%}"
-        right = "—" if p["probe_line2_right"] is None else f"{p['probe_line2_right']:.0%}"
-        out.append(f"| {p['size']} | {LABELS[p['family']]} | {p['budget_steps']} | {p['finetune_flops']:.2g} | {pct(p)} | "
-                   f"{setting(p)} | {p['nfe']:g} | {p['ancestral_accuracy']:.1%} | {p['first_line_right']:.0%} | "
-                   f"{p['copied_start']:.0%} | {chained} | {right} | {given} | {p['task_val_nelbo']:.4g} |")
-    out += ["", "| size | family | parameters (without input embedding) | pre-training val NELBO | ladder verdict |"
-            + "".join(f" FLOPs to {th:.0%} |" for th in THRESHOLDS),
+        out.append(f"| {p['size']} | {LABELS[p['family']]} | {p['budget_steps']} | {p['finetune_flops']:.2g} |"
+                   f" {p['passes_over_training_rows']:.2f} | {p['seeds']} | {setting(p)} | {p['validation_accuracy']:.1%} |"
+                   f" **{pct(p)}** | {p['accuracy_min']:.1%}-{p['accuracy_max']:.1%} |"
+                   f" {', '.join(f'{float(x):.1%}' for x in p['per_seed'].split(';'))} |"
+                   f" {p['task_val_nelbo']:.4g} ± {p['task_val_nelbo_sd']:.2g} | {_share(p['first_line_right'])} |"
+                   f" {_share(p['chained'])} | {given} |")
+    out += ["", "| size | family | parameters (without input embedding) | pre-training val NELBO | plateau rule |"
+            + "".join(f" FLOPs to {th:.0%} (seed mean) |" for th in THRESHOLDS),
             "|---|---|---|---|---|" + "---|" * len(THRESHOLDS)]
     for (size, fam), v in verdict.items():
-        b = v["best"]
+        b = v["last"]
         pre = "—" if b["pretrain_val_nelbo"] is None else f"{b['pretrain_val_nelbo']} ± {b['pretrain_se']}"
         reach = "".join(f" {'not reached' if f is None else f'{f:.2g}'} |" for f in v["reach"].values())
         out.append(f"| {size} | {LABELS[fam]} | {b['params'] / 1e6:.2f}M ({b['params_no_embedding'] / 1e6:.2f}M) | {pre} |"
-                   f" {v['state']} |{reach}")
+                   f" **{v['state']}**: {v['why']} |{reach}")
+    settings = sorted({(r["sampler"], r["steps"]) for r in rows})
+    out += ["", "**Exploration, not the headline**: every setting's test accuracy (seed mean). Picking the best of"
+            " these on the test problems themselves is biased upward; the headline uses the setting chosen on"
+            " validation.", "",
+            "| size | family | steps |" + "".join(f" {s} {n} |" for s, n in settings),
+            "|---|---|---|" + "---|" * len(settings)]
+    for p in points:
+        cells = []
+        for s, n in settings:
+            acc = [r["accuracy"] for r in rows if (r["size"], r["family"], r["budget_steps"], r["split"], r["sampler"],
+                   r["steps"]) == (p["size"], p["family"], p["budget_steps"], "test", s, n)
+                   and str(r["seed"]) in p["seeds"].split(",")]
+            cells.append(f" {mean(acc):.1%} |" if acc else " — |")
+        out.append(f"| {p['size']} | {LABELS[p['family']]} | {p['budget_steps']} |" + "".join(cells))
     return "\n".join(out)
 
 
-def ranking(points: list[dict], size: str, pick) -> list[str]:
-    """Families of `size` ordered by accuracy at the rung `pick(rungs)` chooses (best first)."""
-    out = []
-    for fam in LABELS:
-        rs = sorted((p for p in points if p["size"] == size and p["family"] == fam), key=lambda p: p["budget_steps"])
-        if rs:
-            out.append((pick(rs), fam))
-    return [fam for r, fam in sorted(out, key=lambda x: -x[0]["accuracy"])]
+def ordering(ps: list[dict]) -> str:
+    """Families best first by seed mean, each neighbour pair marked resolved (t-intervals disjoint) or not."""
+    ps = sorted(ps, key=lambda p: -p["accuracy"])
+    text = LABELS[ps[0]["family"]]
+    for a, b in zip(ps, ps[1:]):
+        text += (" ≈ " if overlap(a, b) else " > ") + LABELS[b["family"]]
+    return text
 
 
 def reading(points: list[dict], verdict: dict) -> str:
     """The findings, in sentences built from the figures (one bullet per finding)."""
     lines = []
     for size in dict.fromkeys(p["size"] for p in points):
-        first = ranking(points, size, lambda rs: rs[0])
-        # families compared at the same compute: the highest rung every family ran (a family still
-        # rising may have climbed further; its last rung is reported, not ranked against lower ones)
-        common = max(set.intersection(*({p["budget_steps"] for p in points if p["size"] == size and p["family"] == f}
-                                        for f in first)))
-        last = ranking(points, size, lambda rs: next(p for p in rs if p["budget_steps"] == common))
-        tips = {fam: max((p for p in points if p["size"] == size and p["family"] == fam), key=lambda p: p["budget_steps"])
-                for fam in last}
-        at = {fam: next(p for p in points if p["size"] == size and p["family"] == fam and p["budget_steps"] == common)
-              for fam in last}
-        by_ppl = sorted((f for f in tips if tips[f]["pretrain_val_nelbo"] is not None),
-                        key=lambda f: tips[f]["pretrain_val_nelbo"])
-        desc = "; ".join(f"{LABELS[f]} {pct(tips[f])} after {tips[f]['budget_steps']} steps ({tips[f]['finetune_flops']:.2g} FLOPs,"
-                         f" {verdict[(size, f)]['state']})" for f in last)
-        lines.append(f"- **{size}**, at each family's last rung: {desc}.")
-        if len(last) < 2:
-            continue
-        order = " > ".join(LABELS[f] for f in last)
-        then = "the same order as at the first rung" if first == last else \
-            f"at the first rung: {' > '.join(LABELS[f] for f in first)}"
-        lines.append(f"- **{size}**: at {common} steps, the highest rung every family ran, accuracy orders the families"
-                     f" {order} ({then}; point estimates); pre-training val NELBO orders them"
-                     f" {' < '.join(LABELS[f] for f in by_ppl)} (best first).")
-        if len(by_ppl) > 1:
-            worst, top = by_ppl[-1], last[0]
-            if worst == top:
-                lines.append(f"- **{size}**: at {common} steps the family with the worst perplexity ({LABELS[worst]})"
-                             " solves the most problems.")
-            else:
-                gap = "disjoint" if at[top]["ci_low"] > at[worst]["ci_high"] else "overlapping"
-                lines.append(f"- **{size}**: at {common} steps the family with the worst perplexity ({LABELS[worst]},"
-                             f" {pct(at[worst])}) does not solve the most problems ({LABELS[top]}, {pct(at[top])};"
-                             f" intervals {gap}).")
+        mine = [p for p in points if p["size"] == size]
+        fams = list(dict.fromkeys(p["family"] for p in mine))
+        tips = {f: max((p for p in mine if p["family"] == f), key=lambda p: p["budget_steps"]) for f in fams}
+        desc = "; ".join(f"{LABELS[f]} {pct(tips[f])} after {tips[f]['budget_steps']} steps (seeds {tips[f]['seeds']},"
+                         f" {setting(tips[f])} chosen on validation; {verdict[(size, f)]['state']})" for f in fams)
+        lines.append(f"- **{size}**, test accuracy at each family's last rung (seed mean ± sd [95% t-interval over"
+                     f" seeds]): {desc}.")
+        common = max(set.intersection(*({p["budget_steps"] for p in mine if p["family"] == f} for f in fams)))
+        at = [p for p in mine if p["budget_steps"] == common]
+        if len(at) > 1:
+            resolved = "" if " ≈ " not in ordering(at) else \
+                " (≈: t-intervals overlap, the order is not resolved at this scale)"
+            lines.append(f"- **{size}**: at {common} steps, the highest rung every family ran, the seed means order the"
+                         f" families {ordering(at)}{resolved}.")
+            by_ppl = sorted((p for p in at if p["pretrain_val_nelbo"] is not None), key=lambda p: p["pretrain_val_nelbo"])
+            if len(by_ppl) > 1:
+                worst, top = by_ppl[-1], max(at, key=lambda p: p["accuracy"])
+                versus = f"{LABELS[worst['family']]}, solves the most problems" if worst is top else (
+                    f"{LABELS[worst['family']]} ({pct(worst)}), does not solve the most ({LABELS[top['family']]},"
+                    f" {pct(top)}; t-intervals {'overlap' if overlap(worst, top) else 'disjoint'})")
+                lines.append(f"- **{size}**: pre-training val NELBO orders them"
+                             f" {' < '.join(LABELS[p['family']] for p in by_ppl)} (best first); at {common} steps the"
+                             f" family with the worst perplexity, {versus}.")
+        spread = [p["accuracy_max"] - p["accuracy_min"] for p in mine if len(p["seeds"].split(",")) > 1]
+        if spread:
+            lines.append(f"- **{size}**: the seed-to-seed range of a point's test accuracy is {min(spread):.1%} to"
+                         f" {max(spread):.1%} (median {sorted(spread)[len(spread) // 2]:.1%}) over {len(spread)} points.")
+        gaps = [(p, p["explore_best_accuracy"] - p["accuracy"]) for p in mine]
+        worst = max(gaps, key=lambda x: x[1])
+        lines.append(f"- **{size}**: the best setting picked on the test problems themselves (exploration) would have"
+                     f" read up to {worst[1]:.1%} higher than the validation-chosen one ({LABELS[worst[0]['family']]}"
+                     f" at {worst[0]['budget_steps']} steps: {worst[0]['explore_best_setting']}"
+                     f" {worst[0]['explore_best_accuracy']:.1%} against {setting(worst[0])} {worst[0]['accuracy']:.1%}).")
         probes = [f"{LABELS[f]} {tips[f]['probe_from_given']:.0%} / {tips[f]['probe_from_true']:.0%}"
-                  for f in last if tips[f]["probe_from_given"] is not None]
+                  for f in fams if tips[f]["probe_from_given"] is not None]
         if probes:
             lines.append(f"- **{size}**, given a first line whose result is changed, line 2 starts from the given"
-                         f" / the true result: {', '.join(probes)} (ancestral, last rung).")
+                         f" / the true result: {', '.join(probes)} (last rung, seed mean).")
     return "\n".join(lines)
 
 
@@ -256,6 +314,22 @@ def rungs_run(points: list[dict]) -> str:
                                                                       else f"{s[0]} (1 rung)")
                                             for s, fams in ladders.items()))
     return "; ".join(out)
+
+
+def compute_spent(work: Path, points: list[dict]) -> str:
+    """The wall time of the tasks behind the tables (each finished task's marker holds its seconds)."""
+    minutes: dict[str, float] = {}
+    for p in points:
+        for seed in p["seeds"].split(","):
+            name = f"{p['size']}-{p['family']}-{p['budget_steps']}-s{seed}"
+            for kind in ("finetune", "validate", "evaluate", "probe"):
+                marker = work / "done" / f"{kind}-{name}"
+                seconds = marker.read_text().split() if marker.is_file() else []
+                if seconds:
+                    minutes[kind] = minutes.get(kind, 0.0) + float(seconds[0]) / 60
+    parts = ", ".join(f"{kind} {m:.0f}" for kind, m in minutes.items())
+    return (f"Compute: {sum(minutes.values()) / 60:.1f} h of task wall time behind these tables ({parts} min; a rung's"
+            " fine-tuning time counts only the steps since the previous rung).")
 
 
 def majority_baseline(work: Path) -> str:
@@ -285,34 +359,55 @@ def plot(rows: list[dict], points: list[dict], path: Path) -> None:
                 continue
             x = [p["finetune_flops"] for p in rs]
             y = [100 * p["accuracy"] for p in rs]
-            err = [[100 * (p["accuracy"] - p["ci_low"]) for p in rs], [100 * (p["ci_high"] - p["accuracy"]) for p in rs]]
+            # the t-interval over seeds (one seed: none, so no bar)
+            err = [[100 * (p["accuracy"] - (p["accuracy"] if p["t_low"] is None else p["t_low"])) for p in rs],
+                   [100 * ((p["accuracy"] if p["t_high"] is None else p["t_high"]) - p["accuracy"]) for p in rs]]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=COLORS[fam], label=LABELS[fam])
-            bx.plot(x, [p["task_val_nelbo"] for p in rs], marker="o", color=COLORS[fam], label=LABELS[fam])
-            last = rs[-1]["budget_steps"]
+            for p in rs:   # each seed's own test accuracy
+                seeds = [100 * float(v) for v in p["per_seed"].split(";")]
+                ax.scatter([p["finetune_flops"]] * len(seeds), seeds, s=10, color=COLORS[fam], alpha=0.45)
+            bx.errorbar(x, [p["task_val_nelbo"] for p in rs], yerr=[p["task_val_nelbo_sd"] for p in rs], marker="o",
+                        capsize=3, color=COLORS[fam], label=LABELS[fam])
+            last = rs[-1]
+            seeds = last["seeds"].split(",")
             for sampler, marker in (("ancestral", "o"), ("confidence", "s"), ("block", "^")):
-                ps = sorted((r for r in rows if r["size"] == size and r["family"] == fam and r["budget_steps"] == last
-                             and r["sampler"] == sampler), key=lambda r: r["nfe"])
+                by_steps: dict[int, list[dict]] = {}
+                for r in rows:
+                    if (r["size"], r["family"], r["budget_steps"], r["split"], r["sampler"]) == \
+                            (size, fam, last["budget_steps"], "test", sampler) and str(r["seed"]) in seeds:
+                        by_steps.setdefault(r["steps"], []).append(r)
+                ps = sorted(([mean(r["nfe"] for r in v), 100 * mean(r["accuracy"] for r in v), n]
+                             for n, v in by_steps.items()))
                 if ps:
-                    cx.plot([r["nfe"] for r in ps], [100 * r["accuracy"] for r in ps], marker=marker, color=COLORS[fam],
-                            linestyle="-" if sampler == "ancestral" else ":",
-                            label=f"{LABELS[fam]} · {sampler}")
+                    cx.plot([q[0] for q in ps], [q[1] for q in ps], marker=marker, color=COLORS[fam],
+                            linestyle="-" if sampler == "ancestral" else ":", label=f"{LABELS[fam]} · {sampler}")
+                    for nfe, acc, n in ps:   # the setting chosen on validation, ringed
+                        if (sampler, n) == (last["sampler"], last["steps"]):
+                            cx.scatter([nfe], [acc], s=140, facecolors="none", edgecolors=COLORS[fam], linewidths=1.5)
         for a in (ax, bx):
             log_budget_axis(a)   # 1e12-style ticks, no crowded minor labels
             a.set_xlabel("fine-tuning FLOPs (6 × parameters × tokens)")
         ax.set_ylabel("exact-match accuracy (%)")
-        ax.set_title(f"{size}: accuracy vs. compute (best setting, 95% CI)", fontsize=10)
+        ax.set_title(f"{size}: test accuracy vs. compute\n(validation-chosen setting; seed mean, 95% t-interval, seeds)",
+                     fontsize=9)
         bx.set_ylabel("task val NELBO (nats / response token)")
         bx.set_yscale("log")
-        bx.set_title(f"{size}: task NELBO vs. compute", fontsize=10)
+        bx.set_title(f"{size}: task NELBO vs. compute (seed mean ± sd)", fontsize=10)
         cx.set_xscale("log", base=2)
         cx.set_xlabel("network evaluations per problem (NFE)")
         cx.set_ylabel("exact-match accuracy (%)")
-        cx.set_title(f"{size}: accuracy vs. NFE at each family's last rung", fontsize=10)
+        cx.set_title(f"{size}: exploration: every setting at the last rung\n(test, seed mean; ringed: chosen on"
+                     " validation)", fontsize=9)
         ax.legend(fontsize=8, loc="upper left")
         cx.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# what reproduce.sh needs to re-run a point as the study ran it (study.json beside results.csv)
+REPRODUCE = ("profile", "task", "holdout", "batch_size", "seq_len", "lr", "warmup", "train_problems", "test_problems",
+             "validation_problems", "steps", "samplers", "precision", "seeds", "eval_every", "threads", "device")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -326,26 +421,36 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
     rows = collect(work)
     if not rows:
         raise SystemExit("no finished evaluation in " + str(work))
-    points = ladder(rows)
+    settings = json.loads((work / "settings.json").read_text())
+    points, pending = ladder(rows, settings.get("seeds"))
+    if not points:
+        raise SystemExit(f"no point in {work} has all its seeds scored on validation and test yet")
     verdict = verdicts(points)
     here.mkdir(parents=True, exist_ok=True)
     write_csv(here / "results.csv", rows)
     write_csv(here / "ladder.csv", points)
-    md = tables(rows, points, verdict) + "\n\n" + majority_baseline(work) + "\n"
+    (here / "study.json").write_text(json.dumps({k: settings[k] for k in REPRODUCE if k in settings}, indent=1) + "\n")
+    md = f"{tables(rows, points, verdict)}\n\n{majority_baseline(work)}\n\n{compute_spent(work, points)}\n"
+    if pending:
+        md += f"\nPoints still running, left out of the tables until every seed is scored: {'; '.join(pending)}.\n"
     (here / "results.md").write_text(md)
     plot(rows, points, here / "accuracy.png")
     if update_readme:
         readme = here / "README.md"
-        settings = json.loads((work / "settings.json").read_text())
-        shown = {k: settings[k] for k in ("task", "batch_size", "seq_len", "lr", "warmup",
-                                          "train_problems", "test_problems", "steps", "samplers") if k in settings}
+        shown = {k: settings[k] for k in ("task", "holdout", "batch_size", "seq_len", "lr", "warmup", "train_problems",
+                                          "test_problems", "validation_problems", "steps", "samplers", "precision",
+                                          "seeds") if k in settings}
         block = (f"<!-- results -->\n{md}\nRungs run: {rungs_run(points)}.\n\n"
                  f"Settings: `{json.dumps(shown)}`\n<!-- /results -->")
         text = re.sub(r"<!-- results -->.*<!-- /results -->", lambda _: block, readme.read_text(), flags=re.S)
         found = f"<!-- reading -->\n{reading(points, verdict)}\n<!-- /reading -->"
         readme.write_text(re.sub(r"<!-- reading -->.*<!-- /reading -->", lambda _: found, text, flags=re.S))
-        top = here.parent.parent / "docs" / "finetuning.md"   # the project docs state the findings with the figure
-        block = (f"<!-- study -->\n{reading(points, verdict)}\n\n![reasoning study: accuracy and task NELBO vs fine-tuning"
-                 f" FLOPs, accuracy vs NFE](../studies/reasoning/accuracy.png)\n<!-- /study -->")
-        top.write_text(re.sub(r"<!-- study -->.*<!-- /study -->", lambda _: block, top.read_text(), flags=re.S))
+        root = here.parent.parent   # the project's docs state the findings with the figure, wherever the block is
+        for top in (root / "docs" / "finetuning.md", root / "README.md"):
+            if top.is_file() and "<!-- study -->" in top.read_text():
+                figure = Path("..") / "studies" if top.parent != root else Path("studies")
+                block = (f"<!-- study -->\n{reading(points, verdict)}\n\n![reasoning study: test accuracy and task NELBO"
+                         f" vs fine-tuning FLOPs]({figure / 'reasoning' / 'accuracy.png'})\n<!-- /study -->")
+                top.write_text(re.sub(r"<!-- study -->.*<!-- /study -->", lambda _: block, top.read_text(), flags=re.S))
+                break
     return md

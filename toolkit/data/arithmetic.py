@@ -5,9 +5,18 @@ worked answer, one line per step, ending in GSM8K's final-answer line `#### N`. 
 is checkable, so a model's generations can be scored by exact match of the final number.
 
 Difficulty: `steps` operations per problem and operands drawn from `min_operand`..`max_operand`
-(multiplications use a factor of 2 or 3). Splits come from fixed seeds, and a test problem
-never repeats a training question. Words are common in the Austen corpus, so the embedded
+(multiplications use a factor of 2 or 3). Words are common in the Austen corpus, so the embedded
 4k BPE splits the text sensibly (numbers become one token per digit).
+
+Splits (`holdout=`), each drawn from its own fixed seed:
+- `content` (the default): every numbers-and-operations tuple (the starting amount and each step's
+  operation and operand, i.e. the worked answer) belongs to one split, by a stable hash of the tuple:
+  ~15% of tuples are test, ~10% validation, the rest train. No test or validation problem's tuple,
+  hence no worked answer, occurs in training, and test and validation share none: the model must
+  chain arithmetic facts it has seen (single lines such as `3 + 4 = 7` do occur in training) into
+  combinations it has not. Held-out problems use distinct tuples while the split has unused ones.
+- `surface`: the earlier split: a test problem only never repeats a training *question*; its tuple
+  and worked answer usually occur in training under another name and item (recall, not computing).
 
 Named levels (`LEVELS`), easiest first:
 - `copy`: "Emma has 4821 letters. How many letters does she have?" -> `#### 4821`: no arithmetic,
@@ -15,11 +24,13 @@ Named levels (`LEVELS`), easiest first:
 - `arith`: 2 operations on operands 1-10 (the reasoning study's main task);
 - `arith-hard`: 3 operations on 2-digit operands (10-99), so that sums carry across digits.
 
-`python -m toolkit.data.arithmetic OUT_DIR --task arith --train 20000 --test 500` writes train/test JSONL.
+`python -m toolkit.data.arithmetic OUT_DIR --task arith --train 20000 --test 500 --validation 200` writes
+train/test/validation JSONL.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import re
@@ -33,7 +44,10 @@ from toolkit.options import require_choice
 NAMES = ("Emma", "Anne", "Jane", "Fanny", "Elinor", "Marianne", "Harriet", "Catherine",
          "Edward", "Henry", "Charles", "William", "Frank", "Robert", "John", "George")
 ITEMS = ("letters", "books", "ribbons", "shillings", "flowers", "apples", "cards", "pens")
-SPLIT_SEEDS = {"train": 1234, "test": 98765}
+SPLIT_SEEDS = {"train": 1234, "test": 98765, "validation": 4242}
+HOLDOUTS = ("content", "surface")
+CONTENT_SHARES = (("test", 0.15), ("validation", 0.10))   # of all tuples; the rest are train
+REPEAT_PATIENCE = 200   # held-out draws of used tuples in a row after which tuples may repeat
 
 
 @dataclass(frozen=True)
@@ -132,25 +146,52 @@ def given_first_line(problem: dict, shift: int) -> dict | None:
             "result": value, "true_first_result": int(c), "given_first_result": int(c) + shift}
 
 
-def generate(n: int, split: str = "train", difficulty: Difficulty = Difficulty(), train_size: int = 20000) -> list[dict]:
-    """`n` problems of a split; the same (split, difficulty) always gives the same list.
+def content_split(problem: dict) -> str:
+    """The split that owns this problem's numbers-and-operations tuple (its worked answer), by a
+    stable hash: the same tuple always lands in the same split, whatever the names and items."""
+    u = int(hashlib.sha256(problem["answer"].encode()).hexdigest()[:12], 16) / 16 ** 12
+    for split, share in CONTENT_SHARES:
+        if u < share:
+            return split
+        u -= share
+    return "train"
 
-    Test problems whose question is among the first `train_size` training problems are
-    skipped, so held-out accuracy measures more than recall.
+
+def generate(n: int, split: str = "train", difficulty: Difficulty = Difficulty(), train_size: int = 20000,
+             holdout: str = "content") -> list[dict]:
+    """`n` problems of a split; the same (split, difficulty, holdout) always gives the same list.
+
+    `holdout="content"`: problems whose tuple belongs to `split` (see the module docstring).
+    `holdout="surface"`: held-out problems whose question is not among the first `train_size`
+    training problems (validation: nor among the test problems).
     """
     difficulty.validate()
     require_choice("split", split, SPLIT_SEEDS)
+    require_choice("holdout", holdout, HOLDOUTS)
     rng = random.Random(SPLIT_SEEDS[split])
-    seen = train_questions(difficulty, train_size) if split == "test" else set()
+    seen: set[str] = set()
+    if holdout == "surface" and split != "train":
+        seen = train_questions(difficulty, train_size)
+        if split == "validation":
+            seen |= {p["question"] for p in generate(n, "test", difficulty, train_size, "surface")}
     out: list[dict] = []
-    attempts = 0
+    used: set[str] = set()
+    attempts = repeats = 0
     while len(out) < n:
         p = make_problem(rng, difficulty)
         attempts += 1
-        if p["question"] not in seen:
-            out.append(p)
-        elif attempts > 50 * n + 1000:
-            raise UserError(f"cannot draw {n} test problems unseen in training at this difficulty: make it harder")
+        if attempts > 50 * n + 20000:
+            raise UserError(f"cannot draw {n} {split} problems held out from training at this difficulty: make it harder")
+        if p["question"] in seen or (holdout == "content" and content_split(p) != split):
+            continue
+        if split != "train" and p["answer"] in used:
+            repeats += 1   # prefer an unused tuple until REPEAT_PATIENCE draws in a row found none
+            if repeats < REPEAT_PATIENCE:
+                continue
+        else:
+            repeats = 0
+        out.append(p)
+        used.add(p["answer"])
     return out
 
 
@@ -174,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir")
     ap.add_argument("--train", type=int, default=20000, help="training problems (train.jsonl)")
     ap.add_argument("--test", type=int, default=500, help="held-out problems (test.jsonl)")
+    ap.add_argument("--validation", type=int, default=0,
+                    help="held-out problems for choosing settings (validation.jsonl; none by default)")
+    ap.add_argument("--holdout", default="content", choices=HOLDOUTS,
+                    help="content: whole numbers-and-operations tuples held out (default); surface: only questions")
     ap.add_argument("--task", default=None, choices=list(LEVELS),
                     help="a named level (its settings; --steps/--max-operand still change them)")
     ap.add_argument("--steps", type=int, default=None, help="operations per problem (default 2)")
@@ -187,9 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         d = Difficulty(2 if a.steps is None else a.steps, 20 if a.max_operand is None else a.max_operand,
                        not a.no_multiply)
     out = Path(a.out_dir)
-    write_jsonl(out / "train.jsonl", generate(a.train, "train", d))
-    write_jsonl(out / "test.jsonl", generate(a.test, "test", d, train_size=a.train))
-    print(f"wrote {a.train} training and {a.test} test problems to {out}")
+    write_jsonl(out / "train.jsonl", generate(a.train, "train", d, holdout=a.holdout))
+    write_jsonl(out / "test.jsonl", generate(a.test, "test", d, a.train, a.holdout))
+    if a.validation:
+        write_jsonl(out / "validation.jsonl", generate(a.validation, "validation", d, a.train, a.holdout))
+    print(f"wrote {a.train} training, {a.test} test and {a.validation} validation problems to {out}"
+          f" ({a.holdout} split)")
     return 0
 
 

@@ -71,7 +71,7 @@ def load_problems(task: str, limit: int = 500, prompt_field: str = "question", r
 
     A named arithmetic level takes its own settings unless `arith_steps`/`max_operand` are given."""
     if task in LEVELS:
-        problems = generate(limit or 500, "test", level(task, arith_steps, max_operand))   # unseen in the default 20k
+        problems = generate(limit or 500, "test", level(task, arith_steps, max_operand))   # held out by content
         rows = [(task, i + 1, r) for i, r in enumerate(problems)]
     elif task == "gsm8k":
         rows = pair_rows("gsm8k", "main", "test")
