@@ -72,7 +72,9 @@ class Trainer:
         self.compiled = resolve_compile(t.compile, self.dist.device)
         self.model = self._wrap(self.net)
         self.opt = self._optimizer()   # after wrapping: FSDP2 replaces parameters by sharded ones
-        self.precision_choice = choose_precision(t.precision, self.dist.device, self._step_probe())
+        # one process times its own step; ranks of a torchrun job must agree, so they take the device's answer
+        probe = self._step_probe() if self.dist.world == 1 else None
+        self.precision_choice = choose_precision(t.precision, self.dist.device, probe)
         self.precision = self.precision_choice.precision
         self.out = Path(t.out)
         self.state = TrainState()
