@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from toolkit.errors import UserError
-from toolkit.evaluation.generation import unigram_entropy
+from toolkit.evaluation.generation import load_evaluator, unigram_entropy
 from toolkit.evaluation.metrics import as_evaluator
 from toolkit.sample_request import SampleRequest
 
@@ -270,8 +270,7 @@ def parse_target(raw: str | None, seeds: int, tolerance: float) -> float | str |
 def matched_rows(model, requests: list[SampleRequest], target: float | str, judge_name: str, protocol: str,
                  seeds: list[int], tolerance: float) -> list[dict]:
     """One matched-entropy row per request (strategy x steps), as `toolkit.evaluate --json` prints them."""
-    from toolkit.evaluation.generation import load_evaluator   # the judge is loaded once, here
-    judge = load_evaluator(judge_name, str(model.device), protocol=protocol)
+    judge = load_evaluator(judge_name, str(model.device), protocol=protocol, precision=model.precision)
     rows = []
     for req in requests:
         goal = real_text_entropy(model, req.length - req.prompt_length) if target == "ref" else float(target)
