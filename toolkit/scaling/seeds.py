@@ -92,16 +92,22 @@ def saving_interval(df, better: str, baseline: str, budget: float, n_boot: int =
     import pandas as pd   # deferred: only tables need it
 
     def saving(best_better: dict, best_base: dict) -> float:
+        if min(*best_better.values(), best_base[budget]) <= 0:   # a heavy-tailed draw past zero loss
+            return math.nan
         return 1 - interpolated_compute(pd.Series(best_better).sort_index(), best_base[budget]) / budget
     rng = np.random.default_rng(seed)
     means = {v: df[df["variant"] == v].groupby(["budget", "size"])["val_nelbo"].mean().groupby("budget").min().to_dict()
              for v in (better, baseline)}
     point = saving(means[better], means[baseline])
     draws = [saving(_resampled_best(df, better, rng), _resampled_best(df, baseline, rng)) for _ in range(n_boot)]
-    draws = [d for d in draws if math.isfinite(d)]
-    if len(draws) < n_boot // 2:
+    finite = [d for d in draws if math.isfinite(d)]
+    if len(finite) < n_boot // 2:
         return point, math.nan, math.nan
-    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
+    lo, hi = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
+    if n_boot - len(finite) > n_boot * (1 - level) / 2:
+        # more draws than the tail holds put the target outside the losses `better` reached (no
+        # extrapolation): the interval is open on that side
+        lo = -math.inf if lo > -math.inf else lo
     return point, float(lo), float(hi)
 
 
@@ -131,7 +137,8 @@ def seeds_markdown(df, compare: list[tuple[str, str]] = ()) -> str:
         for budget in sorted(df[df["variant"] == baseline]["budget"].unique()):
             s, lo, hi = saving_interval(df, better, baseline, budget)
             cell = "n/a" if not math.isfinite(s) else f"{100 * s:+.1f}%"
-            interval = f"[{100 * lo:+.1f}%, {100 * hi:+.1f}%]" if math.isfinite(lo) else "-"
+            interval = ("-" if math.isnan(lo) else f"[{100 * lo:+.1f}%, {100 * hi:+.1f}%]" if math.isfinite(lo)
+                        else f"(open below, {100 * hi:+.1f}%]: in over 2.5% of draws the target needs more compute than was run")
             points = best_points(df, budget)
             gap, glo, ghi = welch_difference(points[baseline], points[better]) if better in points else (math.nan,) * 3
             gap_interval = f"[{glo:+.4f}, {ghi:+.4f}]" if math.isfinite(glo) else "-"
