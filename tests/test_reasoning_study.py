@@ -107,14 +107,17 @@ def test_reproduce_verdict_is_the_committed_seed_range():
 def test_gpu_path_runs_in_a_tiny_cpu_mode(tmp_path):
     work = tmp_path / "gpu"
     r = subprocess.run(["bash", str(STUDY / "gpu.sh"), "--device", "cpu", "--threads", "1", "--parallel", "2",
-                        "--families", "mdlm", "--budgets", "2,4", "--train-problems", "200", "--test-problems", "4",
+                        "--families", "mdlm", "--budgets", "2,4", "--seeds", "0", "--train-problems", "200",
+                        "--test-problems", "4",
                         "--steps", "4", "--pretrain", "model=cpu-4xs", "--pretrain", "max_steps=4",
                         "--pretrain", "eval_every=2", "--pretrain", "save_every=4"],
                        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable,
                                       "STUDY_WORK": str(work)}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
     assert {x["budget_steps"] for x in csv.DictReader(open(work / "ladder.csv"))} == {"2", "4"}
-    assert json.loads((work / "runs" / "gpu-19M-mdlm" / "config.json").read_text())["train"]["compile"] == "false"
+    runs = sorted((work / "runs").glob("gpu-19M-mdlm-s*"))   # one run directory per training seed
+    assert [r.name for r in runs] == ["gpu-19M-mdlm-s0"]
+    assert json.loads((runs[0] / "config.json").read_text())["train"]["compile"] == "false"
 
 
 def test_unknown_names_are_one_line_errors(tmp_path):
