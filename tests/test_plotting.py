@@ -72,6 +72,7 @@ def count_colour(pixels, hex_colour: str, tolerance: int = 6) -> int:
 
 @pytest.mark.parametrize("notebook,needle,families", [
     ("01_quickstart.ipynb", "family_palette(", tuple(REGISTRY)),
+    ("03_training.ipynb", "run_styles(", tuple(REGISTRY)),
 ])
 def test_committed_notebook_figures_use_the_family_palette(notebook, needle, families):
     """Every family's colour is drawn in the figure, and no colour of the palette that belongs to no
