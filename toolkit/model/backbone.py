@@ -8,6 +8,7 @@ with optional explicit positions (Eso-LM feeds tokens in a permuted order) and a
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -197,12 +198,11 @@ class Backbone(nn.Module):
         weights: per-position weights shaped like `targets` (no gradient): return the scalar
         sum of weights * cross-entropy instead (the training losses know their weights up front).
         """
-        if self.precision == "bf16" and not torch.is_autocast_enabled(self.vocab_embed.embedding.device.type):
-            with torch.autocast(self.vocab_embed.embedding.device.type, dtype=torch.bfloat16):
-                return self._forward(tokens, sigma, soft, positions, causal, mask, cache, keep, select, targets,
-                                     exclude, weights, max_position)
-        return self._forward(tokens, sigma, soft, positions, causal, mask, cache, keep, select, targets,
-                             exclude, weights, max_position)
+        device = self.vocab_embed.embedding.device.type   # an outer autocast (the trainer's) is left as it is
+        own = self.precision == "bf16" and not torch.is_autocast_enabled(device)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=own) if own else nullcontext():
+            return self._forward(tokens, sigma, soft, positions, causal, mask, cache, keep, select, targets,
+                                 exclude, weights, max_position)
 
     def _forward(self, tokens, sigma, soft, positions, causal, mask, cache, keep, select, targets, exclude,
                  weights, max_position):
