@@ -173,6 +173,18 @@ def test_duo_nelbo_nonnegative_and_zero_when_exact():
     assert duo_nelbo_terms(exact, x0, z, a).abs().max() < 1e-5
 
 
+def test_duo_nelbo_at_t_one_is_the_nelbo_just_inside_it():
+    """At t = 1 alpha_t = 0 and the closed form divides by zero: the time is clamped to 1 - EPS
+    (where the integrand is already ~0), so t = 1 must give exactly the draw at 1 - EPS, finite."""
+    from toolkit.schedule import EPS
+    fam, net = Duo(None, V, MASK, BOS), TableNet(5)
+    x0 = torch.tensor([[1, 4, 2, 7, 3], [0, 0, 5, 9, 8]])
+    at_one = fam.nelbo(net, x0, torch.ones(2), torch.Generator().manual_seed(3))
+    inside = fam.nelbo(net, x0, torch.full((2,), 1 - EPS), torch.Generator().manual_seed(3))
+    assert torch.isfinite(at_one).all()
+    torch.testing.assert_close(at_one, inside)
+
+
 class FavoursMask(torch.nn.Module):
     """A network whose [MASK] logit is far above every other: only suppression keeps [MASK] out."""
 

@@ -6,6 +6,7 @@
 # Usage: bash studies/duo_accelerators/distill.sh [OUT] [KEY=VALUE ...]
 set -euo pipefail
 out=${1:-runs/duo_accelerators/distilled}; shift || true
-OMP_NUM_THREADS=1 python -m training.train init=duo distill=true distill_steps=64 teacher_every=32 max_steps=160 \
+PY=${PYTHON:-python}; [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
+OMP_NUM_THREADS=1 $PY -m training.train init=duo distill=true distill_steps=64 teacher_every=32 max_steps=160 \
     batch_size=16 lr=2e-4 warmup_steps=2 eval_every=32 eval_batches=8 save_every=32 precision=fp32 threads=1 \
     out="$out" "$@"
