@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TESTS = ["tests/test_families.py", "tests/test_family_math.py", "tests/test_family_reverse_steps.py",
                  "tests/test_finetune.py",   # the families' prompt-masked (fine-tuning) losses
                  "tests/test_fused_head.py",   # token_nll: fused and plain heads, weights, selected rows
-                 "tests/test_duo_accelerators.py"]   # Duo's curriculum, dual time and distillation targets
+                 "tests/test_duo_accelerators.py",   # Duo's curriculum, dual time and distillation targets
+                 "tests/test_samplers.py"]   # the decoding contract (toolkit/decoding) under every strategy
 TARGETS = ["toolkit/families/*.py", "toolkit/decoding/*.py", "toolkit/schedule.py"]
 # functions (or methods) whose math the check mutates; others (validation, registry, records) are skipped
 FOCUS = {

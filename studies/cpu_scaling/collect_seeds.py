@@ -1,5 +1,6 @@
 """Merge the seed runs (seeds.sh) into results.csv: the seed-0 sweep's rows keep seed 0, each finished
-run of seeds/seedN/ is added as a row with seed N. Then refit with the seeds in:
+run of seeds/seedN/ is added as a row with seed N, and seed rows already in results.csv (collected from
+an earlier checkout, whose seeds/ folder is not committed) are kept unless a run here replaces them. Then refit with the seeds in:
 
     python studies/cpu_scaling/collect_seeds.py
     python -m toolkit.scaling fit studies/cpu_scaling/results.csv --out studies/cpu_scaling \\
@@ -29,7 +30,8 @@ def main() -> int:
     old = pd.read_csv(results)
     base = old[old["seed"] == 0] if "seed" in old.columns else old.assign(seed=0)
     base = base.assign(precision=base["precision"] if "precision" in base.columns else "fp32")
-    frames = [base]
+    earlier = old[old["seed"] != 0] if "seed" in old.columns else old.iloc[:0]
+    frames = []
     for seed_dir in sorted((HERE / "seeds").glob("seed[0-9]*")):
         seed = int(seed_dir.name[4:])
         subprocess.run([sys.executable, "-m", "training.sweep", *PLAN, f"seed={seed}", f"out={seed_dir}"],
@@ -40,7 +42,11 @@ def main() -> int:
                        for r in rows["run"]]
         frames.append(rows)
         print(f"seed {seed}: {len(rows)} finished runs")
-    pd.concat(frames, ignore_index=True).to_csv(results, index=False)
+    key = ["variant", "size", "budget", "seed"]
+    new = pd.concat(frames, ignore_index=True) if frames else earlier.iloc[:0]
+    kept = earlier[~earlier.set_index(key).index.isin(new.set_index(key).index)] if len(new) else earlier
+    print(f"kept {len(kept)} seed runs collected earlier")
+    pd.concat([base, kept, new], ignore_index=True).to_csv(results, index=False)
     print(f"wrote {results}")
     return 0
 

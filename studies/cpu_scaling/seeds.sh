@@ -20,11 +20,19 @@ POINTS=(
   "1e12 mdlm:cpu-3xs mdlm@loss=low_var:cpu-4xs esolm@loss=low_var:cpu-4xs duo:cpu-xxs ar:cpu-3xs"
 )
 # SEEDS="1" and SEEDS="2" may run as two processes at once (one core each): their runs do not overlap.
+# A point already in results.csv (collected from an earlier checkout's seeds/) is not trained again.
+collected() {   # variant size budget seed -> 0 when results.csv holds that finished run
+  awk -F, -v v="$1" -v s="$2" -v b="$3" -v seed="$4" 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    $c["variant"] == v && $c["size"] == s && $c["budget"] + 0 == b + 0 && $c["seed"] == seed &&
+    $c["status"] == "finished" { found = 1 } END { exit !found }' studies/cpu_scaling/results.csv
+}
 for line in "${POINTS[@]}"; do
   read -r budget rest <<< "$line"
   for seed in $SEEDS; do
     for pair in $rest; do
       variant=${pair%%:cpu*}; variant=${variant//@/:}; sz=${pair##*:}
+      name=${variant//:/_}; name=${name//=/-}
+      if collected "$name" "$sz" "$budget" "$seed"; then echo "[$(date +%T)] seed $seed  $variant  $sz  $budget: in results.csv"; continue; fi
       echo "[$(date +%T)] seed $seed  $variant  $sz  $budget"
       # shellcheck disable=SC2086
       $PY -m training.sweep family="$variant" budgets="$budget" sizes="$sz" seed="$seed" $COMMON \

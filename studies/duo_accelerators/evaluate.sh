@@ -13,4 +13,5 @@ run() { OMP_NUM_THREADS=1 $PY "$here/matched.py" --steps 2,4,8,16 --seeds 3 --sa
     --tolerance 0.01 --csv "$here/matched.csv" "$@"; }
 run --model teacher=duo --target 3.6
 run --model "$label=$student" --target t1
-run --model "$teacher_label=duo" --target "from:$label"
+# LOWEST_T: the search's lower end for the teacher (a collapsed student's entropy needs a colder teacher)
+run --model "$teacher_label=duo" --target "from:$label" --lowest-temperature "${LOWEST_T:-0.25}"

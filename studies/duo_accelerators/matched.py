@@ -51,6 +51,8 @@ def main() -> int:
     ap.add_argument("--target", default="3.6", help="matched mean unigram entropy (nats); t1: temperature 1;"
                     " from:LABEL: LABEL's entropy at each step count (rows already in the csv)")
     ap.add_argument("--tolerance", type=float, default=0.01)
+    ap.add_argument("--lowest-temperature", type=float, default=0.25,
+                    help="the search's lower end (a collapsed student's entropy needs a colder teacher)")
     ap.add_argument("--csv", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -79,7 +81,7 @@ def main() -> int:
             try:
                 m = (pooled([t1] + [sample_scored(model, req, 1.0, s, judge) for s in seeds[1:]], float("nan"), 0.0, 1.0,
                             []) if target == "t1" else match_entropy(model, req, float(target), judge, seeds,
-                                                                    a.tolerance))
+                                                                    a.tolerance, (a.lowest_temperature, 2.0)))
             except UserError as e:
                 row["note"] = str(e)
                 write(out, row)

@@ -80,6 +80,31 @@ def few_step_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+VARIANTS = {"full_schedule": "teacher_at_student_entropy"}   # a student label -> its matched teacher's label
+
+
+def teacher_of(student: str) -> str:
+    return VARIANTS.get(student, f"teacher_at_{student}_entropy")
+
+
+def variants_table(rows: list[dict]) -> str:
+    """Markdown: every distilled student at T = 1 against the teacher at its entropy, per step count
+    (Gen PPL [95% interval], H; ratio student / teacher: below 1 the student wins)."""
+    by = {(r["model"], int(r["steps"])): r for r in rows}
+    students = [m for m in dict.fromkeys(r["model"] for r in rows) if any(k[0] == teacher_of(m) for k in by)]
+    lines = ["| student | steps | student, T = 1 | teacher at its entropy | student / teacher |", "|---|---|---|---|---|"]
+    for m in students:
+        for steps in sorted({k[1] for k in by if k[0] == m}):
+            s, t = by[(m, steps)], by.get((teacher_of(m), steps))
+            cell = (lambda r: "-" if r is None else "not reachable" if not r["gen_ppl"] else
+                    f"{float(r['gen_ppl']):.0f} [{float(r['ci_low']):.0f}, {float(r['ci_high']):.0f}], "
+                    f"H {float(r['entropy']):.3f}, T {float(r['temperature']):.2f}")
+            ratio = (f"{float(s['gen_ppl']) / float(t['gen_ppl']):.2f}" if t is not None and t["gen_ppl"] and s["gen_ppl"]
+                     else "-")
+            lines.append(f"| {m.replace('_', ' ')} | {steps} | {cell(s)} | {cell(t)} | {ratio} |")
+    return "\n".join(lines)
+
+
 def main(root: str) -> None:
     base, cur = read_curriculum(Path(root))
     target = base[-1]["val_nelbo"]
@@ -89,15 +114,18 @@ def main(root: str) -> None:
           + (f" curriculum reaches it at {reach:.3g} FLOPs ({1 - reach / base[-1]['flops']:+.1%} saving)"
              if reach else " curriculum never reaches it"))
     matched = list(csv.DictReader(open(HERE / "matched.csv")))
-    print(few_step_table(matched))
+    main_rows = [r for r in matched if r["model"] in ("teacher", "full_schedule", "teacher_at_student_entropy")]
+    print(few_step_table(main_rows))
+    print()
+    print(variants_table(matched))
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for name, rows in (("no curriculum", base), ("curriculum", cur)):
         ax1.plot([r["flops"] for r in rows], [r["val_nelbo"] for r in rows], marker=".", label=name)
     ax1.set(xlabel="training FLOPs", ylabel="val NELBO (nats/token)", title="Duo demo: curriculum", ylim=(6.2, 6.6))
     ax1.legend()
-    for model in dict.fromkeys(r["model"] for r in matched):
-        pts = sorted((r for r in matched if r["model"] == model and r["gen_ppl"]), key=lambda r: int(r["steps"]))
+    for model in dict.fromkeys(r["model"] for r in main_rows):
+        pts = sorted((r for r in main_rows if r["model"] == model and r["gen_ppl"]), key=lambda r: int(r["steps"]))
         steps, ppl = [int(r["steps"]) for r in pts], [float(r["gen_ppl"]) for r in pts]
         err = [[p - float(r["ci_low"]) for p, r in zip(ppl, pts)], [float(r["ci_high"]) - p for p, r in zip(ppl, pts)]]
         ax2.errorbar(steps, ppl, yerr=err, marker="o", capsize=2,

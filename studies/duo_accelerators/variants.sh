@@ -10,16 +10,18 @@
 #                  round, scaled to 32-step rounds) instead of the student itself
 set -euo pipefail
 here=$(dirname "$0"); root=${ROOT:-runs/duo_accel}
-VARIANTS=("more_rounds max_steps=224" "finer_teacher distill_steps=128" "ema_teacher teacher_ema=0.7")
+# name, override, the lowest temperature the teacher is searched at (the 7-round student's entropy is
+# below what T >= 0.25 gives the teacher)
+VARIANTS=("more_rounds max_steps=224 0.02" "finer_teacher distill_steps=128 0.25" "ema_teacher teacher_ema=0.7 0.25")
 for line in "${VARIANTS[@]}"; do
-  read -r name overrides <<< "$line"
+  read -r name overrides _ <<< "$line"
   echo "[$(date +%T)] distil $name ($overrides)"
   # shellcheck disable=SC2086
   [ -f "$root/$name/DONE" ] || { bash "$here/distill.sh" "$root/$name" $overrides && touch "$root/$name/DONE"; }
 done
 for line in "${VARIANTS[@]}"; do
-  read -r name _ <<< "$line"
+  read -r name _ lowest <<< "$line"
   echo "[$(date +%T)] judge $name"
-  bash "$here/evaluate.sh" "$root/$name/checkpoint" "$name"
+  LOWEST_T=$lowest bash "$here/evaluate.sh" "$root/$name/checkpoint" "$name"
 done
 echo "[$(date +%T)] variants done"
