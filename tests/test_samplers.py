@@ -185,6 +185,27 @@ def test_esolm_confidence_reveals_k_per_step_and_its_cache_is_exact():
         steps_of(model, length=8, steps=2, sampler="confidence", sampler_options={"threshold": 0.5})
 
 
+def test_bidirectional_decoder_logits_on_ragged_rows_are_the_full_pass_at_each_rows_positions():
+    """Rows with different numbers of masked positions (PAD-padded queries): the live entries are
+    the network's logits at exactly those positions, the PAD entries zeros, one NFE."""
+    from tests.test_families import BOS, MASK, V, TableNet
+    from toolkit.decoding.bidirectional import BidirectionalDecoder
+    from toolkit.decoding.start import PAD
+    from toolkit.families.mdlm import MDLM, MaskedOptions
+    net = TableNet(6)
+    z = torch.tensor([[1, MASK, 2, MASK, MASK, 3], [4, 5, MASK, 6, 7, 8]])
+    decoder = BidirectionalDecoder(MDLM(MaskedOptions(), V, MASK, BOS), net, None, z.clone(),
+                                   torch.zeros_like(z, dtype=torch.bool), None, "cpu")
+    positions = decoder.masked()
+    assert positions.tolist() == [[1, 3, 4], [2, PAD, PAD]]
+    out = decoder.logits(positions)
+    full = net(z)
+    assert out.shape == (2, 3, V) and decoder.nfe == 1
+    torch.testing.assert_close(out[0], full[0, [1, 3, 4]])
+    torch.testing.assert_close(out[1, 0], full[1, 2])
+    assert (out[1, 1:] == 0).all()
+
+
 # -- remdm -------------------------------------------------------------------------------------
 def test_remdm_schedule_keeps_the_forward_marginal():
     for schedule in ("cap", "rescale"):
