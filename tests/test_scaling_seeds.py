@@ -56,3 +56,22 @@ def test_saving_interval_covers_its_point_and_widens_with_the_seed_spread():
     assert lo <= point <= hi
     _, lo_wide, hi_wide = seeds.saving_interval(make(0.05), "better", "base", 1e13, n_boot=400)
     assert hi_wide - lo_wide > hi - lo
+
+
+def test_collecting_seeds_keeps_every_earlier_run_and_replaces_only_a_recollected_one():
+    """collect_seeds.py on a checkout whose seeds/ folder holds only some runs: the seed rows already
+    in results.csv stay unless the same run is collected again (then the new row replaces it)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "studies" / "cpu_scaling" / "collect_seeds.py"
+    spec = importlib.util.spec_from_file_location("collect_seeds", path)
+    collect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collect)
+    row = lambda variant, seed, loss: {"variant": variant, "size": "cpu-xs", "budget": 1e13, "seed": seed,  # noqa: E731
+                                      "val_nelbo": loss, "precision": "fp32"}
+    old = pd.DataFrame([row("ar", 0, 4.1), row("mdlm", 0, 5.0), row("ar", 1, 4.2), row("mdlm", 1, 5.3)])
+    merged = collect.merge(old, [pd.DataFrame([row("mdlm", 1, 5.25), row("ar", 2, 4.15)])])
+    got = {(r.variant, r.seed): r.val_nelbo for r in merged.itertuples()}
+    assert got == {("ar", 0): 4.1, ("mdlm", 0): 5.0, ("ar", 1): 4.2, ("mdlm", 1): 5.25, ("ar", 2): 4.15}
+    assert len(merged) == 5
+    assert collect.merge(old, []).equals(old.reset_index(drop=True))   # nothing collected: nothing lost

@@ -25,12 +25,23 @@ PLAN = ["family=ar,mdlm,mdlm:loss=low_var,duo,esolm:loss=low_var", "budgets=1e12
         "threads=1", "precision=fp32", "launcher=print"]
 
 
-def main() -> int:
-    results = HERE / "results.csv"
-    old = pd.read_csv(results)
+KEY = ["variant", "size", "budget", "seed"]   # one run
+
+
+def merge(old: pd.DataFrame, collected: list[pd.DataFrame]) -> pd.DataFrame:
+    """results.csv after collecting: the seed-0 rows, then the earlier seed rows no collected run
+    replaces, then the collected runs (a run collected again replaces its earlier row; none is lost)."""
     base = old[old["seed"] == 0] if "seed" in old.columns else old.assign(seed=0)
     base = base.assign(precision=base["precision"] if "precision" in base.columns else "fp32")
     earlier = old[old["seed"] != 0] if "seed" in old.columns else old.iloc[:0]
+    new = pd.concat(collected, ignore_index=True) if collected else earlier.iloc[:0]
+    kept = earlier[~earlier.set_index(KEY).index.isin(new.set_index(KEY).index)] if len(new) else earlier
+    return pd.concat([base, kept, new], ignore_index=True)
+
+
+def main() -> int:
+    results = HERE / "results.csv"
+    old = pd.read_csv(results)
     frames = []
     for seed_dir in sorted((HERE / "seeds").glob("seed[0-9]*")):
         seed = int(seed_dir.name[4:])
@@ -42,11 +53,9 @@ def main() -> int:
                        for r in rows["run"]]
         frames.append(rows)
         print(f"seed {seed}: {len(rows)} finished runs")
-    key = ["variant", "size", "budget", "seed"]
-    new = pd.concat(frames, ignore_index=True) if frames else earlier.iloc[:0]
-    kept = earlier[~earlier.set_index(key).index.isin(new.set_index(key).index)] if len(new) else earlier
-    print(f"kept {len(kept)} seed runs collected earlier")
-    pd.concat([base, kept, new], ignore_index=True).to_csv(results, index=False)
+    merged = merge(old, frames)
+    merged.to_csv(results, index=False)
+    print(f"{len(merged)} rows ({len(old)} before)")
     print(f"wrote {results}")
     return 0
 
