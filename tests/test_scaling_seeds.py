@@ -67,8 +67,10 @@ def test_collecting_seeds_keeps_every_earlier_run_and_replaces_only_a_recollecte
     spec = importlib.util.spec_from_file_location("collect_seeds", path)
     collect = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(collect)
-    row = lambda variant, seed, loss: {"variant": variant, "size": "cpu-xs", "budget": 1e13, "seed": seed,  # noqa: E731
-                                      "val_nelbo": loss, "precision": "fp32"}
+
+    def row(variant, seed, loss):
+        return {"variant": variant, "size": "cpu-xs", "budget": 1e13, "seed": seed, "val_nelbo": loss, "precision": "fp32"}
+
     old = pd.DataFrame([row("ar", 0, 4.1), row("mdlm", 0, 5.0), row("ar", 1, 4.2), row("mdlm", 1, 5.3)])
     merged = collect.merge(old, [pd.DataFrame([row("mdlm", 1, 5.25), row("ar", 2, 4.15)])])
     got = {(r.variant, r.seed): r.val_nelbo for r in merged.itertuples()}

@@ -1,6 +1,7 @@
 """Merge the seed runs (seeds.sh) into results.csv: the seed-0 sweep's rows keep seed 0, each finished
 run of seeds/seedN/ is added as a row with seed N, and seed rows already in results.csv (collected from
-an earlier checkout, whose seeds/ folder is not committed) are kept unless a run here replaces them. Then refit with the seeds in:
+an earlier checkout, whose seeds/ folder is not committed) are kept unless a run here replaces them.
+Then refit with the seeds in:
 
     python studies/cpu_scaling/collect_seeds.py
     python -m toolkit.scaling fit studies/cpu_scaling/results.csv --out studies/cpu_scaling \\
