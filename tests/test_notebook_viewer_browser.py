@@ -65,6 +65,22 @@ def lab(tiny_checkpoint, tmp_path_factory):
     proc.wait(30)
 
 
+def dismiss_dialogs(page, most: int = 5) -> None:
+    """A JupyterLab dialog (on a loaded machine, e.g. a slow kernel's) blocks every click: print what it
+    said, so a real error stays visible, and close it."""
+    for _ in range(most):
+        dialog = page.locator(".jp-Dialog")
+        if not dialog.count():
+            return
+        print("JupyterLab dialog:", dialog.first.inner_text()[:500])
+        accept = dialog.first.locator(".jp-Dialog-button.jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
+
+
 def test_viewer_samples_and_scrubs_in_jupyterlab(lab, tmp_path):
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
@@ -78,9 +94,10 @@ def test_viewer_samples_and_scrubs_in_jupyterlab(lab, tmp_path):
                 " || document.body.innerText)", timeout=180_000)
             try:   # a run request sent before the kernel's channels are up is dropped: ask again
                 for _ in range(12):
-                    page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
-                    page.keyboard.press("Control+Enter")    # run the cell in place (no new cell)
+                    dismiss_dialogs(page)
                     try:
+                        page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click(timeout=15_000)
+                        page.keyboard.press("Control+Enter")    # run the cell in place (no new cell)
                         page.wait_for_selector(".dlm-viewer-sample", timeout=15_000)
                         break
                     except Exception:
@@ -90,6 +107,7 @@ def test_viewer_samples_and_scrubs_in_jupyterlab(lab, tmp_path):
                 page.screenshot(path=str(tmp_path / "lab-timeout.png"), full_page=True)
                 print(page.locator(".jp-Notebook").inner_text()[-3000:])
                 raise
+            dismiss_dialogs(page)
             page.locator(".dlm-viewer-sample").click()
             page.wait_for_selector('.dlm-panel[data-done="true"]', timeout=120_000)
             last = int(page.locator(".dlm-step").first.get_attribute("data-step"))
