@@ -4,6 +4,7 @@ on validation and test, resume, the summary, and reproduce.sh re-running a point
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,46 @@ def test_tiny_ladder_runs_end_to_end_with_seeds_and_resumes(tmp_path):
     ladder = list(csv.DictReader(open(work / "ladder.csv")))
     assert sorted(int(x["budget_steps"]) for x in ladder if x["family"] == "mdlm") == [4, 8, 12]
     assert sorted(int(x["budget_steps"]) for x in ladder if x["family"] == "duo") == [4, 8]
+    # A study grows by size: summarising into a results folder that holds another size's committed rows
+    # keeps them (the demo size run in one session, the larger size in another) beside this work's.
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    older = [{**x, "size": "older"} for x in csv.DictReader(open(work / "results.csv"))]
+    with open(committed / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(older[0]))
+        w.writeheader()
+        w.writerows(older)
+    (committed / "progress.log").write_text("[10:00:00] done finetune-older-mdlm-4-s0 in 60.0 min\n")
+    r = run_study("--profile", "tiny", "--work", str(work), "--results", str(committed), "--summarise")
+    assert r.returncode == 0, r.stderr[-2000:]
+    merged = list(csv.DictReader(open(committed / "ladder.csv")))
+    assert {x["size"] for x in merged} == {"older", "tiny"}
+    assert [x for x in merged if x["size"] == "older"] == [{**x, "size": "older"} for x in ladder]
+    md = (committed / "results.md").read_text()
+    assert "| older | MDLM | 4 |" in md and "| tiny | MDLM | 12 |" in md
+    assert re.search(r"\(finetune 6[01], ", md)   # the carried size's logged hour counts beside the markers' seconds
+
+
+def test_carried_rows_read_back_as_written_and_yield_to_a_size_that_ran(tmp_path):
+    sys.path[:0] = [str(STUDY)]
+    try:
+        from summarise import carried_rows, logged_minutes, rank_sizes, write_csv
+    finally:
+        del sys.path[:1]
+    row = {"size": "demo", "size_rank": 0, "family": "mdlm", "seed": 2, "precision": "fp32", "split": "test",
+           "params_no_embedding": 321106, "budget_steps": 500, "finetune_flops": 1.7e12, "sampler": "block", "steps": 8,
+           "nfe": 9.0, "accuracy": 0.0633, "probe_from_given": None, "budget": "x1"}
+    here = tmp_path / "here"
+    here.mkdir()
+    write_csv(here / "results.csv", [row, {**row, "size": "large", "params_no_embedding": 790000}])
+    assert carried_rows(here, tmp_path / "work", [{"size": "large"}]) == [row]   # types survive the round trip
+    assert carried_rows(here, here, []) == []   # summarising into its own work folder carries nothing
+    rows = [{**row, "size": "large", "params_no_embedding": 790000, "size_rank": 0}, {**row, "size_rank": 5}]
+    rank_sizes(rows)
+    assert [(r["size"], r["size_rank"]) for r in rows] == [("demo", 0), ("large", 1)]
+    (here / "progress.log").write_text("[11:24:02] done finetune-demo-ar-500-s0 in 1.7 min\n[11:24:03] $ cmd\n")
+    (here / "progress-large.log").write_text("[09:00:00] done evaluate-large-ar-500-s1 in 0.2 min\n")
+    assert logged_minutes(here) == {"finetune-demo-ar-500-s0": 1.7, "evaluate-large-ar-500-s1": 0.2}
 
 
 def test_reproduce_reruns_a_committed_point_with_its_seeds(tmp_path):

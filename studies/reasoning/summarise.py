@@ -15,10 +15,9 @@ from collections import Counter
 from pathlib import Path
 from statistics import mean
 
-from seed_stats import ladder_verdict, overlap, point_summary   # same folder
+from figure import LABELS, plot   # same folder
+from seed_stats import ladder_verdict, overlap, point_summary
 
-LABELS = {"ar": "AR", "mdlm": "MDLM", "duo": "Duo", "esolm": "Eso-LM"}
-COLORS = {"ar": "#222222", "mdlm": "#1f77b4", "duo": "#d62728", "esolm": "#2ca02c"}
 THRESHOLDS = (0.25, 0.5, 0.75)
 WORK_LINE = re.compile(r"(\d+) [-+*] (\d+) = (\d+)")
 POINT = re.compile(r"(?P<size>.+)-(?P<family>[a-z]+)-(?P<budget>\d+)-s(?P<seed>\d+)")
@@ -282,6 +281,13 @@ def reading(points: list[dict], verdict: dict) -> str:
                 lines.append(f"- **{size}**: pre-training val NELBO orders them"
                              f" {' < '.join(LABELS[p['family']] for p in by_ppl)} (best first); at {common} steps the"
                              f" family with the worst perplexity, {versus}.")
+        separate = [b for b in sorted({p["budget_steps"] for p in mine})
+                    if len([p for p in mine if p["budget_steps"] == b]) == len(fams) > 1
+                    and " > " in ordering([p for p in mine if p["budget_steps"] == b])]
+        if len(fams) > 1:
+            lines.append(f"- **{size}**: the families separate (some t-intervals disjoint) at " + (", ".join(
+                f"{b} steps ({ordering([p for p in mine if p['budget_steps'] == b])})" for b in separate)
+                if separate else "no rung every family ran") + ".")
         spread = [p["accuracy_max"] - p["accuracy_min"] for p in mine if len(p["seeds"].split(",")) > 1]
         if spread:
             lines.append(f"- **{size}**: the seed-to-seed range of a point's test accuracy is {min(spread):.1%} to"
@@ -297,7 +303,26 @@ def reading(points: list[dict], verdict: dict) -> str:
         if probes:
             lines.append(f"- **{size}**, given a first line whose result is changed, line 2 starts from the given"
                          f" / the true result: {', '.join(probes)} (last rung, seed mean).")
+    lines += across_sizes(points)
     return "\n".join(lines)
+
+
+def across_sizes(points: list[dict]) -> list[str]:
+    """Each family at the larger size against the smaller one, rung by rung where both ran it."""
+    sizes = list(dict.fromkeys(p["size"] for p in sorted(points, key=lambda p: p["size_rank"])))
+    if len(sizes) < 2:
+        return []
+    small, large = sizes[0], sizes[-1]
+    out = []
+    for b in sorted({p["budget_steps"] for p in points}):
+        pairs = [(p, q) for p in points for q in points if (p["size"], q["size"], p["budget_steps"], q["budget_steps"])
+                 == (large, small, b, b) and p["family"] == q["family"]]
+        if pairs:
+            out.append(f"{b} steps: " + "; ".join(
+                f"{LABELS[p['family']]} {p['accuracy']:.1%} vs {q['accuracy']:.1%}"
+                f" ({'not resolved' if overlap(p, q) else ('higher' if p['accuracy'] > q['accuracy'] else 'lower')})"
+                for p, q in pairs))
+    return [f"- **{large} vs {small}** (seed means; resolved: t-intervals disjoint): " + " · ".join(out) + "."] if out else []
 
 
 def rungs_run(points: list[dict]) -> str:
@@ -316,8 +341,9 @@ def rungs_run(points: list[dict]) -> str:
     return "; ".join(out)
 
 
-def compute_spent(work: Path, points: list[dict]) -> str:
-    """The wall time of the tasks behind the tables (each finished task's marker holds its seconds)."""
+def compute_spent(work: Path, points: list[dict], logged: dict[str, float] | None = None) -> str:
+    """The wall time of the tasks behind the tables: each finished task's marker holds its seconds; a task
+    whose marker is gone (a size carried from the committed results) counts its logged minutes."""
     minutes: dict[str, float] = {}
     for p in points:
         for seed in p["seeds"].split(","):
@@ -325,8 +351,9 @@ def compute_spent(work: Path, points: list[dict]) -> str:
             for kind in ("finetune", "validate", "evaluate", "probe"):
                 marker = work / "done" / f"{kind}-{name}"
                 seconds = marker.read_text().split() if marker.is_file() else []
-                if seconds:
-                    minutes[kind] = minutes.get(kind, 0.0) + float(seconds[0]) / 60
+                spent = float(seconds[0]) / 60 if seconds else (logged or {}).get(f"{kind}-{name}")
+                if spent is not None:
+                    minutes[kind] = minutes.get(kind, 0.0) + spent
     parts = ", ".join(f"{kind} {m:.0f}" for kind, m in minutes.items())
     return (f"Compute: {sum(minutes.values()) / 60:.1f} h of task wall time behind these tables ({parts} min; a rung's"
             " fine-tuning time counts only the steps since the previous rung).")
@@ -343,68 +370,6 @@ def majority_baseline(work: Path) -> str:
             f"{hits / len(test):.1%} ({hits} / {len(test)}).")
 
 
-def plot(rows: list[dict], points: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from toolkit.plotting import log_budget_axis
-    sizes = list(dict.fromkeys(p["size"] for p in points))
-    fig, axes = plt.subplots(len(sizes), 3, figsize=(13.5, 3.6 * len(sizes)), squeeze=False)
-    for i, size in enumerate(sizes):
-        ax, bx, cx = axes[i]
-        for fam in LABELS:
-            rs = sorted((p for p in points if p["size"] == size and p["family"] == fam), key=lambda p: p["budget_steps"])
-            if not rs:
-                continue
-            x = [p["finetune_flops"] for p in rs]
-            y = [100 * p["accuracy"] for p in rs]
-            # the t-interval over seeds (one seed: none, so no bar)
-            err = [[100 * (p["accuracy"] - (p["accuracy"] if p["t_low"] is None else p["t_low"])) for p in rs],
-                   [100 * ((p["accuracy"] if p["t_high"] is None else p["t_high"]) - p["accuracy"]) for p in rs]]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=COLORS[fam], label=LABELS[fam])
-            for p in rs:   # each seed's own test accuracy
-                seeds = [100 * float(v) for v in p["per_seed"].split(";")]
-                ax.scatter([p["finetune_flops"]] * len(seeds), seeds, s=10, color=COLORS[fam], alpha=0.45)
-            bx.errorbar(x, [p["task_val_nelbo"] for p in rs], yerr=[p["task_val_nelbo_sd"] for p in rs], marker="o",
-                        capsize=3, color=COLORS[fam], label=LABELS[fam])
-            last = rs[-1]
-            seeds = last["seeds"].split(",")
-            for sampler, marker in (("ancestral", "o"), ("confidence", "s"), ("block", "^")):
-                by_steps: dict[int, list[dict]] = {}
-                for r in rows:
-                    if (r["size"], r["family"], r["budget_steps"], r["split"], r["sampler"]) == \
-                            (size, fam, last["budget_steps"], "test", sampler) and str(r["seed"]) in seeds:
-                        by_steps.setdefault(r["steps"], []).append(r)
-                ps = sorted(([mean(r["nfe"] for r in v), 100 * mean(r["accuracy"] for r in v), n]
-                             for n, v in by_steps.items()))
-                if ps:
-                    cx.plot([q[0] for q in ps], [q[1] for q in ps], marker=marker, color=COLORS[fam],
-                            linestyle="-" if sampler == "ancestral" else ":", label=f"{LABELS[fam]} · {sampler}")
-                    for nfe, acc, n in ps:   # the setting chosen on validation, ringed
-                        if (sampler, n) == (last["sampler"], last["steps"]):
-                            cx.scatter([nfe], [acc], s=140, facecolors="none", edgecolors=COLORS[fam], linewidths=1.5)
-        for a in (ax, bx):
-            log_budget_axis(a)   # 1e12-style ticks, no crowded minor labels
-            a.set_xlabel("fine-tuning FLOPs (6 × parameters × tokens)")
-        ax.set_ylabel("exact-match accuracy (%)")
-        ax.set_title(f"{size}: test accuracy vs. compute\n(validation-chosen setting; seed mean, 95% t-interval, seeds)",
-                     fontsize=9)
-        bx.set_ylabel("task val NELBO (nats / response token)")
-        bx.set_yscale("log")
-        bx.set_title(f"{size}: task NELBO vs. compute (seed mean ± sd)", fontsize=10)
-        cx.set_xscale("log", base=2)
-        cx.set_xlabel("network evaluations per problem (NFE)")
-        cx.set_ylabel("exact-match accuracy (%)")
-        cx.set_title(f"{size}: exploration: every setting at the last rung\n(test, seed mean; ringed: chosen on"
-                     " validation)", fontsize=9)
-        ax.legend(fontsize=8, loc="upper left")
-        cx.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 # what reproduce.sh needs to re-run a point as the study ran it (study.json beside results.csv)
 REPRODUCE = ("profile", "task", "holdout", "batch_size", "seq_len", "lr", "warmup", "train_problems", "test_problems",
              "validation_problems", "steps", "samplers", "precision", "seeds", "eval_every", "threads", "device")
@@ -417,10 +382,61 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+def typed(value: str):
+    """A results.csv cell back as collect() wrote it: empty -> None, then int, float or text."""
+    if value == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def carried_rows(here: Path, work: Path, rows: list[dict]) -> list[dict]:
+    """The committed rows (here/results.csv) of the sizes this work folder did not run: a study grows
+    one size at a time (the demo size in one session, the larger one in another) and its tables hold
+    both. A size the work folder ran replaces its committed rows."""
+    committed = here / "results.csv"
+    if here.resolve() == work.resolve() or not committed.is_file():
+        return []
+    ran = {r["size"] for r in rows}
+    with open(committed, newline="") as f:
+        return [{k: typed(v) for k, v in r.items()} for r in csv.DictReader(f) if r["size"] not in ran]
+
+
+def rank_sizes(rows: list[dict]) -> None:
+    """size_rank: the sizes ordered by parameters (without the input embedding), smallest first."""
+    order = sorted({(r["params_no_embedding"], r["size"]) for r in rows})
+    rank = {size: i for i, (_, size) in enumerate(order)}
+    for r in rows:
+        r["size_rank"] = rank[r["size"]]
+    rows.sort(key=lambda r: (r["size_rank"], list(LABELS).index(r["family"]), r["budget_steps"], r["seed"],
+                             r["split"], r["sampler"], r["steps"]))
+
+
+def logged_minutes(here: Path) -> dict[str, float]:
+    """Task wall times from the committed progress logs (here/progress*.log: `done TASK in M min`), for the
+    sizes whose work folder is gone."""
+    done = re.compile(r"\] done (\S+) in ([\d.]+) min")
+    out = {}
+    for log in sorted(here.glob("progress*.log")):
+        for m in done.finditer(log.read_text()):
+            out[m[1]] = float(m[2])
+    return out
+
+
 def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
     rows = collect(work)
     if not rows:
         raise SystemExit("no finished evaluation in " + str(work))
+    carried = carried_rows(here, work, rows)
+    if carried:
+        print(f"kept the committed rows of {', '.join(dict.fromkeys(r['size'] for r in carried))} "
+              f"(not run in {work})", flush=True)
+        rows = carried + rows
+        rank_sizes(rows)
     settings = json.loads((work / "settings.json").read_text())
     points, pending = ladder(rows, settings.get("seeds"))
     if not points:
@@ -430,7 +446,8 @@ def summarise(work: Path, here: Path, update_readme: bool = False) -> str:
     write_csv(here / "results.csv", rows)
     write_csv(here / "ladder.csv", points)
     (here / "study.json").write_text(json.dumps({k: settings[k] for k in REPRODUCE if k in settings}, indent=1) + "\n")
-    md = f"{tables(rows, points, verdict)}\n\n{majority_baseline(work)}\n\n{compute_spent(work, points)}\n"
+    md = (f"{tables(rows, points, verdict)}\n\n{majority_baseline(work)}\n\n"
+          f"{compute_spent(work, points, logged_minutes(here))}\n")
     if pending:
         md += f"\nPoints still running, left out of the tables until every seed is scored: {'; '.join(pending)}.\n"
     (here / "results.md").write_text(md)
