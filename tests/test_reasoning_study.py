@@ -190,3 +190,26 @@ def test_a_continued_study_keeps_its_settings_and_reports_the_rungs_that_ran(tmp
     points += [{"size": "large", "family": "ar", "budget_steps": 100}]
     assert rungs_run(points) == ("demo: AR, Eso-LM 500-1000 (2 rungs) / MDLM 500-2000 (3 rungs); "
                                  "large: AR 100 (1 rung)")
+
+
+def test_reading_says_where_the_families_separate_and_compares_the_sizes():
+    sys.path[:0] = [str(STUDY)]
+    try:
+        from summarise import reading
+    finally:
+        del sys.path[:1]
+
+    def point(size, fam, acc, half, rank):
+        return {"size": size, "size_rank": rank, "family": fam, "budget_steps": 500, "accuracy": acc,
+                "accuracy_sd": half / 4, "t_low": acc - half, "t_high": acc + half, "accuracy_min": acc - half / 5,
+                "accuracy_max": acc + half / 5, "seeds": "0,1,2", "sampler": "ancestral", "steps": 8,
+                "pretrain_val_nelbo": None, "explore_best_accuracy": acc, "explore_best_setting": "ancestral 8",
+                "probe_from_given": None}
+    points = [point("demo", "ar", 0.30, 0.05, 0), point("demo", "mdlm", 0.28, 0.05, 0),
+              point("large", "ar", 0.60, 0.05, 1), point("large", "mdlm", 0.10, 0.05, 1)]
+    verdict = {(p["size"], p["family"]): {"state": "still rising"} for p in points}
+    text = reading(points, verdict)
+    assert "**demo**: the families do not separate at any rung every family ran" in text
+    assert "**large**: the families separate (some t-intervals disjoint) at 500 steps (AR > MDLM)." in text
+    assert "**large vs demo** (seed means; resolved: t-intervals disjoint): 500 steps: AR 60.0% vs 30.0% (higher);" \
+           " MDLM 10.0% vs 28.0% (lower)." in text

@@ -281,13 +281,13 @@ def reading(points: list[dict], verdict: dict) -> str:
                 lines.append(f"- **{size}**: pre-training val NELBO orders them"
                              f" {' < '.join(LABELS[p['family']] for p in by_ppl)} (best first); at {common} steps the"
                              f" family with the worst perplexity, {versus}.")
-        separate = [b for b in sorted({p["budget_steps"] for p in mine})
-                    if len([p for p in mine if p["budget_steps"] == b]) == len(fams) > 1
-                    and " > " in ordering([p for p in mine if p["budget_steps"] == b])]
-        if len(fams) > 1:
-            lines.append(f"- **{size}**: the families separate (some t-intervals disjoint) at " + (", ".join(
-                f"{b} steps ({ordering([p for p in mine if p['budget_steps'] == b])})" for b in separate)
-                if separate else "no rung every family ran") + ".")
+        shared = {b: [p for p in mine if p["budget_steps"] == b] for b in sorted({p["budget_steps"] for p in mine})}
+        shared = {b: ps for b, ps in shared.items() if len(ps) == len(fams) > 1}   # the rungs every family ran
+        separate = [f"{b} steps ({ordering(ps)})" for b, ps in shared.items() if " > " in ordering(ps)]
+        if shared:
+            lines.append(f"- **{size}**: the families separate (some t-intervals disjoint) at " + ", ".join(separate)
+                         + "." if separate else f"- **{size}**: the families do not separate at any rung every family"
+                         " ran (their t-intervals overlap at each).")
         spread = [p["accuracy_max"] - p["accuracy_min"] for p in mine if len(p["seeds"].split(",")) > 1]
         if spread:
             lines.append(f"- **{size}**: the seed-to-seed range of a point's test accuracy is {min(spread):.1%} to"
