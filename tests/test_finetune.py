@@ -177,7 +177,8 @@ def test_lora_trains_adapters_only_and_merges(tiny_checkpoint, tmp_path):
     assert all(torch.equal(frozen[k], original[k]) for k in original)        # the base never moved
     assert any(".lora_B." in k and v.abs().sum() > 0 for k, v in state.items())
     # fp32 pinned: auto may time bf16 faster for one of the three models on a native-bf16 CPU
-    merged, on_load = load(str(tmp_path / "ft" / "merged"), precision="fp32"), load(str(tmp_path / "ft"), precision="fp32")
+    merged = load(str(tmp_path / "ft" / "merged"), precision="fp32")
+    on_load = load(str(tmp_path / "ft"), precision="fp32")
     assert not any(".lora_" in k for k in merged.net.state_dict())
     x = torch.randint(0, 40, (2, 16))
     assert torch.allclose(merged.net(x), on_load.net(x), atol=1e-5)
