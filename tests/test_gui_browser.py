@@ -42,8 +42,27 @@ def set_number(page, elem_id: str, value) -> None:
 
 
 def wait_until_done(page, n: int) -> None:
-    page.wait_for_function("n => document.querySelectorAll('#panels .dlm-panel[data-done=\"true\"]').length === n",
-                           arg=n, timeout=120_000)
+    """Wait until n panels have settled (finished or failed); a failed panel fails the test with its message."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    try:
+        page.wait_for_function("n => document.querySelectorAll('#panels .dlm-panel[data-done=\"true\"], "
+                               "#panels .dlm-panel[data-done=\"error\"]').length === n", arg=n, timeout=120_000)
+    except PlaywrightTimeout:
+        states = page.evaluate("() => [...document.querySelectorAll('#panels .dlm-panel')].map(e => e.dataset.done)")
+        raise AssertionError(f"panels not done after 120 s: states {states}, status "
+                             f"{page.locator('#status').inner_text()!r}") from None
+    failed = page.locator('#panels .dlm-panel[data-done="error"]')
+    assert failed.count() == 0, [failed.nth(i).inner_text() for i in range(failed.count())]
+
+
+def choose(page, elem_id: str, value: str) -> None:
+    """Pick a dropdown entry by clicking it in the open list (Enter on a still-filtering list may pick
+    nothing), and wait until the box shows it."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    page.get_by_role("option", name=value, exact=True).click()
+    page.wait_for_function("([id, v]) => document.querySelector(`#${id} input`).value === v", arg=[elem_id, value],
+                           timeout=30_000)
 
 
 def wait_until_scrubbed_to_first_step(page) -> None:
@@ -271,10 +290,7 @@ def test_browser_downloaded_trace_replays_to_the_same_tokens(server, tmp_path):
         set_number(page, "seed", 3)
         open_more_settings(page)
         page.get_by_text("Decoding strategy (per family)").click()
-        strategy = page.locator("#sampler-mdlm input")
-        strategy.click()
-        strategy.fill("remdm")
-        strategy.press("Enter")
+        choose(page, "sampler-mdlm", "remdm")
         page.get_by_label("mdlm: strategy options").fill("eta=0.1")
         page.locator("#generate").click()
         wait_until_done(page, len(registry.keys))
