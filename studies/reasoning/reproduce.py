@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from seed_stats import difference_of_means   # same folder
+
 HERE = Path(__file__).resolve().parent
 POINT = re.compile(r"(?P<size>.+)-(?P<family>[a-z]+)-(?P<budget>\d+)")
 FLAGS = {"task": "--task", "holdout": "--holdout", "batch_size": "--batch-size", "seq_len": "--seq-len", "lr": "--lr",
@@ -63,7 +65,19 @@ def compare(committed: dict, rerun: dict) -> tuple[bool, str]:
                 f" task val NELBO {float(p['task_val_nelbo']):.4g})")
     verdict = (f"verdict: the re-run's seed mean {mean:.1%} is {'INSIDE' if inside else 'OUTSIDE'} the committed seed"
                f" range [{lo:.1%}, {hi:.1%}]")
-    return inside, "\n".join([line("committed", committed), line("re-run", rerun), verdict])
+    return inside, "\n".join([line("committed", committed), line("re-run", rerun), difference(committed, rerun), verdict])
+
+
+def difference(committed: dict, rerun: dict) -> str:
+    """The re-run's seed mean minus the committed one, with a Welch t-interval over both points' seeds: a
+    three-seed range can be narrower than one evaluation's own sampling noise, so this says whether the
+    two differ by more than both spreads allow."""
+    seeds = [[float(x) for x in p["per_seed"].split(";")] for p in (rerun, committed)]
+    d = difference_of_means(*seeds)
+    resolved = d["low"] > 0 or d["high"] < 0
+    return (f"difference re-run - committed: {100 * d['diff']:+.1f} points, 95% Welch t-interval over seeds"
+            f" [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
+            + ("a difference beyond the seeds' spread" if resolved else "no difference beyond the seeds' spread"))
 
 
 def main(argv=None) -> int:
