@@ -37,6 +37,8 @@ def test_difference_of_means_is_welchs_interval(a, b):
     assert (d["low"], d["high"], d["df"]) == pytest.approx((ci.low, ci.high, ref.df))
     same = difference_of_means([0.2, 0.2, 0.2], [0.2, 0.2, 0.2])     # identical seeds: a zero-width interval
     assert (same["low"], same["diff"], same["high"]) == pytest.approx((0, 0, 0))
+    single = difference_of_means([0.3], [0.1, 0.2])                  # one seed: a difference, no interval
+    assert single["diff"] == pytest.approx(0.15) and single["low"] != single["low"]
 
 
 def test_a_planted_test_only_best_setting_is_not_chosen():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import re
 import subprocess
 import sys
@@ -74,6 +75,8 @@ def difference(committed: dict, rerun: dict) -> str:
     two differ by more than both spreads allow."""
     seeds = [[float(x) for x in p["per_seed"].split(";")] for p in (rerun, committed)]
     d = difference_of_means(*seeds)
+    if math.isnan(d["low"]):
+        return f"difference re-run - committed: {100 * d['diff']:+.1f} points (a single seed: no interval)"
     resolved = d["low"] > 0 or d["high"] < 0
     return (f"difference re-run - committed: {100 * d['diff']:+.1f} points, 95% Welch t-interval over seeds"
             f" [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
