@@ -24,6 +24,20 @@ def test_t_interval_is_the_textbook_one():
     assert all(math.isnan(v) for v in seeds.t_interval([1.0]))
 
 
+@pytest.mark.parametrize("a, b", [([0.110, 0.083, 0.130], [0.113, 0.117, 0.123]), ([0.9, 0.8, 0.85, 0.95], [0.5, 0.6])])
+def test_welch_difference_is_scipys_welch_interval(a, b):
+    """The interval orderings and reproduce.sh read, against scipy's own Welch test (unequal variances)."""
+    from scipy.stats import ttest_ind
+    ci = ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    diff, low, high = seeds.welch_difference(a, b)
+    assert diff == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
+    assert (low, high) == pytest.approx((ci.low, ci.high))
+    # identical seeds: a zero-width interval; one seed: a difference, no interval
+    assert seeds.welch_difference([0.2, 0.2, 0.2], [0.2, 0.2, 0.2]) == pytest.approx((0, 0, 0))
+    single = seeds.welch_difference([0.3], [0.1, 0.2])
+    assert single[0] == pytest.approx(0.15) and single[1] != single[1]
+
+
 def test_a_gap_inside_the_seed_spread_is_not_resolved_and_a_wide_one_is():
     # the issue's numbers: MDLM low-var and Eso-LM low-var at 1e13 over three seeds each; AR far below
     df = table([("mdlm_lv", 1e13, "xs", s, v) for s, v in enumerate([4.880, 4.905, 4.808])]

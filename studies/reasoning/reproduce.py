@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from seed_stats import difference_of_means   # same folder
+from toolkit.scaling.seeds import welch_difference
 
 HERE = Path(__file__).resolve().parent
 POINT = re.compile(r"(?P<size>.+)-(?P<family>[a-z]+)-(?P<budget>\d+)")
@@ -74,12 +74,12 @@ def difference(committed: dict, rerun: dict) -> str:
     three-seed range can be narrower than one evaluation's own sampling noise, so this says whether the
     two differ by more than both spreads allow."""
     seeds = [[float(x) for x in p["per_seed"].split(";")] for p in (rerun, committed)]
-    d = difference_of_means(*seeds)
-    if math.isnan(d["low"]):
-        return f"difference re-run - committed: {100 * d['diff']:+.1f} points (a single seed: no interval)"
-    resolved = d["low"] > 0 or d["high"] < 0
-    return (f"difference re-run - committed: {100 * d['diff']:+.1f} points, 95% Welch t-interval over seeds"
-            f" [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
+    diff, low, high = welch_difference(*seeds)
+    if math.isnan(low):
+        return f"difference re-run - committed: {100 * diff:+.1f} points (a single seed: no interval)"
+    resolved = low > 0 or high < 0
+    return (f"difference re-run - committed: {100 * diff:+.1f} points, 95% Welch t-interval over seeds"
+            f" [{100 * low:+.1f}, {100 * high:+.1f}]: "
             + ("a difference beyond the seeds' spread" if resolved else "no difference beyond the seeds' spread"))
 
 

@@ -30,21 +30,6 @@ def seed_summary(values: list[float]) -> dict:
     return {"n": n, "mean": m, "sd": sd, "min": min(values), "max": max(values), "t_low": low, "t_high": high}
 
 
-def difference_of_means(a: list[float], b: list[float]) -> dict:
-    """mean(a) - mean(b) with its 95% Welch t-interval (unequal variances, Welch-Satterthwaite degrees of
-    freedom): does a re-run differ from the committed point by more than their seeds' spread allows?"""
-    diff = mean(a) - mean(b)
-    if min(len(a), len(b)) < 2:
-        return {"diff": diff, "low": math.nan, "high": math.nan, "df": math.nan}   # one seed: no spread to test
-    va, vb = stdev(a) ** 2 / len(a), stdev(b) ** 2 / len(b)
-    if va + vb == 0:
-        return {"diff": diff, "low": diff, "high": diff, "df": math.inf}
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    from scipy.stats import t   # deferred: scipy is slow to import
-    half = float(t.ppf(0.975, df)) * math.sqrt(va + vb)
-    return {"diff": diff, "low": diff - half, "high": diff + half, "df": df}
-
-
 def setting_of(row: dict) -> tuple[str, int]:
     return row["sampler"], int(row["steps"])
 
